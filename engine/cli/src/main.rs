@@ -1,0 +1,274 @@
+//! `quarry`: the command line of the Quarry data platform.
+
+mod check;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use quarry_core::params::InputStyle;
+
+/// Quarry turns JSON exports from business systems into one canonical PostgreSQL
+/// model and serves declarative analytics operations ("query packs") over it.
+#[derive(Parser, Debug)]
+#[command(name = "quarry", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// PostgreSQL URL of the owner role (runs migrations). The analytics role's URL is
+    /// derived from it (user quarry_reader) unless QUARRY_READER_URL is set.
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = quarry_db::DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+
+    /// Folder holding the query packs (NAME.yaml + NAME.sql).
+    #[arg(long, env = "QUARRY_QUERIES_DIR", global = true, default_value = "queries")]
+    queries: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, env = "QUARRY_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the roles and apply pending schema migrations. Safe to run repeatedly.
+    Migrate,
+    /// Validate query packs: schema, template syntax, parameters, identifiers, defaults.
+    /// With a database (DATABASE_URL set or --database-url given) each operation is
+    /// also rendered with its defaults, prepared and EXPLAINed as the reader role.
+    /// Every problem is printed as file:line:column. Exit code 1 on any problem.
+    Check {
+        /// Files or folders to check (default: the queries folder).
+        paths: Vec<PathBuf>,
+        /// Never connect to a database, even when DATABASE_URL is set.
+        #[arg(long)]
+        offline: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+    },
+    /// Run one operation and print its rows.
+    Query {
+        /// Operation name (see `quarry operations`).
+        operation: String,
+        /// A parameter as NAME=VALUE; repeat for several. Lists are comma separated.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = output::Format::Table)]
+        format: output::Format,
+        /// Return at most this many rows (never more than the operation's own cap).
+        #[arg(long)]
+        max_rows: Option<u64>,
+        /// Print the rendered SQL and its bind values instead of running it.
+        #[arg(long)]
+        show_sql: bool,
+        /// Allow operations that run caller-supplied SQL (custom_complex_query).
+        #[arg(long, env = "QUARRY_ALLOW_CUSTOM_SQL")]
+        allow_custom_sql: bool,
+    },
+    /// List the operations with their cost class and parameters.
+    Operations,
+    /// Write the JSON Schemas of the definition files (query packs) into a folder.
+    Schema {
+        /// Destination folder.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Do not write; fail if the files on disk differ from the generated ones.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write docs/schema.md, the canonical data contract, from the database's own
+    /// table and column comments (needs a migrated database).
+    Docs {
+        /// Destination file.
+        #[arg(long, default_value = "docs/schema.md")]
+        out: PathBuf,
+        /// Do not write; fail if the file differs from the generated one.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The demo: migrate, load deterministic demo data, and run a few operations.
+    Demo {
+        /// Demo size: about 400 organizations and 4000 orders per unit.
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Load the data but do not print the operations.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CheckFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Migrate => {
+            let mut client = quarry_db::connect(&cli.database_url).await?;
+            let report = quarry_db::migrate(&mut client).await?;
+            if report.applied.is_empty() {
+                println!("database is up to date ({} migrations applied earlier)", report.already);
+            } else {
+                for m in &report.applied {
+                    println!("applied {m}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { paths, offline, format } => {
+            let paths = if paths.is_empty() { vec![cli.queries.clone()] } else { paths };
+            let db = if offline || !database_configured() { None } else { Some(cli.database_url.as_str()) };
+            check::run(&paths, db, format == CheckFormat::Json).await
+        }
+        Command::Query { operation, params, format, max_rows, show_sql, allow_custom_sql } => {
+            let set = load_one_or_all(&cli.queries, &operation)?;
+            let Some(pack) = set.get(&operation) else {
+                bail!(
+                    "unknown operation `{operation}`; available: {} (see `quarry operations`)",
+                    set.names().join(", ")
+                );
+            };
+            let mut input = serde_json::Map::new();
+            for p in &params {
+                let Some((k, v)) = p.split_once('=') else {
+                    bail!("--param {p:?} is not NAME=VALUE");
+                };
+                input.insert(k.trim().to_string(), serde_json::Value::String(v.to_string()));
+            }
+            if show_sql {
+                let resolved = pack.resolve(&input, InputStyle::Text).map_err(|errs| {
+                    anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+                })?;
+                let q = pack.render(&resolved).map_err(anyhow::Error::msg)?;
+                println!("{}", q.sql);
+                for (i, b) in q.binds.iter().enumerate() {
+                    println!("-- ${} {} = {:?}", i + 1, b.pg_type.sql_name(), b.value);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut reader = quarry_db::connect_reader(&cli.database_url).await?;
+            let opts = quarry_db::CallOptions { max_rows, timeout: None, allow_raw_sql: allow_custom_sql };
+            match quarry_db::execute_pack(&mut reader, pack, &input, InputStyle::Text, opts).await {
+                Ok((resolved, out)) => {
+                    output::print(format, pack, &resolved, &out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    if let quarry_db::RunError::Query(quarry_db::QueryError::Sql { hint: Some(h), .. }) = &e {
+                        eprintln!("  hint: {h}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Operations => {
+            let set = load_packs(&cli.queries)?;
+            output::print_operations(&set);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { out, check } => schema(&out, check),
+        Command::Docs { out, check } => {
+            let client = quarry_db::connect(&cli.database_url).await?;
+            let text = quarry_db::docs::schema_markdown(&client).await?;
+            write_or_check(&out, &text, check, "quarry docs")
+        }
+        Command::Demo { scale, quiet } => demo::run(&cli.database_url, &cli.queries, scale, quiet).await,
+    }
+}
+
+/// True when the user pointed at a database explicitly.
+fn database_configured() -> bool {
+    std::env::var_os("DATABASE_URL").is_some() || std::env::args().any(|a| a.starts_with("--database-url"))
+}
+
+/// Loads and checks every pack; any problem is an error listing all of them.
+pub fn load_packs(dir: &std::path::Path) -> Result<quarry_core::PackSet> {
+    let sources = quarry_core::files::read_pack_sources(&[dir.to_path_buf()])
+        .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
+    quarry_core::loader::build_pack_set(&sources).map_err(|d| {
+        anyhow::anyhow!("the query packs have problems (run `quarry check`):\n{}", join_diags(&d))
+    })
+}
+
+/// Loads just `queries/OP.yaml` when it exists (one broken pack does not block
+/// running another), else the whole folder (for the list of known names).
+fn load_one_or_all(dir: &std::path::Path, op: &str) -> Result<quarry_core::PackSet> {
+    let file = dir.join(format!("{op}.yaml"));
+    if quarry_core::render::is_plain_identifier(op) && file.is_file() {
+        let sources = quarry_core::files::read_pack_sources(&[file]).map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
+        return quarry_core::loader::build_pack_set(&sources)
+            .map_err(|d| anyhow::anyhow!("operation `{op}` has problems (run `quarry check`):\n{}", join_diags(&d)));
+    }
+    load_packs(dir)
+}
+
+fn join_diags(d: &[quarry_core::Diagnostic]) -> String {
+    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
+    let text = serde_json::to_string_pretty(&quarry_core::pack::pack_json_schema())? + "\n";
+    write_or_check(&out.join("query-pack.schema.json"), &text, check, "quarry schema")
+}
+
+fn write_or_check(path: &std::path::Path, text: &str, check: bool, cmd: &str) -> Result<ExitCode> {
+    if check {
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current != text {
+            eprintln!("{} is out of date; run `{cmd}` and commit the result", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{} is up to date", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! Printing rows as a table, JSON or CSV.
+
+use anyhow::Result;
+use clap::ValueEnum;
+use quarry_core::params::ResolvedParams;
+use quarry_core::Pack;
+use quarry_db::QueryOutput;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn print(format: Format, pack: &Pack, params: &ResolvedParams, out: &QueryOutput) -> Result<()> {
+    match format {
+        Format::Json => {
+            let params: serde_json::Map<String, Value> = params.0.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            let doc = serde_json::json!({
+                "operation": pack.spec.name,
+                "version": pack.spec.version,
+                "parameters": params,
+                "columns": out.columns,
+                "row_count": out.rows.len(),
+                "truncated": out.truncated,
+                "elapsed_ms": out.elapsed_ms,
+                "rows": out.row_objects(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record(out.columns.iter().map(|c| c.name.as_str()))?;
+            for r in &out.rows {
+                w.write_record(r.iter().map(text))?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            t.set_header(out.columns.iter().map(|c| c.name.as_str()));
+            for r in &out.rows {
+                t.add_row(r.iter().map(text));
+            }
+            println!("{t}");
+            println!(
+                "{} row(s){} in {} ms — {} v{}",
+                out.rows.len(),
+                if out.truncated { " (truncated by the row cap)" } else { "" },
+                out.elapsed_ms,
+                pack.spec.name,
+                pack.spec.version
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn print_operations(set: &quarry_core::PackSet) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(["operation", "version", "cost", "cache ttl", "parameters", "title"]);
+    for (name, p) in &set.packs {
+        let params: Vec<String> = p
+            .spec
+            .parameters
+            .iter()
+            .map(|(n, ps)| {
+                if ps.default.is_some() { format!("{n}: {}", ps.kind.as_str()) } else { format!("{n}: {} (required)", ps.kind.as_str()) }
+            })
+            .collect();
+        t.add_row([
+            name.clone(),
+            p.spec.version.clone(),
+            format!("{:?}", p.spec.cost).to_lowercase(),
+            format!("{}s", p.spec.cache_ttl_seconds),
+            params.join("\n"),
+            p.spec.title.clone(),
+        ]);
+    }
+    println!("{t}");
+}

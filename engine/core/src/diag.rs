@@ -1,0 +1,130 @@
+//! Diagnostics that point at a file, line and column, and say what to change.
+
+use serde::Serialize;
+
+/// One problem found in a definition file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file, as given to the checker (relative paths stay relative).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it, when there is something specific to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, (line, column): (usize, usize), message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_string(),
+            line: line.max(1),
+            column: column.max(1),
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)?;
+        if let Some(h) = &self.help {
+            write!(f, "\n  help: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds the line and column of a key path (`["parameters", "group_by", "default"]`)
+/// in a block-style YAML document. Falls back to the deepest key found, then to 1:1.
+pub fn yaml_key_position(text: &str, path: &[&str]) -> (usize, usize) {
+    let mut best = (1, 1);
+    let mut parent_indent: isize = -1;
+    let mut start_line = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    'outer: for key in path {
+        for (i, line) in lines.iter().enumerate().skip(start_line) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = (line.len() - trimmed.len()) as isize;
+            if i > start_line && indent <= parent_indent {
+                break 'outer; // left the parent block
+            }
+            let bare = trimmed.trim_start_matches("- ");
+            let matches = bare
+                .strip_prefix(key)
+                .map(|rest| rest.trim_start().starts_with(':'))
+                .unwrap_or(false)
+                || bare
+                    .strip_prefix(&format!("\"{key}\""))
+                    .map(|rest| rest.trim_start().starts_with(':'))
+                    .unwrap_or(false);
+            if matches && indent > parent_indent {
+                best = (i + 1, (line.len() - bare.len()) + 1);
+                parent_indent = indent;
+                start_line = i + 1;
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    best
+}
+
+/// Finds the first line and column where `needle` occurs as a whole word in `text`.
+pub fn word_position(text: &str, needle: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(needle) {
+            let start = from + pos;
+            let end = start + needle.len();
+            let before_ok = line[..start]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            let after_ok = line[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if before_ok && after_ok {
+                return Some((i + 1, line[..start].chars().count() + 1));
+            }
+            from = end;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_keys() {
+        let y = "# c\nname: x\nparameters:\n  a:\n    type: string\n  b:\n    type: integer\n    default: 3\ncost: light\n";
+        assert_eq!(yaml_key_position(y, &["name"]), (2, 1));
+        assert_eq!(yaml_key_position(y, &["parameters", "b"]), (6, 3));
+        assert_eq!(yaml_key_position(y, &["parameters", "b", "default"]), (8, 5));
+        assert_eq!(yaml_key_position(y, &["parameters", "a", "default"]), (4, 3));
+        assert_eq!(yaml_key_position(y, &["cost"]), (9, 1));
+    }
+
+    #[test]
+    fn finds_words() {
+        let t = "select a\nfrom t where x_y = {{ y }}";
+        assert_eq!(word_position(t, "y"), Some((2, 23)));
+        assert_eq!(word_position(t, "zz"), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! Reading definition files from disk: the only file-system access of the core.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::Diagnostic;
+use crate::loader::PackSource;
+
+/// Collects pack sources from files and folders. A folder contributes every
+/// `*.yaml` directly inside it; a `.yaml` file contributes itself; the `.sql`
+/// template is looked up beside each YAML file.
+pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagnostic>> {
+    let mut yaml_files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut found: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                        .collect();
+                    found.sort();
+                    yaml_files.extend(found);
+                }
+                Err(e) => errors.push(Diagnostic::new(&p.display().to_string(), (1, 1), format!("cannot read folder: {e}"))),
+            }
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            yaml_files.push(p.clone());
+        } else if p.extension().is_some_and(|e| e == "sql") {
+            yaml_files.push(p.with_extension("yaml"));
+        } else {
+            errors.push(Diagnostic::new(&p.display().to_string(), (1, 1), "not a folder, .yaml or .sql file")
+                .help("pass the queries/ folder or individual queries/NAME.yaml files"));
+        }
+    }
+    yaml_files.dedup();
+    let mut out = Vec::new();
+    for y in yaml_files {
+        let yaml_text = match std::fs::read_to_string(&y) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(Diagnostic::new(&y.display().to_string(), (1, 1), format!("cannot read file: {e}")));
+                continue;
+            }
+        };
+        let sql = y.with_extension("sql");
+        out.push(PackSource {
+            yaml_file: display(&y),
+            yaml_text,
+            sql_file: display(&sql),
+            sql_text: std::fs::read_to_string(&sql).ok(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,353 @@
+//! Loading and checking query packs. [`check_pack`] is what `quarry check` runs on
+//! every pack and what the server runs before it accepts a reload: it reports every
+//! problem with file:line:column instead of stopping at the first.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use crate::diag::{word_position, yaml_key_position, Diagnostic};
+use crate::pack::{PackSpec, ParamType};
+use crate::params::{self, anchored, InputStyle, ResolvedParams};
+use crate::render::{is_plain_identifier, PackTemplate, RenderedQuery};
+
+/// The first line every definition file carries, so editors validate it.
+pub const SCHEMA_HEADER_PREFIX: &str = "# yaml-language-server: $schema=";
+/// Most rows any pack may declare as its cap.
+pub const MAX_ROWS_LIMIT: u64 = 1_000_000;
+
+/// The text of one pack: its YAML and its SQL template, with the names to report.
+#[derive(Debug, Clone)]
+pub struct PackSource {
+    pub yaml_file: String,
+    pub yaml_text: String,
+    pub sql_file: String,
+    /// `None` when the `.sql` file does not exist.
+    pub sql_text: Option<String>,
+}
+
+/// A loaded, checked pack.
+#[derive(Debug)]
+pub struct Pack {
+    pub spec: PackSpec,
+    pub yaml_file: String,
+    pub sql_file: String,
+    pub sql_text: String,
+    /// sha256 of the YAML and SQL content; part of the cache key.
+    pub content_digest: String,
+    pub template: PackTemplate,
+}
+
+impl Pack {
+    /// Validates caller input (see [`params::resolve`]).
+    pub fn resolve(
+        &self,
+        input: &serde_json::Map<String, serde_json::Value>,
+        style: InputStyle,
+    ) -> Result<ResolvedParams, Vec<params::ParamError>> {
+        params::resolve(&self.spec, input, style)
+    }
+
+    /// Renders the template with resolved parameters.
+    pub fn render(&self, params: &ResolvedParams) -> Result<RenderedQuery, String> {
+        self.template
+            .render(&self.spec, params)
+            .map_err(|e| render_error_text(&self.sql_file, &e))
+    }
+
+    /// Parameters made of defaults and examples, for checks and EXPLAIN.
+    pub fn sample_params(&self) -> Result<ResolvedParams, Vec<params::ParamError>> {
+        let mut input = serde_json::Map::new();
+        for (name, p) in &self.spec.parameters {
+            if p.default.is_none() {
+                if let Some(ex) = &p.example {
+                    input.insert(name.clone(), ex.clone());
+                }
+            }
+        }
+        params::resolve(&self.spec, &input, InputStyle::Json)
+    }
+}
+
+fn render_error_text(file: &str, e: &minijinja::Error) -> String {
+    let line = e.line().unwrap_or(1);
+    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    format!("{file}:{line}: {detail}")
+}
+
+/// The set of packs a server or CLI serves, by name.
+#[derive(Debug, Default)]
+pub struct PackSet {
+    pub packs: IndexMap<String, Arc<Pack>>,
+}
+
+impl PackSet {
+    pub fn get(&self, name: &str) -> Option<&Arc<Pack>> {
+        self.packs.get(name)
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.packs.keys().map(String::as_str).collect()
+    }
+    pub fn len(&self) -> usize {
+        self.packs.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.packs.is_empty()
+    }
+}
+
+/// Checks every source and builds the set; all problems of all packs are returned,
+/// and the set is only built when there are none.
+pub fn build_pack_set(sources: &[PackSource]) -> Result<PackSet, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut packs = IndexMap::new();
+    for src in sources {
+        let (pack, mut d) = check_pack(src);
+        diags.append(&mut d);
+        if let Some(pack) = pack {
+            if packs.contains_key(&pack.spec.name) {
+                diags.push(Diagnostic::new(
+                    &src.yaml_file,
+                    yaml_key_position(&src.yaml_text, &["name"]),
+                    format!("operation `{}` is defined twice", pack.spec.name),
+                ));
+            } else {
+                packs.insert(pack.spec.name.clone(), Arc::new(pack));
+            }
+        }
+    }
+    if diags.is_empty() {
+        packs.sort_keys();
+        Ok(PackSet { packs })
+    } else {
+        Err(diags)
+    }
+}
+
+fn name_re() -> Regex {
+    Regex::new(r"^[a-z][a-z0-9_]{0,62}$").unwrap_or_else(|_| unreachable!())
+}
+
+/// Checks one pack offline. Returns the pack when it has no problems.
+pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
+    let yf = src.yaml_file.as_str();
+    let y = src.yaml_text.as_str();
+    let mut d = Vec::new();
+
+    if !y.lines().next().unwrap_or_default().starts_with(SCHEMA_HEADER_PREFIX) {
+        d.push(
+            Diagnostic::new(yf, (1, 1), "the first line must name the JSON Schema for editors")
+                .help("start the file with `# yaml-language-server: $schema=../schemas/query-pack.schema.json`"),
+        );
+    }
+    let spec: PackSpec = match serde_yaml::from_str(y) {
+        Ok(s) => s,
+        Err(e) => {
+            let pos = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let msg = e.to_string();
+            let msg = match msg.rfind(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            d.push(Diagnostic::new(yf, pos, format!("invalid pack definition: {msg}")).help(
+                "compare with schemas/query-pack.schema.json; `quarry schema` regenerates it",
+            ));
+            return (None, d);
+        }
+    };
+    let at = |path: &[&str]| yaml_key_position(y, path);
+
+    let stem = std::path::Path::new(yf)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if !name_re().is_match(&spec.name) {
+        d.push(Diagnostic::new(yf, at(&["name"]), format!("name `{}` is not valid", spec.name))
+            .help("use lower case letters, digits and underscores, starting with a letter"));
+    } else if spec.name != stem {
+        d.push(Diagnostic::new(yf, at(&["name"]), format!("name `{}` does not match the file name `{stem}.yaml`", spec.name))
+            .help(format!("rename the file to `{}.yaml` or set `name: {stem}`", spec.name)));
+    }
+    let version_ok = Regex::new(r"^\d+\.\d+\.\d+$").map(|r| r.is_match(&spec.version)).unwrap_or(false);
+    if !version_ok {
+        d.push(Diagnostic::new(yf, at(&["version"]), format!("version `{}` is not MAJOR.MINOR.PATCH", spec.version))
+            .help("write it as three numbers, for example `1.0.0`"));
+    }
+    if !(1..=3600).contains(&spec.timeout_seconds) {
+        d.push(Diagnostic::new(yf, at(&["timeout_seconds"]), "timeout_seconds must be from 1 to 3600"));
+    }
+    if spec.max_rows == 0 || spec.max_rows > MAX_ROWS_LIMIT {
+        d.push(Diagnostic::new(yf, at(&["max_rows"]), format!("max_rows must be from 1 to {MAX_ROWS_LIMIT}")));
+    }
+    if spec.columns.is_empty() && !spec.raw_sql {
+        d.push(Diagnostic::new(yf, at(&["columns"]), "no result columns declared")
+            .help("list the columns the query returns under `columns:` (name, type, description)"));
+    }
+    let mut seen = HashSet::new();
+    for c in &spec.columns {
+        if !seen.insert(c.name.as_str()) {
+            d.push(Diagnostic::new(yf, word_position(y, &c.name).unwrap_or((1, 1)), format!("column `{}` is declared twice", c.name)));
+        }
+    }
+
+    let mut sql_params = 0;
+    for (name, p) in &spec.parameters {
+        let ppos = at(&["parameters", name]);
+        if !name_re().is_match(name) || crate::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
+            d.push(Diagnostic::new(yf, ppos, format!("parameter name `{name}` is not valid"))
+                .help("use lower case letters, digits and underscores; `ident`, `sql`, `range` and `loop` are reserved"));
+        }
+        match p.kind {
+            ParamType::Identifier => {
+                let values = p.allowed.as_deref().unwrap_or_default();
+                if values.is_empty() {
+                    d.push(Diagnostic::new(yf, ppos, format!("identifier parameter `{name}` has no `enum`"))
+                        .help("list the identifiers it may take: an identifier can only be one of its declared values"));
+                }
+                for v in values {
+                    if !v.as_str().is_some_and(is_plain_identifier) {
+                        d.push(Diagnostic::new(yf, at(&["parameters", name, "enum"]), format!("enum value {v} of identifier parameter `{name}` is not a plain identifier"))
+                            .help("use letters, digits and underscores only (at most 63), starting with a letter or underscore"));
+                    }
+                }
+            }
+            ParamType::Sql => {
+                sql_params += 1;
+                if !spec.raw_sql {
+                    d.push(Diagnostic::new(yf, ppos, format!("parameter `{name}` has type sql but the pack is not marked `raw_sql: true`"))
+                        .help("caller-supplied SQL must be declared explicitly with `raw_sql: true`"));
+                }
+            }
+            _ => {}
+        }
+        if (p.minimum.is_some() || p.maximum.is_some()) && !matches!(p.kind, ParamType::Integer | ParamType::Number) {
+            d.push(Diagnostic::new(yf, ppos, format!("minimum/maximum only apply to integer and number parameters, not {}", p.kind.as_str())));
+        }
+        if let (Some(lo), Some(hi)) = (p.minimum, p.maximum) {
+            if lo > hi {
+                d.push(Diagnostic::new(yf, at(&["parameters", name, "minimum"]), format!("minimum {lo} is above maximum {hi}")));
+            }
+        }
+        if let Some(pat) = &p.pattern {
+            if let Err(e) = anchored(pat) {
+                d.push(Diagnostic::new(yf, at(&["parameters", name, "pattern"]), format!("pattern does not compile: {e}")));
+            }
+        }
+        if let Some(values) = &p.allowed {
+            let mut bare = p.clone();
+            bare.allowed = None;
+            for v in values {
+                if let Err(e) = params::coerce(&bare, v, InputStyle::Json) {
+                    d.push(Diagnostic::new(yf, at(&["parameters", name, "enum"]), format!("enum value {v} is not a valid {}: {e}", p.kind.as_str())));
+                }
+            }
+        }
+        for (key, v) in [("default", &p.default), ("example", &p.example)] {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
+                if let Err(e) = params::coerce(p, v, InputStyle::Json) {
+                    d.push(Diagnostic::new(yf, at(&["parameters", name, key]), format!("{key} {v} is not valid for parameter `{name}`: {e}"))
+                        .help(format!("give a {} value the parameter's own rules accept", p.kind.as_str())));
+                }
+            }
+        }
+        if p.default.is_none() && p.example.is_none() {
+            d.push(Diagnostic::new(yf, ppos, format!("required parameter `{name}` has neither a default nor an example"))
+                .help("add `example:` so `quarry check` can render and EXPLAIN the template"));
+        }
+    }
+    if spec.raw_sql && sql_params == 0 {
+        d.push(Diagnostic::new(yf, at(&["raw_sql"]), "a raw_sql pack needs a parameter of type sql"));
+    }
+
+    let Some(sql_text) = src.sql_text.clone() else {
+        d.push(Diagnostic::new(yf, at(&["name"]), format!("the SQL template `{}` does not exist", src.sql_file))
+            .help("each queries/NAME.yaml needs a minijinja SQL template queries/NAME.sql beside it"));
+        return (None, d);
+    };
+    let sf = src.sql_file.as_str();
+    let template = match PackTemplate::compile(&spec, sf, &sql_text) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.line().unwrap_or(1);
+            d.push(Diagnostic::new(sf, (line, 1), format!("template syntax error: {}", e.detail().unwrap_or("invalid syntax")))
+                .help("see https://docs.rs/minijinja for the template syntax; macros, include and extends are not available"));
+            return (None, d);
+        }
+    };
+
+    // Parameters used but not declared, declared but not used.
+    let referenced = template.referenced_variables();
+    let call_re = Regex::new(r#"\b(ident|sql)\(\s*["']([A-Za-z0-9_]+)["']\s*\)"#).unwrap_or_else(|_| unreachable!());
+    let mut called = BTreeSet::new();
+    for (i, line) in sql_text.lines().enumerate() {
+        for cap in call_re.captures_iter(line) {
+            let (func, pname) = (&cap[1], &cap[2]);
+            called.insert(pname.to_string());
+            let col = cap.get(0).map(|m| m.start() + 1).unwrap_or(1);
+            match spec.parameters.get(pname) {
+                None => d.push(Diagnostic::new(sf, (i + 1, col), format!("{func}(\"{pname}\") names an undeclared parameter"))
+                    .help(format!("declare `{pname}` under parameters in {yf}"))),
+                Some(p) if func == "ident" && p.kind != ParamType::Identifier => d.push(
+                    Diagnostic::new(sf, (i + 1, col), format!("ident(\"{pname}\") needs an identifier parameter, but `{pname}` is {}", p.kind.as_str()))
+                        .help("declare it with `type: identifier` and an `enum` of allowed names, or bind it as a value with {{ name }}"),
+                ),
+                Some(p) if func == "sql" && p.kind != ParamType::Sql => d.push(
+                    Diagnostic::new(sf, (i + 1, col), format!("sql(\"{pname}\") needs an sql parameter, but `{pname}` is {}", p.kind.as_str()))),
+                _ => {}
+            }
+        }
+    }
+    let mut undeclared: Vec<&String> = referenced.iter().filter(|v| !spec.parameters.contains_key(*v)).collect();
+    undeclared.sort();
+    for v in undeclared {
+        d.push(Diagnostic::new(sf, word_position(&sql_text, v).unwrap_or((1, 1)), format!("`{v}` is used but not declared as a parameter"))
+            .help(format!("declare `{v}` under parameters in {yf}, or fix the spelling")));
+    }
+    for name in spec.parameters.keys() {
+        if !referenced.contains(name) && !called.contains(name) {
+            d.push(Diagnostic::new(yf, at(&["parameters", name]), format!("parameter `{name}` is declared but never used in {sf}"))
+                .help("use it in the template or remove it"));
+        }
+    }
+
+    let digest = {
+        let mut h = Sha256::new();
+        h.update(y.as_bytes());
+        h.update([0u8]);
+        h.update(sql_text.as_bytes());
+        hex::encode(h.finalize())
+    };
+    let pack = Pack {
+        spec,
+        yaml_file: src.yaml_file.clone(),
+        sql_file: src.sql_file.clone(),
+        sql_text,
+        content_digest: digest,
+        template,
+    };
+    if d.is_empty() {
+        // Render with defaults and examples: catches runtime template errors.
+        match pack.sample_params() {
+            Ok(p) => {
+                if let Err(e) = pack.template.render(&pack.spec, &p) {
+                    let line = e.line().unwrap_or(1);
+                    d.push(Diagnostic::new(sf, (line, 1), format!("rendering with the defaults fails: {}", e.detail().unwrap_or("error")))
+                        .help("every variable must be a declared parameter; print values with {{ name }} and identifiers with {{ ident(\"name\") }}"));
+                }
+            }
+            Err(errs) => {
+                for e in errs {
+                    d.push(Diagnostic::new(yf, at(&["parameters", &e.parameter]), e.to_string()));
+                }
+            }
+        }
+    }
+    if d.is_empty() {
+        (Some(pack), d)
+    } else {
+        (None, d)
+    }
+}

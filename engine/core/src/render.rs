@@ -1,0 +1,431 @@
+//! Rendering a pack's SQL template into a statement with bind parameters.
+//!
+//! The invariant this module exists for: **no parameter text ever becomes SQL text**.
+//! Every value printed with `{{ ... }}` goes through [`sql_formatter`], which appends
+//! it to the bind list and writes `$n` instead. The only things written verbatim are
+//! [`SqlFragment`]s, a private type created solely by `ident("param")` (which emits
+//! one of the parameter's declared enum values as a quoted identifier) and by
+//! `sql("param")` (only for `sql` parameters of `raw_sql` packs).
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
+
+use crate::pack::{PackSpec, ParamType};
+use crate::params::{ParamValue, ResolvedParams};
+
+/// Template evaluation budget: instructions a render may execute.
+pub const TEMPLATE_FUEL: u64 = 200_000;
+/// Maximum nesting depth of template constructs.
+pub const TEMPLATE_RECURSION_LIMIT: usize = 32;
+const BINDS_TEMP: &str = "quarry.binds";
+
+/// Postgres types a bind parameter can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgType {
+    Text,
+    Int8,
+    Float8,
+    Bool,
+    Date,
+    Timestamptz,
+    /// Sent as text and cast in SQL (`CAST($n AS interval)`).
+    Interval,
+    TextArray,
+    Int8Array,
+}
+
+impl PgType {
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            PgType::Text => "text",
+            PgType::Int8 => "int8",
+            PgType::Float8 => "float8",
+            PgType::Bool => "bool",
+            PgType::Date => "date",
+            PgType::Timestamptz => "timestamptz",
+            PgType::Interval => "interval",
+            PgType::TextArray => "text[]",
+            PgType::Int8Array => "int8[]",
+        }
+    }
+}
+
+/// A bind parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindValue {
+    Null,
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Date(NaiveDate),
+    Timestamp(DateTime<FixedOffset>),
+    TextArray(Vec<String>),
+    IntArray(Vec<i64>),
+}
+
+/// One `$n` parameter: its value and its Postgres type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bind {
+    pub value: BindValue,
+    pub pg_type: PgType,
+}
+
+/// A rendered statement: SQL text with `$1..$n` placeholders and their values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedQuery {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+}
+
+/// SQL text written verbatim. Private constructor: only `ident()` and `sql()` make one.
+#[derive(Debug)]
+struct SqlFragment(String);
+impl Object for SqlFragment {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A typed scalar that has no native template type (date, timestamp, interval, typed null).
+#[derive(Debug)]
+struct TypedScalar(Bind);
+impl Object for TypedScalar {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+    fn is_true(self: &Arc<Self>) -> bool {
+        self.0.value != BindValue::Null
+    }
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.value {
+            BindValue::Date(d) => write!(f, "{d}"),
+            BindValue::Timestamp(t) => f.write_str(&t.to_rfc3339()),
+            BindValue::Text(t) => f.write_str(t),
+            _ => f.write_str(""),
+        }
+    }
+}
+
+/// Caller-supplied SQL, refused by the formatter unless passed through `sql()`.
+#[derive(Debug)]
+struct SqlText(String);
+impl Object for SqlText {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<sql parameter>")
+    }
+}
+
+#[derive(Debug, Default)]
+struct BindCollector(Mutex<Vec<Bind>>);
+impl Object for BindCollector {}
+
+/// The per-pack template environment: strict undefined, fuel and recursion limits,
+/// no loader (no includes), and the binding formatter.
+pub struct PackTemplate {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for PackTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackTemplate")
+    }
+}
+
+/// Global names the environment defines for templates (not parameters).
+pub const TEMPLATE_GLOBALS: &[&str] = &["ident", "sql", "range", "loop"];
+
+impl PackTemplate {
+    /// Compiles `source` (named `file_name` in errors) for the pack `spec`.
+    pub fn compile(spec: &PackSpec, file_name: &str, source: &str) -> Result<Self, Error> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_formatter(sql_formatter);
+        env.set_keep_trailing_newline(true);
+
+        let identifiers: Vec<(String, Vec<String>)> = spec
+            .parameters
+            .iter()
+            .filter(|(_, p)| p.kind == ParamType::Identifier)
+            .map(|(name, p)| {
+                let allowed = p
+                    .allowed
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                (name.clone(), allowed)
+            })
+            .collect();
+        env.add_function("ident", move |state: &State, name: &str| -> Result<Value, Error> {
+            let Some((_, allowed)) = identifiers.iter().find(|(n, _)| n == name) else {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("ident(\"{name}\"): `{name}` is not a declared identifier parameter"),
+                ));
+            };
+            let value = state.lookup(name).unwrap_or_default();
+            let text = value.as_str().unwrap_or_default();
+            if !allowed.iter().any(|a| a == text) || !is_plain_identifier(text) {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("ident(\"{name}\"): value is not one of the declared enum values"),
+                ));
+            }
+            Ok(Value::from_object(SqlFragment(quote_ident(text))))
+        });
+        let sql_params: Vec<String> = if spec.raw_sql {
+            spec.parameters
+                .iter()
+                .filter(|(_, p)| p.kind == ParamType::Sql)
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        env.add_function("sql", move |state: &State, name: &str| -> Result<Value, Error> {
+            if !sql_params.iter().any(|n| n == name) {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("sql(\"{name}\"): only `sql` parameters of a raw_sql pack can be printed as SQL"),
+                ));
+            }
+            let value = state.lookup(name).unwrap_or_default();
+            let Some(text) = value.downcast_object_ref::<SqlText>() else {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("sql(\"{name}\"): the parameter was reassigned in the template"),
+                ));
+            };
+            Ok(Value::from_object(SqlFragment(text.0.clone())))
+        });
+        env.add_template_owned(file_name.to_string(), source.to_string())?;
+        Ok(PackTemplate { env })
+    }
+
+    /// Names the template reads that it does not define itself.
+    pub fn referenced_variables(&self) -> std::collections::HashSet<String> {
+        self.env
+            .templates()
+            .next()
+            .map(|(_, t)| t.undeclared_variables(false))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| !TEMPLATE_GLOBALS.contains(&v.as_str()))
+            .collect()
+    }
+
+    /// Renders with resolved parameters. Errors carry the template line.
+    pub fn render(&self, spec: &PackSpec, params: &ResolvedParams) -> Result<RenderedQuery, Error> {
+        let (_, tmpl) = self
+            .env
+            .templates()
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::TemplateNotFound, "no template"))?;
+        let mut ctx = std::collections::BTreeMap::new();
+        for (name, p) in &spec.parameters {
+            let v = params.get(name).cloned().unwrap_or(ParamValue::Null);
+            ctx.insert(name.clone(), context_value(p.kind, v));
+        }
+        let captured = tmpl.render_captured(Value::from(ctx))?;
+        let binds = match captured.state().get_temp(BINDS_TEMP) {
+            Some(v) => match v.downcast_object::<BindCollector>() {
+                Some(c) => c.0.lock().map(|b| b.clone()).unwrap_or_default(),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        Ok(RenderedQuery { sql: captured.output().trim().to_string(), binds })
+    }
+}
+
+fn context_value(kind: ParamType, v: ParamValue) -> Value {
+    let typed = |value: BindValue, pg_type: PgType| {
+        Value::from_object(TypedScalar(Bind { value, pg_type }))
+    };
+    match v {
+        ParamValue::Null => typed(BindValue::Null, pg_type_of(kind)),
+        ParamValue::String(s) | ParamValue::Identifier(s) => Value::from(s),
+        ParamValue::Integer(i) => Value::from(i),
+        ParamValue::Number(f) => Value::from(f),
+        ParamValue::Boolean(b) => Value::from(b),
+        ParamValue::Date(d) => typed(BindValue::Date(d), PgType::Date),
+        ParamValue::Timestamp(t) => typed(BindValue::Timestamp(t), PgType::Timestamptz),
+        ParamValue::Interval(s) => typed(BindValue::Text(s), PgType::Interval),
+        ParamValue::StringList(v) => Value::from(v),
+        ParamValue::IntegerList(v) => Value::from(v),
+        ParamValue::Sql(s) => Value::from_object(SqlText(s)),
+    }
+}
+
+fn pg_type_of(kind: ParamType) -> PgType {
+    match kind {
+        ParamType::String | ParamType::Identifier | ParamType::Sql => PgType::Text,
+        ParamType::Integer => PgType::Int8,
+        ParamType::Number => PgType::Float8,
+        ParamType::Boolean => PgType::Bool,
+        ParamType::Date => PgType::Date,
+        ParamType::Timestamp => PgType::Timestamptz,
+        ParamType::Interval => PgType::Interval,
+        ParamType::StringList => PgType::TextArray,
+        ParamType::IntegerList => PgType::Int8Array,
+    }
+}
+
+/// The formatter: every printed value becomes a bind parameter.
+fn sql_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+    if let Some(fragment) = value.downcast_object_ref::<SqlFragment>() {
+        out.write_str(&fragment.0).map_err(write_err)?;
+        return Ok(());
+    }
+    if value.downcast_object_ref::<SqlText>().is_some() {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "an `sql` parameter can only be printed with {{ sql(\"name\") }}",
+        ));
+    }
+    let bind = to_bind(value)?;
+    let collector = state.get_or_set_temp_object(BINDS_TEMP, BindCollector::default);
+    let n = {
+        let mut binds = collector
+            .0
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::InvalidOperation, "bind list poisoned"))?;
+        binds.push(bind.clone());
+        binds.len()
+    };
+    let text = match bind.pg_type {
+        PgType::Interval => format!("CAST(${n} AS interval)"),
+        _ => format!("${n}"),
+    };
+    out.write_str(&text).map_err(write_err)
+}
+
+fn write_err(_: std::fmt::Error) -> Error {
+    Error::new(ErrorKind::WriteFailure, "could not write rendered SQL")
+}
+
+fn to_bind(value: &Value) -> Result<Bind, Error> {
+    if let Some(t) = value.downcast_object_ref::<TypedScalar>() {
+        return Ok(t.0.clone());
+    }
+    let unsupported = |what: &str| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot bind {what} as an SQL parameter; print scalars or lists of scalars"),
+        )
+    };
+    Ok(match value.kind() {
+        ValueKind::Undefined => {
+            return Err(Error::new(ErrorKind::UndefinedError, "undefined value printed"))
+        }
+        ValueKind::None => Bind { value: BindValue::Null, pg_type: PgType::Text },
+        ValueKind::Bool => Bind { value: BindValue::Bool(value.is_true()), pg_type: PgType::Bool },
+        ValueKind::Number => {
+            if let Ok(i) = i64::try_from(value.clone()) {
+                Bind { value: BindValue::Int(i), pg_type: PgType::Int8 }
+            } else {
+                let f = f64::try_from(value.clone()).map_err(|_| unsupported("this number"))?;
+                Bind { value: BindValue::Float(f), pg_type: PgType::Float8 }
+            }
+        }
+        ValueKind::String => Bind {
+            value: BindValue::Text(value.as_str().unwrap_or_default().to_string()),
+            pg_type: PgType::Text,
+        },
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = value.try_iter()?.collect();
+            if items.iter().all(|i| i.kind() == ValueKind::Number && i64::try_from(i.clone()).is_ok()) && !items.is_empty() {
+                let ints = items.into_iter().filter_map(|i| i64::try_from(i).ok()).collect();
+                Bind { value: BindValue::IntArray(ints), pg_type: PgType::Int8Array }
+            } else if items.iter().all(|i| i.kind() == ValueKind::String) {
+                let texts = items
+                    .iter()
+                    .map(|i| i.as_str().unwrap_or_default().to_string())
+                    .collect();
+                Bind { value: BindValue::TextArray(texts), pg_type: PgType::TextArray }
+            } else {
+                return Err(unsupported("a list of mixed values"));
+            }
+        }
+        ValueKind::Map => return Err(unsupported("a map")),
+        ValueKind::Bytes => return Err(unsupported("bytes")),
+        _ => return Err(unsupported("this value")),
+    })
+}
+
+/// True for names that are safe as identifiers: `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes.
+pub fn is_plain_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
+}
+
+/// Double-quotes an identifier (doubling embedded quotes).
+pub fn quote_ident(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Renders the SQL with bind values inlined as literals, for humans reading
+/// `quarry query --explain` output only. Never executed.
+pub fn display_with_values(q: &RenderedQuery) -> String {
+    let mut s = q.sql.clone();
+    for (i, b) in q.binds.iter().enumerate().rev() {
+        let lit = match &b.value {
+            BindValue::Null => "NULL".to_string(),
+            BindValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            BindValue::Int(i) => i.to_string(),
+            BindValue::Float(f) => f.to_string(),
+            BindValue::Bool(b) => b.to_string(),
+            BindValue::Date(d) => format!("DATE '{d}'"),
+            BindValue::Timestamp(t) => format!("TIMESTAMPTZ '{}'", t.to_rfc3339()),
+            BindValue::TextArray(v) => format!("{v:?}"),
+            BindValue::IntArray(v) => format!("{v:?}"),
+        };
+        let mut text = String::new();
+        let _ = write!(text, "${}", i + 1);
+        s = replace_placeholder(&s, &text, &lit);
+    }
+    s
+}
+
+fn replace_placeholder(s: &str, placeholder: &str, lit: &str) -> String {
+    // Replace `$n` not followed by another digit.
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find(placeholder) {
+        let after = &rest[pos + placeholder.len()..];
+        out.push_str(&rest[..pos]);
+        if after.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            out.push_str(placeholder);
+        } else {
+            out.push_str(lit);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,13 @@
+-- Roles and grants, re-applied after every migration (idempotent).
+-- quarry_owner  owns the schemas and every object in them (DDL).
+-- quarry_writer ingests: reads and writes canonical and quarry tables.
+-- quarry_reader runs analytics: SELECT on schema canonical only, nothing else.
+GRANT USAGE ON SCHEMA canonical TO quarry_reader, quarry_writer;
+GRANT USAGE ON SCHEMA quarry TO quarry_writer;
+REVOKE ALL ON SCHEMA quarry FROM quarry_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA canonical TO quarry_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA canonical TO quarry_writer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA quarry TO quarry_writer;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA canonical TO quarry_writer;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA quarry TO quarry_writer;
+REVOKE CREATE ON SCHEMA public FROM quarry_reader, quarry_writer;

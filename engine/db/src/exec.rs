@@ -1,0 +1,386 @@
+//! Running a rendered operation: as the reader role, in a READ ONLY transaction,
+//! with a statement timeout and a row cap, converting rows to JSON.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::{pin_mut, TryStreamExt};
+use postgres_types::{FromSql, IsNull, ToSql, Type};
+use quarry_core::render::{BindValue, PgType, RenderedQuery};
+use serde::Serialize;
+use serde_json::Value as Json;
+use tokio_postgres::{Client, Row};
+
+/// Limits applied to one execution.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Statement timeout.
+    pub timeout: Duration,
+    /// At most this many rows are returned; `truncated` says whether more existed.
+    pub max_rows: u64,
+}
+
+/// A result column.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OutColumn {
+    pub name: String,
+    /// The Postgres type name (`numeric`, `text`, `timestamptz`, ...).
+    pub pg_type: String,
+}
+
+/// The rows of one execution.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryOutput {
+    pub columns: Vec<OutColumn>,
+    pub rows: Vec<Vec<Json>>,
+    /// True when the row cap cut the result.
+    pub truncated: bool,
+    pub elapsed_ms: u64,
+}
+
+impl QueryOutput {
+    /// Rows as JSON objects keyed by column name.
+    pub fn row_objects(&self) -> Vec<serde_json::Map<String, Json>> {
+        self.rows
+            .iter()
+            .map(|r| {
+                self.columns
+                    .iter()
+                    .zip(r.iter())
+                    .map(|(c, v)| (c.name.clone(), v.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Why an execution failed. `Display` is safe to show to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("the query was cancelled after the statement timeout of {0:?}")]
+    Timeout(Duration),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] tokio_postgres::Error),
+    #[error("SQL error {sqlstate}: {message}")]
+    Sql {
+        sqlstate: String,
+        message: String,
+        hint: Option<String>,
+        /// 1-based character position in the statement, if Postgres reported one.
+        position: Option<u32>,
+        /// True for errors worth retrying (serialization failure, deadlock, lost connection).
+        transient: bool,
+    },
+    #[error("column `{column}` has type {pg_type}, which results cannot carry; cast it (for example to text) in the SQL")]
+    UnsupportedType { column: String, pg_type: String },
+}
+
+impl QueryError {
+    /// Whether retrying the same statement may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            QueryError::Unavailable(_) => true,
+            QueryError::Sql { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code().to_string();
+                let position = match db.position() {
+                    Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+                    _ => None,
+                };
+                QueryError::Sql {
+                    transient: matches!(code.as_str(), "40001" | "40P01" | "08000" | "08003" | "08006" | "57P01" | "53300"),
+                    sqlstate: code,
+                    message: db.message().to_string(),
+                    hint: db.hint().map(str::to_string),
+                    position,
+                }
+            }
+            None => QueryError::Unavailable(e),
+        }
+    }
+}
+
+/// Runs `q` in a READ ONLY transaction with `limits`. The client must be
+/// connected as the reader role (see [`crate::connect_reader`]).
+pub async fn run(client: &mut Client, q: &RenderedQuery, limits: QueryLimits) -> Result<QueryOutput, QueryError> {
+    let started = Instant::now();
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"))
+        .await?;
+    let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
+    let stmt = tx.prepare_typed(&q.sql, &types).await.map_err(|e| classify(e, limits.timeout))?;
+    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
+    let stream = tx
+        .query_raw(&stmt, params.iter().map(|p| p as &dyn ToSql))
+        .await
+        .map_err(|e| classify(e, limits.timeout))?;
+    pin_mut!(stream);
+    let columns: Vec<OutColumn> = stmt
+        .columns()
+        .iter()
+        .map(|c| OutColumn { name: c.name().to_string(), pg_type: c.type_().name().to_string() })
+        .collect();
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = stream.try_next().await.map_err(|e| classify(e, limits.timeout))? {
+        if rows.len() as u64 >= limits.max_rows {
+            truncated = true;
+            break;
+        }
+        rows.push(row_to_json(&row)?);
+    }
+    drop(stream);
+    // Read-only: nothing to keep. Rolling back also ends a truncated portal.
+    let _ = tx.rollback().await;
+    Ok(QueryOutput { columns, rows, truncated, elapsed_ms: started.elapsed().as_millis() as u64 })
+}
+
+fn classify(e: tokio_postgres::Error, timeout: Duration) -> QueryError {
+    match QueryError::from(e) {
+        QueryError::Sql { sqlstate, .. } if sqlstate == "57014" => QueryError::Timeout(timeout),
+        other => other,
+    }
+}
+
+fn pg_type(t: PgType) -> Type {
+    match t {
+        PgType::Text | PgType::Interval => Type::TEXT,
+        PgType::Int8 => Type::INT8,
+        PgType::Float8 => Type::FLOAT8,
+        PgType::Bool => Type::BOOL,
+        PgType::Date => Type::DATE,
+        PgType::Timestamptz => Type::TIMESTAMPTZ,
+        PgType::TextArray => Type::TEXT_ARRAY,
+        PgType::Int8Array => Type::INT8_ARRAY,
+    }
+}
+
+/// Newtype so the orphan rule lets us implement ToSql.
+#[derive(Debug)]
+pub(crate) struct Param<'a>(&'a BindValue);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            BindValue::Null => Ok(IsNull::Yes),
+            BindValue::Text(s) => s.to_sql(ty, out),
+            BindValue::Int(i) => i.to_sql(ty, out),
+            BindValue::Float(f) => f.to_sql(ty, out),
+            BindValue::Bool(b) => b.to_sql(ty, out),
+            BindValue::Date(d) => d.to_sql(ty, out),
+            BindValue::Timestamp(t) => t.with_timezone(&chrono::Utc).to_sql(ty, out),
+            BindValue::TextArray(v) => v.to_sql(ty, out),
+            BindValue::IntArray(v) => v.to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    postgres_types::to_sql_checked!();
+}
+
+/// Converts one row; every supported Postgres type maps to a natural JSON value.
+pub fn row_to_json(row: &Row) -> Result<Vec<Json>, QueryError> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let t = col.type_();
+        let v = cell(row, i, t).ok_or_else(|| QueryError::UnsupportedType {
+            column: col.name().to_string(),
+            pg_type: t.name().to_string(),
+        })?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn cell(row: &Row, i: usize, t: &Type) -> Option<Json> {
+    macro_rules! get {
+        ($ty:ty) => {
+            row.try_get::<_, Option<$ty>>(i).ok()?
+        };
+    }
+    let v = match *t {
+        Type::BOOL => get!(bool).map(Json::Bool),
+        Type::INT2 => get!(i16).map(Json::from),
+        Type::INT4 => get!(i32).map(Json::from),
+        Type::INT8 => get!(i64).map(Json::from),
+        Type::OID | Type::REGCLASS | Type::REGPROC | Type::REGTYPE => get!(u32).map(Json::from),
+        Type::CHAR => get!(i8).map(|c| Json::from(((c as u8) as char).to_string())),
+        Type::FLOAT4 => get!(f32).and_then(|f| serde_json::Number::from_f64(f64::from(f)).map(Json::Number)),
+        Type::FLOAT8 => get!(f64).and_then(|f| serde_json::Number::from_f64(f).map(Json::Number)),
+        Type::NUMERIC => get!(PgNumeric).and_then(|n| n.to_json()),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => get!(String).map(Json::from),
+        Type::DATE => get!(chrono::NaiveDate).map(|d| Json::from(d.format("%Y-%m-%d").to_string())),
+        Type::TIMESTAMP => get!(chrono::NaiveDateTime).map(|d| Json::from(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        Type::TIMESTAMPTZ => get!(chrono::DateTime<chrono::Utc>).map(|d| Json::from(d.to_rfc3339())),
+        Type::JSON | Type::JSONB => get!(Json),
+        Type::UUID => get!(uuid::Uuid).map(|u| Json::from(u.to_string())),
+        Type::INTERVAL => get!(PgInterval).map(|iv| Json::from(iv.to_string())),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::NAME_ARRAY | Type::BPCHAR_ARRAY => {
+            get!(Vec<Option<String>>).map(Json::from)
+        }
+        Type::INT2_ARRAY => get!(Vec<Option<i16>>).map(Json::from),
+        Type::INT4_ARRAY => get!(Vec<Option<i32>>).map(Json::from),
+        Type::INT8_ARRAY => get!(Vec<Option<i64>>).map(Json::from),
+        Type::FLOAT8_ARRAY => get!(Vec<Option<f64>>).map(Json::from),
+        Type::BOOL_ARRAY => get!(Vec<Option<bool>>).map(Json::from),
+        Type::NUMERIC_ARRAY => get!(Vec<Option<PgNumeric>>)
+            .map(|v| Json::Array(v.into_iter().map(|n| n.and_then(|n| n.to_json()).unwrap_or(Json::Null)).collect())),
+        _ => return None,
+    };
+    Some(v.unwrap_or(Json::Null))
+}
+
+/// A Postgres `numeric`, decoded from the binary format into its exact decimal text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgNumeric(pub Option<String>);
+
+impl PgNumeric {
+    /// As a JSON number (NaN and infinities become null).
+    pub fn to_json(&self) -> Option<Json> {
+        let s = self.0.as_ref()?;
+        if let Ok(i) = s.parse::<i64>() {
+            return Some(Json::from(i));
+        }
+        s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Json::Number)
+    }
+}
+
+impl<'a> FromSql<'a> for PgNumeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let word = |i: usize| -> Result<u16, Box<dyn std::error::Error + Sync + Send>> {
+            raw.get(i..i + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .ok_or_else(|| "truncated numeric".into())
+        };
+        let ndigits = word(0)? as usize;
+        let weight = word(2)? as i16 as i32;
+        let sign = word(4)?;
+        let dscale = word(6)? as usize;
+        if sign == 0xC000 || sign == 0xD000 || sign == 0xF000 {
+            return Ok(PgNumeric(None));
+        }
+        let digits: Vec<u16> = (0..ndigits).map(|k| word(8 + 2 * k)).collect::<Result<_, _>>()?;
+        let digit = |idx: i32| -> u16 {
+            if idx >= 0 { digits.get(idx as usize).copied().unwrap_or(0) } else { 0 }
+        };
+        let mut s = String::new();
+        if sign == 0x4000 {
+            s.push('-');
+        }
+        if weight < 0 {
+            s.push('0');
+        } else {
+            for idx in 0..=weight {
+                if idx == 0 {
+                    s.push_str(&digit(idx).to_string());
+                } else {
+                    s.push_str(&format!("{:04}", digit(idx)));
+                }
+            }
+        }
+        if dscale > 0 {
+            let mut frac = String::new();
+            for k in 0..dscale.div_ceil(4) as i32 {
+                frac.push_str(&format!("{:04}", digit(weight + 1 + k)));
+            }
+            frac.truncate(dscale);
+            s.push('.');
+            s.push_str(&frac);
+        }
+        Ok(PgNumeric(Some(s)))
+    }
+    fn accepts(t: &Type) -> bool {
+        *t == Type::NUMERIC
+    }
+}
+
+/// A Postgres `interval`, shown as `N mons N days HH:MM:SS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgInterval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+impl std::fmt::Display for PgInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        let (y, m) = (self.months / 12, self.months % 12);
+        if y != 0 {
+            parts.push(format!("{y} year{}", if y.abs() == 1 { "" } else { "s" }));
+        }
+        if m != 0 {
+            parts.push(format!("{m} mon{}", if m.abs() == 1 { "" } else { "s" }));
+        }
+        if self.days != 0 {
+            parts.push(format!("{} day{}", self.days, if self.days.abs() == 1 { "" } else { "s" }));
+        }
+        if self.micros != 0 || parts.is_empty() {
+            let neg = self.micros < 0;
+            let total = self.micros.unsigned_abs();
+            let secs = total / 1_000_000;
+            let frac = total % 1_000_000;
+            let mut t = format!("{}{:02}:{:02}:{:02}", if neg { "-" } else { "" }, secs / 3600, (secs / 60) % 60, secs % 60);
+            if frac != 0 {
+                t.push_str(&format!(".{frac:06}"));
+            }
+            parts.push(t);
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+impl<'a> FromSql<'a> for PgInterval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if raw.len() != 16 {
+            return Err("invalid interval".into());
+        }
+        let micros = i64::from_be_bytes(raw[0..8].try_into()?);
+        let days = i32::from_be_bytes(raw[8..12].try_into()?);
+        let months = i32::from_be_bytes(raw[12..16].try_into()?);
+        Ok(PgInterval { months, days, micros })
+    }
+    fn accepts(t: &Type) -> bool {
+        *t == Type::INTERVAL
+    }
+}
+
+/// What `quarry check` learns from the database about a rendered pack.
+#[derive(Debug, Clone)]
+pub struct ExplainReport {
+    pub columns: Vec<OutColumn>,
+    /// The top line of the plan (node and cost estimate).
+    pub plan_head: String,
+}
+
+/// Prepares and EXPLAINs `q` as the reader, without running it.
+pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainReport, QueryError> {
+    let tx = client.build_transaction().read_only(true).start().await?;
+    tx.batch_execute("SET LOCAL statement_timeout = 10000").await?;
+    let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
+    let stmt = tx.prepare_typed(&q.sql, &types).await?;
+    let columns = stmt
+        .columns()
+        .iter()
+        .map(|c| OutColumn { name: c.name().to_string(), pg_type: c.type_().name().to_string() })
+        .collect();
+    let explain_sql = format!("EXPLAIN {}", q.sql);
+    let estmt = tx.prepare_typed(&explain_sql, &types).await?;
+    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
+    let rows = tx
+        .query(&estmt, &params.iter().map(|p| p as &(dyn ToSql + Sync)).collect::<Vec<_>>())
+        .await?;
+    let plan_head = rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).unwrap_or_default();
+    let _ = tx.rollback().await;
+    Ok(ExplainReport { columns, plan_head })
+}

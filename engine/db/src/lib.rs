@@ -1,0 +1,73 @@
+//! # quarry-db
+//!
+//! Quarry's PostgreSQL adapter: connecting (owner, writer and reader roles),
+//! embedded migrations, and running rendered operations as the read-only role
+//! with a statement timeout and a row cap.
+
+pub mod docs;
+pub mod exec;
+pub mod migrate;
+pub mod ops;
+
+use anyhow::{Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+pub use exec::{run, OutColumn, QueryError, QueryLimits, QueryOutput};
+pub use migrate::{migrate, READER_ROLE, WRITER_ROLE};
+pub use ops::{execute_pack, CallOptions, RunError};
+
+/// Used when neither `--database-url` nor `DATABASE_URL` is given.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/quarry";
+
+/// Connects and drives the connection on a background task.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "database connection closed with an error");
+        }
+    });
+    Ok(client)
+}
+
+/// The URL for another role on the same database: the user replaced, the password
+/// taken from `password` (or removed).
+pub fn url_for_role(url: &str, role: &str, password: Option<&str>) -> Result<String> {
+    let mut u = url::Url::parse(url).with_context(|| {
+        format!("DATABASE_URL must be a postgres:// URL, got {}", redact(url))
+    })?;
+    u.set_username(role)
+        .map_err(|_| anyhow::anyhow!("cannot set the user of {}", redact(url)))?;
+    u.set_password(password)
+        .map_err(|_| anyhow::anyhow!("cannot set the password of {}", redact(url)))?;
+    Ok(u.to_string())
+}
+
+/// The reader role's URL: `QUARRY_READER_URL` if set, else `DATABASE_URL` with the
+/// user replaced by `quarry_reader` and the password from `QUARRY_READER_PASSWORD`.
+pub fn reader_url(database_url: &str) -> Result<String> {
+    if let Ok(u) = std::env::var("QUARRY_READER_URL") {
+        return Ok(u);
+    }
+    let pw = std::env::var("QUARRY_READER_PASSWORD").ok();
+    url_for_role(database_url, READER_ROLE, pw.as_deref())
+}
+
+/// Connects as the read-only analytics role.
+pub async fn connect_reader(database_url: &str) -> Result<Client> {
+    connect(&reader_url(database_url)?).await
+}
+
+/// A URL with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable database URL>".to_string(),
+    }
+}
