@@ -27,7 +27,11 @@ pub fn quarry_bin() -> PathBuf {
     // target/debug/deps/<test> -> target/debug/quarry
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("quarry");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p quarry-cli` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p quarry-cli` first",
+        bin.display()
+    );
     bin
 }
 
@@ -40,8 +44,13 @@ pub struct TestDb {
 
 /// A fresh, migrated, empty database.
 pub async fn empty_db() -> TestDb {
-    let name = format!("quarry_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let admin = quarry_db::connect(&admin_url()).await.expect("connect to the test server");
+    let name = format!(
+        "quarry_t_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let admin = quarry_db::connect(&admin_url())
+        .await
+        .expect("connect to the test server");
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -51,8 +60,12 @@ pub async fn empty_db() -> TestDb {
         u.set_path(&format!("/{name}"));
         u.to_string()
     };
-    let mut client = quarry_db::connect(&url).await.expect("connect to test database");
-    quarry_db::migrate(&mut client).await.expect("migrate test database");
+    let mut client = quarry_db::connect(&url)
+        .await
+        .expect("connect to test database");
+    quarry_db::migrate(&mut client)
+        .await
+        .expect("migrate test database");
     TestDb { name, url }
 }
 
@@ -67,7 +80,9 @@ impl TestDb {
     /// Runs SQL as the owner.
     pub async fn exec(&self, sql: &str) {
         let c = quarry_db::connect(&self.url).await.expect("connect");
-        c.batch_execute(sql).await.unwrap_or_else(|e| panic!("exec failed: {e:?}\n{sql}"));
+        c.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("exec failed: {e:?}\n{sql}"));
     }
 
     /// An owner connection.
@@ -86,14 +101,24 @@ impl TestDb {
     /// Runs an operation that must fail; returns the error text.
     pub async fn run_err(&self, op: &str, params: Value) -> String {
         match self.try_run(op, params).await {
-            Ok(rows) => panic!("operation {op} should have failed but returned {} rows", rows.len()),
+            Ok(rows) => panic!(
+                "operation {op} should have failed but returned {} rows",
+                rows.len()
+            ),
             Err(e) => e,
         }
     }
 
     /// Runs an operation; Err holds the error text as a caller would see it.
-    pub async fn try_run(&self, op: &str, params: Value) -> Result<Vec<Map<String, Value>>, String> {
-        let opts = quarry_db::CallOptions { allow_raw_sql: true, ..Default::default() };
+    pub async fn try_run(
+        &self,
+        op: &str,
+        params: Value,
+    ) -> Result<Vec<Map<String, Value>>, String> {
+        let opts = quarry_db::CallOptions {
+            allow_raw_sql: true,
+            ..Default::default()
+        };
         self.try_run_with(op, params, opts).await
     }
 
@@ -105,7 +130,9 @@ impl TestDb {
         opts: quarry_db::CallOptions,
     ) -> Result<Vec<Map<String, Value>>, String> {
         let pack = load_pack(op);
-        let mut reader = quarry_db::connect_reader(&self.url).await.expect("connect as reader");
+        let mut reader = quarry_db::connect_reader(&self.url)
+            .await
+            .expect("connect as reader");
         let input = params.as_object().cloned().unwrap_or_default();
         quarry_db::execute_pack(&mut reader, &pack, &input, InputStyle::Json, opts)
             .await
@@ -118,13 +145,18 @@ impl TestDb {
 /// does not fail the tests of the others).
 pub fn load_pack(op: &str) -> quarry_core::Pack {
     let yaml = repo_root().join("queries").join(format!("{op}.yaml"));
-    let sources = quarry_core::files::read_pack_sources(&[yaml]).unwrap_or_else(|d| panic!("{d:?}"));
+    let sources =
+        quarry_core::files::read_pack_sources(&[yaml]).unwrap_or_else(|d| panic!("{d:?}"));
     let (pack, diags) = quarry_core::loader::check_pack(&sources[0]);
     match pack {
         Some(p) => p,
         None => panic!(
             "pack {op} does not pass quarry check:\n{}",
-            diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }
@@ -137,12 +169,17 @@ impl Drop for TestDb {
         }
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(c) = quarry_db::connect(&admin_url()).await {
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             });
         })

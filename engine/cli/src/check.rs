@@ -25,7 +25,11 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         diags.extend(d);
         if let Some(p) = pack {
             if let Some(first) = names.insert(p.spec.name.clone(), p.yaml_file.clone()) {
-                diags.push(Diagnostic::new(&p.yaml_file, (2, 1), format!("operation `{}` is also defined in {first}", p.spec.name)));
+                diags.push(Diagnostic::new(
+                    &p.yaml_file,
+                    (2, 1),
+                    format!("operation `{}` is also defined in {first}", p.spec.name),
+                ));
             }
             packs.push(p);
         }
@@ -42,8 +46,10 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
                     match quarry_db::exec::explain(&mut reader, &rendered).await {
                         Ok(report) => {
                             explained += 1;
-                            let got: Vec<&str> = report.columns.iter().map(|c| c.name.as_str()).collect();
-                            let want: Vec<&str> = p.spec.columns.iter().map(|c| c.name.as_str()).collect();
+                            let got: Vec<&str> =
+                                report.columns.iter().map(|c| c.name.as_str()).collect();
+                            let want: Vec<&str> =
+                                p.spec.columns.iter().map(|c| c.name.as_str()).collect();
                             if !p.spec.raw_sql && got != want {
                                 diags.push(
                                     Diagnostic::new(&p.yaml_file, quarry_core::diag::yaml_key_position(&src_text(&sources, &p.yaml_file), &["columns"]),
@@ -62,45 +68,90 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "checked": sources.len(), "explained": explained, "errors": diags,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "checked": sources.len(), "explained": explained, "errors": diags,
+            }))?
+        );
     } else {
         for d in &diags {
             println!("{d}");
         }
-        let db_note = if database_url.is_some() { format!(", {explained} explained against the database") } else { ", offline".to_string() };
-        if diags.is_empty() {
-            println!("checked {} operation(s){db_note}: no problems", sources.len());
+        let db_note = if database_url.is_some() {
+            format!(", {explained} explained against the database")
         } else {
-            println!("checked {} operation(s){db_note}: {} problem(s)", sources.len(), diags.len());
+            ", offline".to_string()
+        };
+        if diags.is_empty() {
+            println!(
+                "checked {} operation(s){db_note}: no problems",
+                sources.len()
+            );
+        } else {
+            println!(
+                "checked {} operation(s){db_note}: {} problem(s)",
+                sources.len(),
+                diags.len()
+            );
         }
     }
-    Ok(if diags.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if diags.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn src_text(sources: &[quarry_core::PackSource], yaml_file: &str) -> String {
-    sources.iter().find(|s| s.yaml_file == yaml_file).map(|s| s.yaml_text.clone()).unwrap_or_default()
+    sources
+        .iter()
+        .find(|s| s.yaml_file == yaml_file)
+        .map(|s| s.yaml_text.clone())
+        .unwrap_or_default()
 }
 
 /// Maps a database error on the rendered SQL back to the template: the rendered
 /// line is reported with its text, and located in the template where it occurs.
 fn sql_diag(p: &quarry_core::Pack, rendered: &str, e: &quarry_db::QueryError) -> Diagnostic {
     let (msg, position, hint) = match e {
-        quarry_db::QueryError::Sql { sqlstate, message, position, hint, .. } => {
-            (format!("the database rejects the rendered SQL: {message} (SQLSTATE {sqlstate})"), *position, hint.clone())
-        }
-        other => (format!("the database could not check the query: {other}"), None, None),
+        quarry_db::QueryError::Sql {
+            sqlstate,
+            message,
+            position,
+            hint,
+            ..
+        } => (
+            format!("the database rejects the rendered SQL: {message} (SQLSTATE {sqlstate})"),
+            *position,
+            hint.clone(),
+        ),
+        other => (
+            format!("the database could not check the query: {other}"),
+            None,
+            None,
+        ),
     };
     let mut pos = (1, 1);
     let mut snippet = None;
     if let Some(char_pos) = position {
-        let offset: usize = rendered.chars().take(char_pos.saturating_sub(1) as usize).map(char::len_utf8).sum();
-        let line_start = rendered[..offset.min(rendered.len())].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = rendered[line_start..].find('\n').map_or(rendered.len(), |i| line_start + i);
+        let offset: usize = rendered
+            .chars()
+            .take(char_pos.saturating_sub(1) as usize)
+            .map(char::len_utf8)
+            .sum();
+        let line_start = rendered[..offset.min(rendered.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line_end = rendered[line_start..]
+            .find('\n')
+            .map_or(rendered.len(), |i| line_start + i);
         let line = rendered[line_start..line_end].trim();
         // Find the same text in the template to point at the template line.
-        let token: String = rendered[offset.min(rendered.len())..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+        let token: String = rendered[offset.min(rendered.len())..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
         if !token.is_empty() {
             if let Some(tp) = word_position(&p.sql_text, &token) {
                 pos = tp;

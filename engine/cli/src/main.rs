@@ -22,7 +22,12 @@ struct Cli {
     database_url: String,
 
     /// Folder holding the query packs (NAME.yaml + NAME.sql).
-    #[arg(long, env = "QUARRY_QUERIES_DIR", global = true, default_value = "queries")]
+    #[arg(
+        long,
+        env = "QUARRY_QUERIES_DIR",
+        global = true,
+        default_value = "queries"
+    )]
     queries: PathBuf,
 
     /// Log format on stderr.
@@ -118,7 +123,11 @@ enum CheckFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -137,7 +146,9 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -150,7 +161,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut client = quarry_db::connect(&cli.database_url).await?;
             let report = quarry_db::migrate(&mut client).await?;
             if report.applied.is_empty() {
-                println!("database is up to date ({} migrations applied earlier)", report.already);
+                println!(
+                    "database is up to date ({} migrations applied earlier)",
+                    report.already
+                );
             } else {
                 for m in &report.applied {
                     println!("applied {m}");
@@ -158,12 +172,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { paths, offline, format } => {
-            let paths = if paths.is_empty() { vec![cli.queries.clone()] } else { paths };
-            let db = if offline || !database_configured() { None } else { Some(cli.database_url.as_str()) };
+        Command::Check {
+            paths,
+            offline,
+            format,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![cli.queries.clone()]
+            } else {
+                paths
+            };
+            let db = if offline || !database_configured() {
+                None
+            } else {
+                Some(cli.database_url.as_str())
+            };
             check::run(&paths, db, format == CheckFormat::Json).await
         }
-        Command::Query { operation, params, format, max_rows, show_sql, allow_custom_sql } => {
+        Command::Query {
+            operation,
+            params,
+            format,
+            max_rows,
+            show_sql,
+            allow_custom_sql,
+        } => {
             let set = load_one_or_all(&cli.queries, &operation)?;
             let Some(pack) = set.get(&operation) else {
                 bail!(
@@ -176,11 +209,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let Some((k, v)) = p.split_once('=') else {
                     bail!("--param {p:?} is not NAME=VALUE");
                 };
-                input.insert(k.trim().to_string(), serde_json::Value::String(v.to_string()));
+                input.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(v.to_string()),
+                );
             }
             if show_sql {
                 let resolved = pack.resolve(&input, InputStyle::Text).map_err(|errs| {
-                    anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+                    anyhow::anyhow!(
+                        "{}",
+                        errs.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
                 })?;
                 let q = pack.render(&resolved).map_err(anyhow::Error::msg)?;
                 println!("{}", q.sql);
@@ -190,7 +232,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut reader = quarry_db::connect_reader(&cli.database_url).await?;
-            let opts = quarry_db::CallOptions { max_rows, timeout: None, allow_raw_sql: allow_custom_sql };
+            let opts = quarry_db::CallOptions {
+                max_rows,
+                timeout: None,
+                allow_raw_sql: allow_custom_sql,
+            };
             match quarry_db::execute_pack(&mut reader, pack, &input, InputStyle::Text, opts).await {
                 Ok((resolved, out)) => {
                     output::print(format, pack, &resolved, &out)?;
@@ -198,7 +244,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    if let quarry_db::RunError::Query(quarry_db::QueryError::Sql { hint: Some(h), .. }) = &e {
+                    if let quarry_db::RunError::Query(quarry_db::QueryError::Sql {
+                        hint: Some(h),
+                        ..
+                    }) = &e
+                    {
                         eprintln!("  hint: {h}");
                     }
                     Ok(ExitCode::FAILURE)
@@ -216,13 +266,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let text = quarry_db::docs::schema_markdown(&client).await?;
             write_or_check(&out, &text, check, "quarry docs")
         }
-        Command::Demo { scale, quiet } => demo::run(&cli.database_url, &cli.queries, scale, quiet).await,
+        Command::Demo { scale, quiet } => {
+            demo::run(&cli.database_url, &cli.queries, scale, quiet).await
+        }
     }
 }
 
 /// True when the user pointed at a database explicitly.
 fn database_configured() -> bool {
-    std::env::var_os("DATABASE_URL").is_some() || std::env::args().any(|a| a.starts_with("--database-url"))
+    std::env::var_os("DATABASE_URL").is_some()
+        || std::env::args().any(|a| a.starts_with("--database-url"))
 }
 
 /// Loads and checks every pack; any problem is an error listing all of them.
@@ -230,7 +283,10 @@ pub fn load_packs(dir: &std::path::Path) -> Result<quarry_core::PackSet> {
     let sources = quarry_core::files::read_pack_sources(&[dir.to_path_buf()])
         .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
     quarry_core::loader::build_pack_set(&sources).map_err(|d| {
-        anyhow::anyhow!("the query packs have problems (run `quarry check`):\n{}", join_diags(&d))
+        anyhow::anyhow!(
+            "the query packs have problems (run `quarry check`):\n{}",
+            join_diags(&d)
+        )
     })
 }
 
@@ -239,34 +295,51 @@ pub fn load_packs(dir: &std::path::Path) -> Result<quarry_core::PackSet> {
 fn load_one_or_all(dir: &std::path::Path, op: &str) -> Result<quarry_core::PackSet> {
     let file = dir.join(format!("{op}.yaml"));
     if quarry_core::render::is_plain_identifier(op) && file.is_file() {
-        let sources = quarry_core::files::read_pack_sources(&[file]).map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
-        return quarry_core::loader::build_pack_set(&sources)
-            .map_err(|d| anyhow::anyhow!("operation `{op}` has problems (run `quarry check`):\n{}", join_diags(&d)));
+        let sources = quarry_core::files::read_pack_sources(&[file])
+            .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
+        return quarry_core::loader::build_pack_set(&sources).map_err(|d| {
+            anyhow::anyhow!(
+                "operation `{op}` has problems (run `quarry check`):\n{}",
+                join_diags(&d)
+            )
+        });
     }
     load_packs(dir)
 }
 
 fn join_diags(d: &[quarry_core::Diagnostic]) -> String {
-    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    d.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
     let text = serde_json::to_string_pretty(&quarry_core::pack::pack_json_schema())? + "\n";
-    write_or_check(&out.join("query-pack.schema.json"), &text, check, "quarry schema")
+    write_or_check(
+        &out.join("query-pack.schema.json"),
+        &text,
+        check,
+        "quarry schema",
+    )
 }
 
 fn write_or_check(path: &std::path::Path, text: &str, check: bool, cmd: &str) -> Result<ExitCode> {
     if check {
         let current = std::fs::read_to_string(path).unwrap_or_default();
         if current != text {
-            eprintln!("{} is out of date; run `{cmd}` and commit the result", path.display());
+            eprintln!(
+                "{} is out of date; run `{cmd}` and commit the result",
+                path.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
         println!("{} is up to date", path.display());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());

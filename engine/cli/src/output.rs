@@ -22,10 +22,19 @@ fn text(v: &Value) -> String {
     }
 }
 
-pub fn print(format: Format, pack: &Pack, params: &ResolvedParams, out: &QueryOutput) -> Result<()> {
+pub fn print(
+    format: Format,
+    pack: &Pack,
+    params: &ResolvedParams,
+    out: &QueryOutput,
+) -> Result<()> {
     match format {
         Format::Json => {
-            let params: serde_json::Map<String, Value> = params.0.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            let params: serde_json::Map<String, Value> = params
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect();
             let doc = serde_json::json!({
                 "operation": pack.spec.name,
                 "version": pack.spec.version,
@@ -57,7 +66,11 @@ pub fn print(format: Format, pack: &Pack, params: &ResolvedParams, out: &QueryOu
             println!(
                 "{} row(s){} in {} ms — {} v{}",
                 out.rows.len(),
-                if out.truncated { " (truncated by the row cap)" } else { "" },
+                if out.truncated {
+                    " (truncated by the row cap)"
+                } else {
+                    ""
+                },
                 out.elapsed_ms,
                 pack.spec.name,
                 pack.spec.version
@@ -70,14 +83,25 @@ pub fn print(format: Format, pack: &Pack, params: &ResolvedParams, out: &QueryOu
 pub fn print_operations(set: &quarry_core::PackSet) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(["operation", "version", "cost", "cache ttl", "parameters", "title"]);
+    t.set_header([
+        "operation",
+        "version",
+        "cost",
+        "cache ttl",
+        "parameters",
+        "title",
+    ]);
     for (name, p) in &set.packs {
         let params: Vec<String> = p
             .spec
             .parameters
             .iter()
             .map(|(n, ps)| {
-                if ps.default.is_some() { format!("{n}: {}", ps.kind.as_str()) } else { format!("{n}: {} (required)", ps.kind.as_str()) }
+                if ps.default.is_some() {
+                    format!("{n}: {}", ps.kind.as_str())
+                } else {
+                    format!("{n}: {} (required)", ps.kind.as_str())
+                }
             })
             .collect();
         t.add_row([

@@ -37,7 +37,11 @@ impl Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(h) = &self.help {
             write!(f, "\n  help: {h}")?;
         }
@@ -107,6 +111,31 @@ pub fn word_position(text: &str, needle: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Finds where a template variable is used: the first whole-word occurrence
+/// inside a `{{ ... }}` or `{% ... %}` tag, falling back to anywhere in the text.
+pub fn template_var_position(text: &str, name: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(open) = line[from..].find(['{']).map(|p| p + from) {
+            let tag = &line[open..];
+            if tag.starts_with("{{") || tag.starts_with("{%") {
+                let close = tag.find(['}']).map_or(line.len(), |c| open + c);
+                let inner = &line[open..close];
+                if let Some((_, col)) = word_position(inner, name) {
+                    return Some((i + 1, line[..open].chars().count() + col));
+                }
+                from = close.max(open + 2).min(line.len());
+            } else {
+                from = open + 1;
+            }
+            if from >= line.len() {
+                break;
+            }
+        }
+    }
+    word_position(text, name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,8 +145,14 @@ mod tests {
         let y = "# c\nname: x\nparameters:\n  a:\n    type: string\n  b:\n    type: integer\n    default: 3\ncost: light\n";
         assert_eq!(yaml_key_position(y, &["name"]), (2, 1));
         assert_eq!(yaml_key_position(y, &["parameters", "b"]), (6, 3));
-        assert_eq!(yaml_key_position(y, &["parameters", "b", "default"]), (8, 5));
-        assert_eq!(yaml_key_position(y, &["parameters", "a", "default"]), (4, 3));
+        assert_eq!(
+            yaml_key_position(y, &["parameters", "b", "default"]),
+            (8, 5)
+        );
+        assert_eq!(
+            yaml_key_position(y, &["parameters", "a", "default"]),
+            (4, 3)
+        );
         assert_eq!(yaml_key_position(y, &["cost"]), (9, 1));
     }
 
@@ -126,5 +161,7 @@ mod tests {
         let t = "select a\nfrom t where x_y = {{ y }}";
         assert_eq!(word_position(t, "y"), Some((2, 23)));
         assert_eq!(word_position(t, "zz"), None);
+        let t = "WHERE industry = {{ industry }}";
+        assert_eq!(template_var_position(t, "industry"), Some((1, 21)));
     }
 }

@@ -22,15 +22,25 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
                     found.sort();
                     yaml_files.extend(found);
                 }
-                Err(e) => errors.push(Diagnostic::new(&p.display().to_string(), (1, 1), format!("cannot read folder: {e}"))),
+                Err(e) => errors.push(Diagnostic::new(
+                    &p.display().to_string(),
+                    (1, 1),
+                    format!("cannot read folder: {e}"),
+                )),
             }
         } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             yaml_files.push(p.clone());
         } else if p.extension().is_some_and(|e| e == "sql") {
             yaml_files.push(p.with_extension("yaml"));
         } else {
-            errors.push(Diagnostic::new(&p.display().to_string(), (1, 1), "not a folder, .yaml or .sql file")
-                .help("pass the queries/ folder or individual queries/NAME.yaml files"));
+            errors.push(
+                Diagnostic::new(
+                    &p.display().to_string(),
+                    (1, 1),
+                    "not a folder, .yaml or .sql file",
+                )
+                .help("pass the queries/ folder or individual queries/NAME.yaml files"),
+            );
         }
     }
     yaml_files.dedup();
@@ -39,7 +49,11 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
         let yaml_text = match std::fs::read_to_string(&y) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(Diagnostic::new(&y.display().to_string(), (1, 1), format!("cannot read file: {e}")));
+                errors.push(Diagnostic::new(
+                    &y.display().to_string(),
+                    (1, 1),
+                    format!("cannot read file: {e}"),
+                ));
                 continue;
             }
         };

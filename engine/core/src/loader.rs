@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
-use crate::diag::{word_position, yaml_key_position, Diagnostic};
+use crate::diag::{template_var_position, word_position, yaml_key_position, Diagnostic};
 use crate::pack::{PackSpec, ParamType};
 use crate::params::{self, anchored, InputStyle, ResolvedParams};
 use crate::render::{is_plain_identifier, PackTemplate, RenderedQuery};
@@ -74,7 +74,10 @@ impl Pack {
 
 fn render_error_text(file: &str, e: &minijinja::Error) -> String {
     let line = e.line().unwrap_or(1);
-    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let detail = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
     format!("{file}:{line}: {detail}")
 }
 
@@ -137,27 +140,36 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
     let y = src.yaml_text.as_str();
     let mut d = Vec::new();
 
-    if !y.lines().next().unwrap_or_default().starts_with(SCHEMA_HEADER_PREFIX) {
+    if !y
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .starts_with(SCHEMA_HEADER_PREFIX)
+    {
         d.push(
             Diagnostic::new(yf, (1, 1), "the first line must name the JSON Schema for editors")
                 .help("start the file with `# yaml-language-server: $schema=../schemas/query-pack.schema.json`"),
         );
     }
-    let spec: PackSpec = match serde_yaml::from_str(y) {
-        Ok(s) => s,
-        Err(e) => {
-            let pos = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-            let msg = e.to_string();
-            let msg = match msg.rfind(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
-            d.push(Diagnostic::new(yf, pos, format!("invalid pack definition: {msg}")).help(
+    let spec: PackSpec =
+        match serde_yaml::from_str(y) {
+            Ok(s) => s,
+            Err(e) => {
+                let pos = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((1, 1));
+                let msg = e.to_string();
+                let msg = match msg.rfind(" at line ") {
+                    Some(i) => msg[..i].to_string(),
+                    None => msg,
+                };
+                d.push(Diagnostic::new(yf, pos, format!("invalid pack definition: {msg}")).help(
                 "compare with schemas/query-pack.schema.json; `quarry schema` regenerates it",
             ));
-            return (None, d);
-        }
-    };
+                return (None, d);
+            }
+        };
     let at = |path: &[&str]| yaml_key_position(y, path);
 
     let stem = std::path::Path::new(yf)
@@ -165,31 +177,72 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if !name_re().is_match(&spec.name) {
-        d.push(Diagnostic::new(yf, at(&["name"]), format!("name `{}` is not valid", spec.name))
-            .help("use lower case letters, digits and underscores, starting with a letter"));
+        d.push(
+            Diagnostic::new(
+                yf,
+                at(&["name"]),
+                format!("name `{}` is not valid", spec.name),
+            )
+            .help("use lower case letters, digits and underscores, starting with a letter"),
+        );
     } else if spec.name != stem {
-        d.push(Diagnostic::new(yf, at(&["name"]), format!("name `{}` does not match the file name `{stem}.yaml`", spec.name))
-            .help(format!("rename the file to `{}.yaml` or set `name: {stem}`", spec.name)));
+        d.push(
+            Diagnostic::new(
+                yf,
+                at(&["name"]),
+                format!(
+                    "name `{}` does not match the file name `{stem}.yaml`",
+                    spec.name
+                ),
+            )
+            .help(format!(
+                "rename the file to `{}.yaml` or set `name: {stem}`",
+                spec.name
+            )),
+        );
     }
-    let version_ok = Regex::new(r"^\d+\.\d+\.\d+$").map(|r| r.is_match(&spec.version)).unwrap_or(false);
+    let version_ok = Regex::new(r"^\d+\.\d+\.\d+$")
+        .map(|r| r.is_match(&spec.version))
+        .unwrap_or(false);
     if !version_ok {
-        d.push(Diagnostic::new(yf, at(&["version"]), format!("version `{}` is not MAJOR.MINOR.PATCH", spec.version))
-            .help("write it as three numbers, for example `1.0.0`"));
+        d.push(
+            Diagnostic::new(
+                yf,
+                at(&["version"]),
+                format!("version `{}` is not MAJOR.MINOR.PATCH", spec.version),
+            )
+            .help("write it as three numbers, for example `1.0.0`"),
+        );
     }
     if !(1..=3600).contains(&spec.timeout_seconds) {
-        d.push(Diagnostic::new(yf, at(&["timeout_seconds"]), "timeout_seconds must be from 1 to 3600"));
+        d.push(Diagnostic::new(
+            yf,
+            at(&["timeout_seconds"]),
+            "timeout_seconds must be from 1 to 3600",
+        ));
     }
     if spec.max_rows == 0 || spec.max_rows > MAX_ROWS_LIMIT {
-        d.push(Diagnostic::new(yf, at(&["max_rows"]), format!("max_rows must be from 1 to {MAX_ROWS_LIMIT}")));
+        d.push(Diagnostic::new(
+            yf,
+            at(&["max_rows"]),
+            format!("max_rows must be from 1 to {MAX_ROWS_LIMIT}"),
+        ));
     }
     if spec.columns.is_empty() && !spec.raw_sql {
-        d.push(Diagnostic::new(yf, at(&["columns"]), "no result columns declared")
-            .help("list the columns the query returns under `columns:` (name, type, description)"));
+        d.push(
+            Diagnostic::new(yf, at(&["columns"]), "no result columns declared").help(
+                "list the columns the query returns under `columns:` (name, type, description)",
+            ),
+        );
     }
     let mut seen = HashSet::new();
     for c in &spec.columns {
         if !seen.insert(c.name.as_str()) {
-            d.push(Diagnostic::new(yf, word_position(y, &c.name).unwrap_or((1, 1)), format!("column `{}` is declared twice", c.name)));
+            d.push(Diagnostic::new(
+                yf,
+                word_position(y, &c.name).unwrap_or((1, 1)),
+                format!("column `{}` is declared twice", c.name),
+            ));
         }
     }
 
@@ -223,17 +276,34 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             }
             _ => {}
         }
-        if (p.minimum.is_some() || p.maximum.is_some()) && !matches!(p.kind, ParamType::Integer | ParamType::Number) {
-            d.push(Diagnostic::new(yf, ppos, format!("minimum/maximum only apply to integer and number parameters, not {}", p.kind.as_str())));
+        if (p.minimum.is_some() || p.maximum.is_some())
+            && !matches!(p.kind, ParamType::Integer | ParamType::Number)
+        {
+            d.push(Diagnostic::new(
+                yf,
+                ppos,
+                format!(
+                    "minimum/maximum only apply to integer and number parameters, not {}",
+                    p.kind.as_str()
+                ),
+            ));
         }
         if let (Some(lo), Some(hi)) = (p.minimum, p.maximum) {
             if lo > hi {
-                d.push(Diagnostic::new(yf, at(&["parameters", name, "minimum"]), format!("minimum {lo} is above maximum {hi}")));
+                d.push(Diagnostic::new(
+                    yf,
+                    at(&["parameters", name, "minimum"]),
+                    format!("minimum {lo} is above maximum {hi}"),
+                ));
             }
         }
         if let Some(pat) = &p.pattern {
             if let Err(e) = anchored(pat) {
-                d.push(Diagnostic::new(yf, at(&["parameters", name, "pattern"]), format!("pattern does not compile: {e}")));
+                d.push(Diagnostic::new(
+                    yf,
+                    at(&["parameters", name, "pattern"]),
+                    format!("pattern does not compile: {e}"),
+                ));
             }
         }
         if let Some(values) = &p.allowed {
@@ -241,30 +311,61 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             bare.allowed = None;
             for v in values {
                 if let Err(e) = params::coerce(&bare, v, InputStyle::Json) {
-                    d.push(Diagnostic::new(yf, at(&["parameters", name, "enum"]), format!("enum value {v} is not a valid {}: {e}", p.kind.as_str())));
+                    d.push(Diagnostic::new(
+                        yf,
+                        at(&["parameters", name, "enum"]),
+                        format!("enum value {v} is not a valid {}: {e}", p.kind.as_str()),
+                    ));
                 }
             }
         }
         for (key, v) in [("default", &p.default), ("example", &p.example)] {
             if let Some(v) = v.as_ref().filter(|v| !v.is_null()) {
                 if let Err(e) = params::coerce(p, v, InputStyle::Json) {
-                    d.push(Diagnostic::new(yf, at(&["parameters", name, key]), format!("{key} {v} is not valid for parameter `{name}`: {e}"))
-                        .help(format!("give a {} value the parameter's own rules accept", p.kind.as_str())));
+                    d.push(
+                        Diagnostic::new(
+                            yf,
+                            at(&["parameters", name, key]),
+                            format!("{key} {v} is not valid for parameter `{name}`: {e}"),
+                        )
+                        .help(format!(
+                            "give a {} value the parameter's own rules accept",
+                            p.kind.as_str()
+                        )),
+                    );
                 }
             }
         }
         if p.default.is_none() && p.example.is_none() {
-            d.push(Diagnostic::new(yf, ppos, format!("required parameter `{name}` has neither a default nor an example"))
-                .help("add `example:` so `quarry check` can render and EXPLAIN the template"));
+            d.push(
+                Diagnostic::new(
+                    yf,
+                    ppos,
+                    format!("required parameter `{name}` has neither a default nor an example"),
+                )
+                .help("add `example:` so `quarry check` can render and EXPLAIN the template"),
+            );
         }
     }
     if spec.raw_sql && sql_params == 0 {
-        d.push(Diagnostic::new(yf, at(&["raw_sql"]), "a raw_sql pack needs a parameter of type sql"));
+        d.push(Diagnostic::new(
+            yf,
+            at(&["raw_sql"]),
+            "a raw_sql pack needs a parameter of type sql",
+        ));
     }
 
     let Some(sql_text) = src.sql_text.clone() else {
-        d.push(Diagnostic::new(yf, at(&["name"]), format!("the SQL template `{}` does not exist", src.sql_file))
-            .help("each queries/NAME.yaml needs a minijinja SQL template queries/NAME.sql beside it"));
+        d.push(
+            Diagnostic::new(
+                yf,
+                at(&["name"]),
+                format!("the SQL template `{}` does not exist", src.sql_file),
+            )
+            .help(
+                "each queries/NAME.yaml needs a minijinja SQL template queries/NAME.sql beside it",
+            ),
+        );
         return (None, d);
     };
     let sf = src.sql_file.as_str();
@@ -280,7 +381,8 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
 
     // Parameters used but not declared, declared but not used.
     let referenced = template.referenced_variables();
-    let call_re = Regex::new(r#"\b(ident|sql)\(\s*["']([A-Za-z0-9_]+)["']\s*\)"#).unwrap_or_else(|_| unreachable!());
+    let call_re = Regex::new(r#"\b(ident|sql)\(\s*["']([A-Za-z0-9_]+)["']\s*\)"#)
+        .unwrap_or_else(|_| unreachable!());
     let mut called = BTreeSet::new();
     for (i, line) in sql_text.lines().enumerate() {
         for cap in call_re.captures_iter(line) {
@@ -300,16 +402,33 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             }
         }
     }
-    let mut undeclared: Vec<&String> = referenced.iter().filter(|v| !spec.parameters.contains_key(*v)).collect();
+    let mut undeclared: Vec<&String> = referenced
+        .iter()
+        .filter(|v| !spec.parameters.contains_key(*v))
+        .collect();
     undeclared.sort();
     for v in undeclared {
-        d.push(Diagnostic::new(sf, word_position(&sql_text, v).unwrap_or((1, 1)), format!("`{v}` is used but not declared as a parameter"))
-            .help(format!("declare `{v}` under parameters in {yf}, or fix the spelling")));
+        d.push(
+            Diagnostic::new(
+                sf,
+                template_var_position(&sql_text, v).unwrap_or((1, 1)),
+                format!("`{v}` is used but not declared as a parameter"),
+            )
+            .help(format!(
+                "declare `{v}` under parameters in {yf}, or fix the spelling"
+            )),
+        );
     }
     for name in spec.parameters.keys() {
         if !referenced.contains(name) && !called.contains(name) {
-            d.push(Diagnostic::new(yf, at(&["parameters", name]), format!("parameter `{name}` is declared but never used in {sf}"))
-                .help("use it in the template or remove it"));
+            d.push(
+                Diagnostic::new(
+                    yf,
+                    at(&["parameters", name]),
+                    format!("parameter `{name}` is declared but never used in {sf}"),
+                )
+                .help("use it in the template or remove it"),
+            );
         }
     }
 
@@ -340,7 +459,11 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             }
             Err(errs) => {
                 for e in errs {
-                    d.push(Diagnostic::new(yf, at(&["parameters", &e.parameter]), e.to_string()));
+                    d.push(Diagnostic::new(
+                        yf,
+                        at(&["parameters", &e.parameter]),
+                        e.to_string(),
+                    ));
                 }
             }
         }

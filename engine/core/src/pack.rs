@@ -69,7 +69,11 @@ pub struct ParamSpec {
     pub description: String,
     /// Value used when the caller gives none. A parameter without a default is
     /// required; `default: null` makes it optional with no value.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default: Option<serde_json::Value>,
     /// Allowed values. Required for `identifier` parameters.
     #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]

@@ -119,7 +119,10 @@ pub fn resolve(
             errors.push(ParamError {
                 parameter: name.clone(),
                 message: if known.is_empty() {
-                    format!("unknown parameter; operation `{}` takes no parameters", spec.name)
+                    format!(
+                        "unknown parameter; operation `{}` takes no parameters",
+                        spec.name
+                    )
                 } else {
                     format!(
                         "unknown parameter; operation `{}` accepts: {}",
@@ -137,7 +140,10 @@ pub fn resolve(
             (Some(v), _) => match coerce(p, v, style) {
                 Ok(v) => v,
                 Err(message) => {
-                    errors.push(ParamError { parameter: name.clone(), message });
+                    errors.push(ParamError {
+                        parameter: name.clone(),
+                        message,
+                    });
                     continue;
                 }
             },
@@ -173,7 +179,7 @@ pub fn resolve(
 pub fn coerce(p: &ParamSpec, v: &Json, style: InputStyle) -> Result<ParamValue, String> {
     let value = match p.kind {
         ParamType::String => ParamValue::String(text_of(v, "a string")?),
-        ParamType::Sql => ParamValue::Sql(text_of(v, "an SQL text")?),
+        ParamType::Sql => ParamValue::Sql(normalize_sql(&text_of(v, "an SQL text")?)?),
         ParamType::Identifier => ParamValue::Identifier(text_of(v, "a string")?),
         ParamType::Integer => ParamValue::Integer(integer_of(v)?),
         ParamType::Number => ParamValue::Number(number_of(v)?),
@@ -265,9 +271,22 @@ fn check_constraints(p: &ParamSpec, value: &ParamValue) -> Result<(), String> {
     };
     let max_items = p.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
     if items > max_items {
-        return Err(format!("has {items} items; at most {max_items} are allowed"));
+        return Err(format!(
+            "has {items} items; at most {max_items} are allowed"
+        ));
     }
     Ok(())
+}
+
+/// Trims caller SQL and drops trailing semicolons; refuses an empty statement.
+fn normalize_sql(s: &str) -> Result<String, String> {
+    let t = s
+        .trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if t.is_empty() {
+        return Err("the SQL text is empty; give one SELECT statement".into());
+    }
+    Ok(t.to_string())
 }
 
 /// Compiles a declared pattern so that it must match the whole value.

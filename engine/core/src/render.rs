@@ -170,23 +170,28 @@ impl PackTemplate {
                 (name.clone(), allowed)
             })
             .collect();
-        env.add_function("ident", move |state: &State, name: &str| -> Result<Value, Error> {
-            let Some((_, allowed)) = identifiers.iter().find(|(n, _)| n == name) else {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("ident(\"{name}\"): `{name}` is not a declared identifier parameter"),
-                ));
-            };
-            let value = state.lookup(name).unwrap_or_default();
-            let text = value.as_str().unwrap_or_default();
-            if !allowed.iter().any(|a| a == text) || !is_plain_identifier(text) {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("ident(\"{name}\"): value is not one of the declared enum values"),
-                ));
-            }
-            Ok(Value::from_object(SqlFragment(quote_ident(text))))
-        });
+        env.add_function(
+            "ident",
+            move |state: &State, name: &str| -> Result<Value, Error> {
+                let Some((_, allowed)) = identifiers.iter().find(|(n, _)| n == name) else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!(
+                            "ident(\"{name}\"): `{name}` is not a declared identifier parameter"
+                        ),
+                    ));
+                };
+                let value = state.lookup(name).unwrap_or_default();
+                let text = value.as_str().unwrap_or_default();
+                if !allowed.iter().any(|a| a == text) || !is_plain_identifier(text) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("ident(\"{name}\"): value is not one of the declared enum values"),
+                    ));
+                }
+                Ok(Value::from_object(SqlFragment(quote_ident(text))))
+            },
+        );
         let sql_params: Vec<String> = if spec.raw_sql {
             spec.parameters
                 .iter()
@@ -248,7 +253,10 @@ impl PackTemplate {
             },
             None => Vec::new(),
         };
-        Ok(RenderedQuery { sql: captured.output().trim().to_string(), binds })
+        Ok(RenderedQuery {
+            sql: captured.output().trim().to_string(),
+            binds,
+        })
     }
 }
 
@@ -330,16 +338,31 @@ fn to_bind(value: &Value) -> Result<Bind, Error> {
     };
     Ok(match value.kind() {
         ValueKind::Undefined => {
-            return Err(Error::new(ErrorKind::UndefinedError, "undefined value printed"))
+            return Err(Error::new(
+                ErrorKind::UndefinedError,
+                "undefined value printed",
+            ))
         }
-        ValueKind::None => Bind { value: BindValue::Null, pg_type: PgType::Text },
-        ValueKind::Bool => Bind { value: BindValue::Bool(value.is_true()), pg_type: PgType::Bool },
+        ValueKind::None => Bind {
+            value: BindValue::Null,
+            pg_type: PgType::Text,
+        },
+        ValueKind::Bool => Bind {
+            value: BindValue::Bool(value.is_true()),
+            pg_type: PgType::Bool,
+        },
         ValueKind::Number => {
             if let Ok(i) = i64::try_from(value.clone()) {
-                Bind { value: BindValue::Int(i), pg_type: PgType::Int8 }
+                Bind {
+                    value: BindValue::Int(i),
+                    pg_type: PgType::Int8,
+                }
             } else {
                 let f = f64::try_from(value.clone()).map_err(|_| unsupported("this number"))?;
-                Bind { value: BindValue::Float(f), pg_type: PgType::Float8 }
+                Bind {
+                    value: BindValue::Float(f),
+                    pg_type: PgType::Float8,
+                }
             }
         }
         ValueKind::String => Bind {
@@ -348,15 +371,28 @@ fn to_bind(value: &Value) -> Result<Bind, Error> {
         },
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
-            if items.iter().all(|i| i.kind() == ValueKind::Number && i64::try_from(i.clone()).is_ok()) && !items.is_empty() {
-                let ints = items.into_iter().filter_map(|i| i64::try_from(i).ok()).collect();
-                Bind { value: BindValue::IntArray(ints), pg_type: PgType::Int8Array }
+            if items
+                .iter()
+                .all(|i| i.kind() == ValueKind::Number && i64::try_from(i.clone()).is_ok())
+                && !items.is_empty()
+            {
+                let ints = items
+                    .into_iter()
+                    .filter_map(|i| i64::try_from(i).ok())
+                    .collect();
+                Bind {
+                    value: BindValue::IntArray(ints),
+                    pg_type: PgType::Int8Array,
+                }
             } else if items.iter().all(|i| i.kind() == ValueKind::String) {
                 let texts = items
                     .iter()
                     .map(|i| i.as_str().unwrap_or_default().to_string())
                     .collect();
-                Bind { value: BindValue::TextArray(texts), pg_type: PgType::TextArray }
+                Bind {
+                    value: BindValue::TextArray(texts),
+                    pg_type: PgType::TextArray,
+                }
             } else {
                 return Err(unsupported("a list of mixed values"));
             }

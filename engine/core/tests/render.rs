@@ -31,7 +31,10 @@ fn values_become_typed_binds() {
     let set = build_pack_set(&[source(PARAMS, SQL)]).expect("valid pack");
     let pack = set.get("t").expect("pack");
     let params = pack
-        .resolve(&obj(json!({"name": "x'; DROP TABLE t; --", "group_by": "country"})), InputStyle::Json)
+        .resolve(
+            &obj(json!({"name": "x'; DROP TABLE t; --", "group_by": "country"})),
+            InputStyle::Json,
+        )
         .expect("valid params");
     let q = pack.render(&params).expect("renders");
     assert_eq!(
@@ -39,10 +42,19 @@ fn values_become_typed_binds() {
         "SELECT \"country\" FROM t WHERE name = $1 AND n < $2\n  AND d >= $3 AND ts > now() - CAST($4 AS interval) AND tag = ANY($5)\n  AND on"
     );
     assert_eq!(q.binds.len(), 5);
-    assert_eq!(q.binds[0].value, BindValue::Text("x'; DROP TABLE t; --".into()));
+    assert_eq!(
+        q.binds[0].value,
+        BindValue::Text("x'; DROP TABLE t; --".into())
+    );
     assert_eq!(q.binds[1].pg_type, PgType::Int8);
     assert_eq!(q.binds[2].pg_type, PgType::Date);
-    assert_eq!(q.binds[3], quarry_core::render::Bind { value: BindValue::Text("3 months".into()), pg_type: PgType::Interval });
+    assert_eq!(
+        q.binds[3],
+        quarry_core::render::Bind {
+            value: BindValue::Text("3 months".into()),
+            pg_type: PgType::Interval
+        }
+    );
     assert_eq!(q.binds[4].value, BindValue::TextArray(vec!["x".into()]));
 }
 
@@ -51,10 +63,17 @@ fn identifier_outside_enum_is_rejected_before_rendering() {
     let set = build_pack_set(&[source(PARAMS, SQL)]).expect("valid pack");
     let pack = set.get("t").expect("pack");
     let errs = pack
-        .resolve(&obj(json!({"group_by": "industry\"; DROP TABLE t; --"})), InputStyle::Json)
+        .resolve(
+            &obj(json!({"group_by": "industry\"; DROP TABLE t; --"})),
+            InputStyle::Json,
+        )
         .expect_err("must be refused");
     assert_eq!(errs[0].parameter, "group_by");
-    assert!(errs[0].message.contains("choose one of"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("choose one of"),
+        "{}",
+        errs[0].message
+    );
 }
 
 #[test]
@@ -63,7 +82,12 @@ fn template_cannot_smuggle_identifier_text() {
     let sql = "{% set group_by = 'x; drop table t' %}SELECT {{ ident(\"group_by\") }} {{ name }} {{ n }} {{ since }} {{ span }} {{ tags }} {{ on }}";
     let (pack, diags) = check_pack(&source(PARAMS, sql));
     assert!(pack.is_none());
-    assert!(diags.iter().any(|d| d.message.contains("not one of the declared enum values")), "{diags:?}");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("not one of the declared enum values")),
+        "{diags:?}"
+    );
 }
 
 #[test]
@@ -71,7 +95,9 @@ fn concatenated_text_is_still_bound() {
     let sql = "SELECT {{ ident(\"group_by\") ~ name }} {{ name ~ \"'\" }} {{ n }} {{ since }} {{ span }} {{ tags }} {{ on }}";
     let set = build_pack_set(&[source(PARAMS, sql)]).expect("valid pack");
     let pack = set.get("t").expect("pack");
-    let q = pack.render(&pack.sample_params().expect("defaults")).expect("renders");
+    let q = pack
+        .render(&pack.sample_params().expect("defaults"))
+        .expect("renders");
     assert!(q.sql.starts_with("SELECT $1 $2 "), "{}", q.sql);
     assert_eq!(q.binds[0].value, BindValue::Text("\"industry\"a".into()));
 }
@@ -81,14 +107,26 @@ fn text_input_is_parsed_by_declared_type() {
     let set = build_pack_set(&[source(PARAMS, SQL)]).expect("valid pack");
     let pack = set.get("t").expect("pack");
     let params = pack
-        .resolve(&obj(json!({"n": "42", "on": "false", "tags": "a, b", "span": "1 Year"})), InputStyle::Text)
+        .resolve(
+            &obj(json!({"n": "42", "on": "false", "tags": "a, b", "span": "1 Year"})),
+            InputStyle::Text,
+        )
         .expect("valid");
     assert_eq!(params.get("n"), Some(&ParamValue::Integer(42)));
     assert_eq!(params.get("on"), Some(&ParamValue::Boolean(false)));
-    assert_eq!(params.get("tags"), Some(&ParamValue::StringList(vec!["a".into(), "b".into()])));
-    assert_eq!(params.get("span"), Some(&ParamValue::Interval("1 year".into())));
+    assert_eq!(
+        params.get("tags"),
+        Some(&ParamValue::StringList(vec!["a".into(), "b".into()]))
+    );
+    assert_eq!(
+        params.get("span"),
+        Some(&ParamValue::Interval("1 year".into()))
+    );
     let errs = pack
-        .resolve(&obj(json!({"n": "1; drop", "since": "yesterday", "bogus": 1, "span": "1 fortnight"})), InputStyle::Text)
+        .resolve(
+            &obj(json!({"n": "1; drop", "since": "yesterday", "bogus": 1, "span": "1 fortnight"})),
+            InputStyle::Text,
+        )
         .expect_err("invalid");
     let names: Vec<&str> = errs.iter().map(|e| e.parameter.as_str()).collect();
     assert_eq!(names, vec!["bogus", "n", "since", "span"]);
@@ -98,10 +136,16 @@ fn text_input_is_parsed_by_declared_type() {
 fn canonical_json_is_sorted_and_stable() {
     let set = build_pack_set(&[source(PARAMS, SQL)]).expect("valid pack");
     let pack = set.get("t").expect("pack");
-    let a = pack.resolve(&obj(json!({"n": 5, "name": "z"})), InputStyle::Json).expect("ok");
-    let b = pack.resolve(&obj(json!({"name": "z", "n": "5"})), InputStyle::Text).expect("ok");
+    let a = pack
+        .resolve(&obj(json!({"n": 5, "name": "z"})), InputStyle::Json)
+        .expect("ok");
+    let b = pack
+        .resolve(&obj(json!({"name": "z", "n": "5"})), InputStyle::Text)
+        .expect("ok");
     assert_eq!(a.canonical_json(), b.canonical_json());
-    assert!(a.canonical_json().starts_with("{\"group_by\":\"industry\",\"n\":5,\"name\":\"z\""));
+    assert!(a
+        .canonical_json()
+        .starts_with("{\"group_by\":\"industry\",\"n\":5,\"name\":\"z\""));
     let k1 = quarry_core::cache::cache_key(pack, &a, Some(1));
     assert_eq!(k1, quarry_core::cache::cache_key(pack, &b, Some(1)));
     assert_ne!(k1, quarry_core::cache::cache_key(pack, &a, Some(2)));

@@ -96,7 +96,10 @@ impl From<tokio_postgres::Error> for QueryError {
                     _ => None,
                 };
                 QueryError::Sql {
-                    transient: matches!(code.as_str(), "40001" | "40P01" | "08000" | "08003" | "08006" | "57P01" | "53300"),
+                    transient: matches!(
+                        code.as_str(),
+                        "40001" | "40P01" | "08000" | "08003" | "08006" | "57P01" | "53300"
+                    ),
                     sqlstate: code,
                     message: db.message().to_string(),
                     hint: db.hint().map(str::to_string),
@@ -110,38 +113,66 @@ impl From<tokio_postgres::Error> for QueryError {
 
 /// Runs `q` in a READ ONLY transaction with `limits`. The client must be
 /// connected as the reader role (see [`crate::connect_reader`]).
-pub async fn run(client: &mut Client, q: &RenderedQuery, limits: QueryLimits) -> Result<QueryOutput, QueryError> {
+pub async fn run(
+    client: &mut Client,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<QueryOutput, QueryError> {
     let started = Instant::now();
     let tx = client.build_transaction().read_only(true).start().await?;
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
-    tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"))
-        .await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+    ))
+    .await?;
     let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
-    let stmt = tx.prepare_typed(&q.sql, &types).await.map_err(|e| classify(e, limits.timeout))?;
+    let stmt = tx
+        .prepare_typed(&q.sql, &types)
+        .await
+        .map_err(|e| classify(e, limits.timeout))?;
     let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    // A portal fetches at most max_rows + 1 rows: the database stops there, and the
+    // extra row tells us the result was cut.
+    let portal = tx
+        .bind(&stmt, &refs)
+        .await
+        .map_err(|e| classify(e, limits.timeout))?;
+    let fetch = i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX);
     let stream = tx
-        .query_raw(&stmt, params.iter().map(|p| p as &dyn ToSql))
+        .query_portal_raw(&portal, fetch)
         .await
         .map_err(|e| classify(e, limits.timeout))?;
     pin_mut!(stream);
     let columns: Vec<OutColumn> = stmt
         .columns()
         .iter()
-        .map(|c| OutColumn { name: c.name().to_string(), pg_type: c.type_().name().to_string() })
+        .map(|c| OutColumn {
+            name: c.name().to_string(),
+            pg_type: c.type_().name().to_string(),
+        })
         .collect();
     let mut rows = Vec::new();
     let mut truncated = false;
-    while let Some(row) = stream.try_next().await.map_err(|e| classify(e, limits.timeout))? {
+    while let Some(row) = stream
+        .try_next()
+        .await
+        .map_err(|e| classify(e, limits.timeout))?
+    {
         if rows.len() as u64 >= limits.max_rows {
             truncated = true;
-            break;
+            continue;
         }
         rows.push(row_to_json(&row)?);
     }
-    drop(stream);
     // Read-only: nothing to keep. Rolling back also ends a truncated portal.
     let _ = tx.rollback().await;
-    Ok(QueryOutput { columns, rows, truncated, elapsed_ms: started.elapsed().as_millis() as u64 })
+    Ok(QueryOutput {
+        columns,
+        rows,
+        truncated,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 fn classify(e: tokio_postgres::Error, timeout: Duration) -> QueryError {
@@ -169,7 +200,11 @@ fn pg_type(t: PgType) -> Type {
 pub(crate) struct Param<'a>(&'a BindValue);
 
 impl ToSql for Param<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self.0 {
             BindValue::Null => Ok(IsNull::Yes),
             BindValue::Text(s) => s.to_sql(ty, out),
@@ -215,13 +250,20 @@ fn cell(row: &Row, i: usize, t: &Type) -> Option<Json> {
         Type::INT8 => get!(i64).map(Json::from),
         Type::OID | Type::REGCLASS | Type::REGPROC | Type::REGTYPE => get!(u32).map(Json::from),
         Type::CHAR => get!(i8).map(|c| Json::from(((c as u8) as char).to_string())),
-        Type::FLOAT4 => get!(f32).and_then(|f| serde_json::Number::from_f64(f64::from(f)).map(Json::Number)),
+        Type::FLOAT4 => {
+            get!(f32).and_then(|f| serde_json::Number::from_f64(f64::from(f)).map(Json::Number))
+        }
         Type::FLOAT8 => get!(f64).and_then(|f| serde_json::Number::from_f64(f).map(Json::Number)),
         Type::NUMERIC => get!(PgNumeric).and_then(|n| n.to_json()),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => get!(String).map(Json::from),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            get!(String).map(Json::from)
+        }
         Type::DATE => get!(chrono::NaiveDate).map(|d| Json::from(d.format("%Y-%m-%d").to_string())),
-        Type::TIMESTAMP => get!(chrono::NaiveDateTime).map(|d| Json::from(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
-        Type::TIMESTAMPTZ => get!(chrono::DateTime<chrono::Utc>).map(|d| Json::from(d.to_rfc3339())),
+        Type::TIMESTAMP => get!(chrono::NaiveDateTime)
+            .map(|d| Json::from(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        Type::TIMESTAMPTZ => {
+            get!(chrono::DateTime<chrono::Utc>).map(|d| Json::from(d.to_rfc3339()))
+        }
         Type::JSON | Type::JSONB => get!(Json),
         Type::UUID => get!(uuid::Uuid).map(|u| Json::from(u.to_string())),
         Type::INTERVAL => get!(PgInterval).map(|iv| Json::from(iv.to_string())),
@@ -233,8 +275,13 @@ fn cell(row: &Row, i: usize, t: &Type) -> Option<Json> {
         Type::INT8_ARRAY => get!(Vec<Option<i64>>).map(Json::from),
         Type::FLOAT8_ARRAY => get!(Vec<Option<f64>>).map(Json::from),
         Type::BOOL_ARRAY => get!(Vec<Option<bool>>).map(Json::from),
-        Type::NUMERIC_ARRAY => get!(Vec<Option<PgNumeric>>)
-            .map(|v| Json::Array(v.into_iter().map(|n| n.and_then(|n| n.to_json()).unwrap_or(Json::Null)).collect())),
+        Type::NUMERIC_ARRAY => get!(Vec<Option<PgNumeric>>).map(|v| {
+            Json::Array(
+                v.into_iter()
+                    .map(|n| n.and_then(|n| n.to_json()).unwrap_or(Json::Null))
+                    .collect(),
+            )
+        }),
         _ => return None,
     };
     Some(v.unwrap_or(Json::Null))
@@ -251,7 +298,10 @@ impl PgNumeric {
         if let Ok(i) = s.parse::<i64>() {
             return Some(Json::from(i));
         }
-        s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Json::Number)
+        s.parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Json::Number)
     }
 }
 
@@ -269,9 +319,15 @@ impl<'a> FromSql<'a> for PgNumeric {
         if sign == 0xC000 || sign == 0xD000 || sign == 0xF000 {
             return Ok(PgNumeric(None));
         }
-        let digits: Vec<u16> = (0..ndigits).map(|k| word(8 + 2 * k)).collect::<Result<_, _>>()?;
+        let digits: Vec<u16> = (0..ndigits)
+            .map(|k| word(8 + 2 * k))
+            .collect::<Result<_, _>>()?;
         let digit = |idx: i32| -> u16 {
-            if idx >= 0 { digits.get(idx as usize).copied().unwrap_or(0) } else { 0 }
+            if idx >= 0 {
+                digits.get(idx as usize).copied().unwrap_or(0)
+            } else {
+                0
+            }
         };
         let mut s = String::new();
         if sign == 0x4000 {
@@ -323,14 +379,24 @@ impl std::fmt::Display for PgInterval {
             parts.push(format!("{m} mon{}", if m.abs() == 1 { "" } else { "s" }));
         }
         if self.days != 0 {
-            parts.push(format!("{} day{}", self.days, if self.days.abs() == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{} day{}",
+                self.days,
+                if self.days.abs() == 1 { "" } else { "s" }
+            ));
         }
         if self.micros != 0 || parts.is_empty() {
             let neg = self.micros < 0;
             let total = self.micros.unsigned_abs();
             let secs = total / 1_000_000;
             let frac = total % 1_000_000;
-            let mut t = format!("{}{:02}:{:02}:{:02}", if neg { "-" } else { "" }, secs / 3600, (secs / 60) % 60, secs % 60);
+            let mut t = format!(
+                "{}{:02}:{:02}:{:02}",
+                if neg { "-" } else { "" },
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60
+            );
             if frac != 0 {
                 t.push_str(&format!(".{frac:06}"));
             }
@@ -348,7 +414,11 @@ impl<'a> FromSql<'a> for PgInterval {
         let micros = i64::from_be_bytes(raw[0..8].try_into()?);
         let days = i32::from_be_bytes(raw[8..12].try_into()?);
         let months = i32::from_be_bytes(raw[12..16].try_into()?);
-        Ok(PgInterval { months, days, micros })
+        Ok(PgInterval {
+            months,
+            days,
+            micros,
+        })
     }
     fn accepts(t: &Type) -> bool {
         *t == Type::INTERVAL
@@ -366,21 +436,34 @@ pub struct ExplainReport {
 /// Prepares and EXPLAINs `q` as the reader, without running it.
 pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainReport, QueryError> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    tx.batch_execute("SET LOCAL statement_timeout = 10000").await?;
+    tx.batch_execute("SET LOCAL statement_timeout = 10000")
+        .await?;
     let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
     let stmt = tx.prepare_typed(&q.sql, &types).await?;
     let columns = stmt
         .columns()
         .iter()
-        .map(|c| OutColumn { name: c.name().to_string(), pg_type: c.type_().name().to_string() })
+        .map(|c| OutColumn {
+            name: c.name().to_string(),
+            pg_type: c.type_().name().to_string(),
+        })
         .collect();
     let explain_sql = format!("EXPLAIN {}", q.sql);
     let estmt = tx.prepare_typed(&explain_sql, &types).await?;
     let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
     let rows = tx
-        .query(&estmt, &params.iter().map(|p| p as &(dyn ToSql + Sync)).collect::<Vec<_>>())
+        .query(
+            &estmt,
+            &params
+                .iter()
+                .map(|p| p as &(dyn ToSql + Sync))
+                .collect::<Vec<_>>(),
+        )
         .await?;
-    let plan_head = rows.first().and_then(|r| r.try_get::<_, String>(0).ok()).unwrap_or_default();
+    let plan_head = rows
+        .first()
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .unwrap_or_default();
     let _ = tx.rollback().await;
     Ok(ExplainReport { columns, plan_head })
 }

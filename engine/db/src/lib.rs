@@ -36,7 +36,10 @@ pub async fn connect(url: &str) -> Result<Client> {
 /// taken from `password` (or removed).
 pub fn url_for_role(url: &str, role: &str, password: Option<&str>) -> Result<String> {
     let mut u = url::Url::parse(url).with_context(|| {
-        format!("DATABASE_URL must be a postgres:// URL, got {}", redact(url))
+        format!(
+            "DATABASE_URL must be a postgres:// URL, got {}",
+            redact(url)
+        )
     })?;
     u.set_username(role)
         .map_err(|_| anyhow::anyhow!("cannot set the user of {}", redact(url)))?;

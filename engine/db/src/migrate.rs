@@ -15,7 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
 /// Arbitrary constant for pg_advisory_lock: "quarry" in ASCII.
-const MIGRATION_LOCK: i64 = 0x0071_7561_7272_79;
+const MIGRATION_LOCK: i64 = 0x0000_7175_6172_7279;
 
 /// The three database roles Quarry uses.
 pub const OWNER_ROLE: &str = "quarry_owner";
@@ -44,9 +44,25 @@ pub async fn migrate(client: &mut Client) -> Result<MigrateReport> {
 }
 
 async fn migrate_locked(client: &mut Client) -> Result<MigrateReport> {
-    ensure_roles(client).await?;
-    let db: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
-    let me: String = client.query_one("SELECT current_user", &[]).await?.get(0);
+    // Roles are cluster-wide and advisory locks are per database, so migrations of
+    // two databases can race on the same role rows ("tuple concurrently updated"):
+    // retry a few times with a short pause.
+    let mut attempt = 0;
+    loop {
+        match ensure_roles(client).await {
+            Ok(()) => break,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "retrying role setup");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let db: String = client
+        .query_one("SELECT current_database()", &[])
+        .await?
+        .get(0);
     client
         .batch_execute(&format!(
             "CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -56,12 +72,6 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport> {
         ))
         .await
         .context("creating the pg_trgm extension and database grants (needs a superuser or the database owner; on Debian install postgresql-contrib)")?;
-    if me != OWNER_ROLE {
-        client
-            .batch_execute(&format!("GRANT {OWNER_ROLE} TO {}", quote_ident(&me)))
-            .await
-            .with_context(|| format!("granting {OWNER_ROLE} to {me}"))?;
-    }
     client
         .batch_execute(&format!(
             "SET ROLE {OWNER_ROLE};
@@ -78,7 +88,10 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport> {
 
     let mut report = MigrateReport::default();
     let applied = client
-        .query("SELECT version, checksum FROM quarry.schema_migrations", &[])
+        .query(
+            "SELECT version, checksum FROM quarry.schema_migrations",
+            &[],
+        )
         .await?;
     for (version, name, sql) in MIGRATIONS {
         let sum = checksum(sql);
@@ -138,12 +151,41 @@ async fn ensure_roles(client: &Client) -> Result<()> {
         if let Some(pw) = pw {
             // The password is sent as a literal inside ALTER ROLE, which takes no parameters.
             client
-                .batch_execute(&format!("ALTER ROLE {role} PASSWORD {}", quote_literal(&pw)))
+                .batch_execute(&format!(
+                    "ALTER ROLE {role} PASSWORD {}",
+                    quote_literal(&pw)
+                ))
                 .await
                 .with_context(|| format!("setting the password of {role}"))?;
         }
     }
-    // Analytics limits that hold even if a caller forgets them.
+    let me: String = client.query_one("SELECT current_user", &[]).await?.get(0);
+    let member: bool = client
+        .query_one(
+            "SELECT pg_has_role(current_user, $1, 'MEMBER')",
+            &[&OWNER_ROLE],
+        )
+        .await?
+        .get(0);
+    if !member {
+        client
+            .batch_execute(&format!("GRANT {OWNER_ROLE} TO {}", quote_ident(&me)))
+            .await
+            .with_context(|| format!("granting {OWNER_ROLE} to {me}"))?;
+    }
+    // Analytics limits that hold even if a caller forgets them (set once).
+    let configured = client
+        .query_opt(
+            "SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             WHERE r.rolname = $1 AND s.setdatabase = 0
+               AND 'default_transaction_read_only=on' = ANY (s.setconfig)",
+            &[&READER_ROLE],
+        )
+        .await?
+        .is_some();
+    if configured {
+        return Ok(());
+    }
     client
         .batch_execute(&format!(
             "ALTER ROLE {READER_ROLE} SET statement_timeout = '60s';

@@ -50,7 +50,9 @@ pub async fn execute_pack(
     let declared = Duration::from_secs(u64::from(pack.spec.timeout_seconds));
     let limits = QueryLimits {
         timeout: opts.timeout.map_or(declared, |t| t.min(declared)),
-        max_rows: opts.max_rows.map_or(pack.spec.max_rows, |m| m.min(pack.spec.max_rows)),
+        max_rows: opts
+            .max_rows
+            .map_or(pack.spec.max_rows, |m| m.min(pack.spec.max_rows)),
     };
     let out = run(reader, &q, limits).await?;
     Ok((params, out))
