@@ -1,0 +1,159 @@
+-- Cross-system integrity findings, one row per problem found:
+--   missing_in_erp          crm account with no erp customer (no entity link, no shared e-mail domain)
+--   missing_in_crm          erp customer with no crm account (same test the other way round)
+--   country_mismatch        linked records of different systems with different country codes
+--   name_mismatch           linked records whose names differ after lower-casing, trimming and
+--                           collapsing white space (legal_name is accepted as an alternative)
+--   vat_mismatch            linked records with different VAT ids (spaces and case ignored)
+--   order_unknown_customer  order not resolved to an organization of its own source system
+--   line_unknown_sku        order line whose SKU is not a product of its own source system
+-- Deleted organizations (is_deleted) are ignored; the missing_in_* checks only run
+-- when the other system has organizations at all. Each branch runs only when its
+-- check is selected.
+WITH linked_pair AS (
+  -- Every entity link, in both directions.
+  SELECT l.left_id AS a_id, l.right_id AS b_id FROM canonical.entity_links l
+  UNION ALL
+  SELECT l.right_id, l.left_id FROM canonical.entity_links l
+),
+link_cmp AS (
+  -- Each link between live records of two different systems once, oriented from
+  -- the smaller organization id, with normalised names and VAT ids.
+  SELECT l.id AS link_id, l.method, l.score,
+         a.source_system, a.source_id, a.name, a.country_code, a.vat_id,
+         lower(regexp_replace(btrim(a.name), '\s+', ' ', 'g'))       AS norm_name,
+         lower(regexp_replace(btrim(a.legal_name), '\s+', ' ', 'g')) AS norm_legal_name,
+         upper(regexp_replace(a.vat_id, '\s', '', 'g'))              AS norm_vat,
+         b.source_system AS r_source_system, b.source_id AS r_source_id,
+         b.name AS r_name, b.country_code AS r_country_code, b.vat_id AS r_vat_id,
+         lower(regexp_replace(btrim(b.name), '\s+', ' ', 'g'))       AS r_norm_name,
+         lower(regexp_replace(btrim(b.legal_name), '\s+', ' ', 'g')) AS r_norm_legal_name,
+         upper(regexp_replace(b.vat_id, '\s', '', 'g'))              AS r_norm_vat
+  FROM canonical.entity_links l
+  JOIN canonical.organizations a ON a.id = l.left_id AND NOT a.is_deleted
+  JOIN canonical.organizations b ON b.id = l.right_id AND NOT b.is_deleted
+  WHERE a.source_system <> b.source_system
+),
+findings AS (
+  SELECT 'missing_in_erp'::text AS check_code,
+         CASE WHEN EXISTS (SELECT 1 FROM canonical.opportunities y WHERE y.organization_id = a.id AND y.is_won)
+              THEN 'warning' ELSE 'info' END AS severity,
+         a.source_system, a.source_id,
+         'erp'::text AS related_source_system, NULL::text AS related_source_id,
+         jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
+                            'has_won_opportunity',
+                            EXISTS (SELECT 1 FROM canonical.opportunities y WHERE y.organization_id = a.id AND y.is_won))
+           AS detail
+  FROM canonical.organizations a
+  WHERE a.source_system = 'crm'
+    AND NOT a.is_deleted
+    AND 'missing_in_erp' = ANY ({{ checks }}::text[])
+    AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'erp' AND NOT e.is_deleted)
+    AND NOT EXISTS (SELECT 1 FROM linked_pair p
+                    JOIN canonical.organizations b ON b.id = p.b_id
+                    WHERE p.a_id = a.id AND b.source_system = 'erp' AND NOT b.is_deleted)
+    AND NOT EXISTS (SELECT 1 FROM canonical.organizations b
+                    WHERE b.email_domain = a.email_domain AND b.source_system = 'erp' AND NOT b.is_deleted)
+
+  UNION ALL
+  SELECT 'missing_in_crm',
+         CASE WHEN EXISTS (SELECT 1 FROM canonical.orders r WHERE r.organization_id = a.id)
+              THEN 'warning' ELSE 'info' END,
+         a.source_system, a.source_id,
+         'crm', NULL,
+         jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
+                            'orders', (SELECT count(*) FROM canonical.orders r WHERE r.organization_id = a.id))
+  FROM canonical.organizations a
+  WHERE a.source_system = 'erp'
+    AND NOT a.is_deleted
+    AND 'missing_in_crm' = ANY ({{ checks }}::text[])
+    AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'crm' AND NOT e.is_deleted)
+    AND NOT EXISTS (SELECT 1 FROM linked_pair p
+                    JOIN canonical.organizations b ON b.id = p.b_id
+                    WHERE p.a_id = a.id AND b.source_system = 'crm' AND NOT b.is_deleted)
+    AND NOT EXISTS (SELECT 1 FROM canonical.organizations b
+                    WHERE b.email_domain = a.email_domain AND b.source_system = 'crm' AND NOT b.is_deleted)
+
+  UNION ALL
+  SELECT 'country_mismatch', 'warning',
+         k.source_system, k.source_id, k.r_source_system, k.r_source_id,
+         jsonb_build_object('field', 'country_code', 'value', k.country_code, 'related_value', k.r_country_code,
+                            'link_method', k.method, 'link_score', k.score)
+  FROM link_cmp k
+  WHERE 'country_mismatch' = ANY ({{ checks }}::text[])
+    AND nullif(btrim(k.country_code), '') IS NOT NULL
+    AND nullif(btrim(k.r_country_code), '') IS NOT NULL
+    AND upper(k.country_code) <> upper(k.r_country_code)
+
+  UNION ALL
+  SELECT 'name_mismatch', 'info',
+         k.source_system, k.source_id, k.r_source_system, k.r_source_id,
+         jsonb_build_object('field', 'name', 'value', k.name, 'related_value', k.r_name,
+                            'link_method', k.method, 'link_score', k.score)
+  FROM link_cmp k
+  WHERE 'name_mismatch' = ANY ({{ checks }}::text[])
+    -- no spelling of one side (name or legal_name) equals a spelling of the other;
+    -- && ignores NULL elements
+    AND NOT (ARRAY[k.norm_name, k.norm_legal_name] && ARRAY[k.r_norm_name, k.r_norm_legal_name])
+
+  UNION ALL
+  SELECT 'vat_mismatch', 'error',
+         k.source_system, k.source_id, k.r_source_system, k.r_source_id,
+         jsonb_build_object('field', 'vat_id', 'value', k.vat_id, 'related_value', k.r_vat_id,
+                            'link_method', k.method, 'link_score', k.score)
+  FROM link_cmp k
+  WHERE 'vat_mismatch' = ANY ({{ checks }}::text[])
+    AND nullif(k.norm_vat, '') IS NOT NULL
+    AND nullif(k.r_norm_vat, '') IS NOT NULL
+    AND k.norm_vat <> k.r_norm_vat
+
+  UNION ALL
+  SELECT 'order_unknown_customer', 'error',
+         r.source_system, r.source_id, r.source_system, r.customer_source_id,
+         jsonb_build_object('order_number', r.order_number,
+                            'order_date', r.order_date,
+                            'total_amount', r.total_amount,
+                            'organization_id', r.organization_id,
+                            'reason', CASE
+                                        WHEN nullif(btrim(r.customer_source_id), '') IS NULL THEN 'no customer on the order'
+                                        WHEN c.id IS NULL THEN 'customer not found in the source system'
+                                        ELSE 'organization not resolved'
+                                      END)
+  FROM canonical.orders r
+  LEFT JOIN canonical.organizations c
+         ON c.source_system = r.source_system AND c.source_id = r.customer_source_id
+  WHERE 'order_unknown_customer' = ANY ({{ checks }}::text[])
+    AND (r.organization_id IS NULL OR c.id IS NULL)
+
+  UNION ALL
+  SELECT 'line_unknown_sku', 'warning',
+         l.source_system, l.source_id, l.source_system, l.sku,
+         jsonb_build_object('order_source_id', r.source_id,
+                            'line_number', l.line_number,
+                            'sku', l.sku,
+                            'description', l.description,
+                            'net_amount', l.net_amount,
+                            'known_in', (SELECT coalesce(jsonb_agg(DISTINCT p.source_system ORDER BY p.source_system), '[]'::jsonb)
+                                         FROM canonical.products p WHERE p.sku = l.sku))
+  FROM canonical.order_lines l
+  JOIN canonical.orders r ON r.id = l.order_id
+  WHERE 'line_unknown_sku' = ANY ({{ checks }}::text[])
+    AND NOT EXISTS (SELECT 1 FROM canonical.products p
+                    WHERE p.source_system = l.source_system AND p.sku = l.sku)
+)
+SELECT f.check_code AS "check",
+       f.severity,
+       f.source_system,
+       f.source_id,
+       f.related_source_system,
+       f.related_source_id,
+       f.detail
+FROM findings f
+ORDER BY CASE f.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+         CASE f.check_code
+           WHEN 'missing_in_erp' THEN 1 WHEN 'missing_in_crm' THEN 2
+           WHEN 'country_mismatch' THEN 3 WHEN 'name_mismatch' THEN 4 WHEN 'vat_mismatch' THEN 5
+           WHEN 'order_unknown_customer' THEN 6 ELSE 7
+         END,
+         f.source_system, f.source_id, f.related_source_system, f.related_source_id
+LIMIT {{ limit }}

@@ -1,0 +1,202 @@
+-- Data quality scorecard: one row per canonical entity table and source system.
+--
+-- Every entity row is checked once (row_checks): how many of its key fields are
+-- filled, whether it passes the validity rules, whether its natural key is shared
+-- with another row of the same source, and whether its references resolve. The
+-- checks are aggregated to percentages, combined with the freshness of the newest
+-- source change (relative to as_of) and the quarantine rate of the source's
+-- ingest files, and folded into a weighted 0-100 quality score. Components that do
+-- not apply (NULL) are left out of the score and the remaining weights rescaled.
+WITH params AS (
+  SELECT coalesce({{ as_of }}::timestamptz, now()) AS as_of,
+         {{ freshness_days }}::numeric            AS freshness_days
+),
+row_checks AS (
+  -- organizations: key fields name, email, country_code; unique e-mail; parent resolves
+  SELECT 1 AS entity_rank, 'organizations'::text AS entity, o.source_system, o.source_updated_at,
+         3 AS fields_total,
+         num_nonnulls(nullif(btrim(o.name), ''), nullif(btrim(o.email), ''),
+                      nullif(btrim(o.country_code), '')) AS fields_filled,
+         (nullif(btrim(o.email), '') IS NULL OR btrim(o.email) ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$')
+           AND (nullif(btrim(o.country_code), '') IS NULL
+                OR EXISTS (SELECT 1 FROM canonical.countries c WHERE c.code = o.country_code))
+           AND coalesce(o.annual_revenue, 0) >= 0
+           AND coalesce(o.credit_limit, 0) >= 0
+           AND coalesce(o.employee_count, 0) >= 0 AS is_valid,
+         CASE WHEN nullif(btrim(o.email), '') IS NULL THEN false
+              ELSE count(*) OVER (PARTITION BY o.source_system, lower(nullif(btrim(o.email), ''))) > 1
+         END AS is_duplicate,
+         (o.parent_source_id IS NULL
+          OR EXISTS (SELECT 1 FROM canonical.organizations p
+                     WHERE p.source_system = o.source_system AND p.source_id = o.parent_source_id)) AS ref_ok
+  FROM canonical.organizations o
+  WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'organizations')
+    AND ({{ source_system }}::text IS NULL OR o.source_system = {{ source_system }}::text)
+
+  UNION ALL
+  -- products: key fields sku, name, category, unit_price, currency; unique SKU; no references
+  SELECT 2, 'products', p.source_system, p.source_updated_at,
+         5,
+         num_nonnulls(nullif(btrim(p.sku), ''), nullif(btrim(p.name), ''), nullif(btrim(p.category), ''),
+                      p.unit_price, nullif(btrim(p.currency), '')),
+         coalesce(p.unit_price, 0) >= 0
+           AND (nullif(btrim(p.currency), '') IS NULL OR p.currency ~ '^[A-Z]{3}$'),
+         CASE WHEN nullif(btrim(p.sku), '') IS NULL THEN false
+              ELSE count(*) OVER (PARTITION BY p.source_system, nullif(btrim(p.sku), '')) > 1
+         END,
+         NULL::boolean
+  FROM canonical.products p
+  WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'products')
+    AND ({{ source_system }}::text IS NULL OR p.source_system = {{ source_system }}::text)
+
+  UNION ALL
+  -- orders: key fields order_number, customer_source_id, status, currency; unique
+  -- order_number; the buying organization resolves
+  SELECT 3, 'orders', r.source_system, r.source_updated_at,
+         4,
+         num_nonnulls(nullif(btrim(r.order_number), ''), nullif(btrim(r.customer_source_id), ''),
+                      nullif(btrim(r.status), ''), nullif(btrim(r.currency), '')),
+         r.total_amount >= 0
+           AND coalesce(r.subtotal_amount, 0) >= 0
+           AND coalesce(r.tax_amount, 0) >= 0
+           AND (nullif(btrim(r.currency), '') IS NULL OR r.currency ~ '^[A-Z]{3}$'),
+         CASE WHEN nullif(btrim(r.order_number), '') IS NULL THEN false
+              ELSE count(*) OVER (PARTITION BY r.source_system, btrim(r.order_number)) > 1
+         END,
+         r.organization_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM canonical.organizations o WHERE o.id = r.organization_id)
+  FROM canonical.orders r
+  WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'orders')
+    AND ({{ source_system }}::text IS NULL OR r.source_system = {{ source_system }}::text)
+
+  UNION ALL
+  -- order_lines: key fields sku, description, unit_price, currency; uniqueness is
+  -- enforced by the schema (source_id, order_id + line_number); the product resolves
+  SELECT 4, 'order_lines', l.source_system, l.source_updated_at,
+         4,
+         num_nonnulls(nullif(btrim(l.sku), ''), nullif(btrim(l.description), ''),
+                      l.unit_price, nullif(btrim(l.currency), '')),
+         l.quantity > 0
+           AND l.net_amount >= 0
+           AND l.discount_amount >= 0
+           AND coalesce(l.unit_price, 0) >= 0
+           AND (nullif(btrim(l.currency), '') IS NULL OR l.currency ~ '^[A-Z]{3}$'),
+         NULL::boolean,
+         l.product_id IS NOT NULL
+  FROM canonical.order_lines l
+  WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'order_lines')
+    AND ({{ source_system }}::text IS NULL OR l.source_system = {{ source_system }}::text)
+
+  UNION ALL
+  -- opportunities: key fields organization_source_id, stage, amount, currency,
+  -- close_date; unique (account, name); the account resolves
+  SELECT 5, 'opportunities', y.source_system, y.source_updated_at,
+         5,
+         num_nonnulls(nullif(btrim(y.organization_source_id), ''), nullif(btrim(y.stage), ''),
+                      y.amount, nullif(btrim(y.currency), ''), y.close_date),
+         coalesce(y.amount, 0) >= 0
+           AND coalesce(y.probability BETWEEN 0 AND 100, true)
+           AND (y.is_closed OR NOT y.is_won)
+           AND (nullif(btrim(y.currency), '') IS NULL OR y.currency ~ '^[A-Z]{3}$'),
+         count(*) OVER (PARTITION BY y.source_system, coalesce(y.organization_source_id, ''),
+                                     lower(btrim(y.name))) > 1,
+         y.organization_id IS NOT NULL
+  FROM canonical.opportunities y
+  WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'opportunities')
+    AND ({{ source_system }}::text IS NULL OR y.source_system = {{ source_system }}::text)
+),
+per_entity AS (
+  SELECT entity_rank, entity, source_system,
+         count(*)                                          AS row_count,
+         sum(fields_total)                                 AS fields_total,
+         sum(fields_filled)                                AS fields_filled,
+         count(*) FILTER (WHERE NOT is_valid)              AS invalid_rows,
+         count(is_duplicate)                               AS uniqueness_checked,
+         count(*) FILTER (WHERE is_duplicate)              AS duplicate_rows,
+         count(ref_ok)                                     AS references_checked,
+         count(*) FILTER (WHERE NOT ref_ok)                AS orphan_rows,
+         max(source_updated_at)                            AS newest_source_update
+  FROM row_checks
+  GROUP BY entity_rank, entity, source_system
+),
+ingest AS (
+  -- The ledger records files per source system, not per entity: the rate applies
+  -- to every entity of that source.
+  SELECT f.source_system,
+         sum(f.records_read)::bigint AS records_read,
+         sum(f.quarantined)::bigint  AS quarantined
+  FROM canonical.ingest_files f
+  GROUP BY f.source_system
+),
+open_quarantine AS (
+  SELECT q.source_system, count(*)::bigint AS open_entries
+  FROM canonical.quarantine q
+  WHERE q.resolved_at IS NULL
+  GROUP BY q.source_system
+),
+scored AS (
+  SELECT e.*,
+         i.records_read,
+         i.quarantined,
+         coalesce(q.open_entries, 0) AS open_quarantine,
+         round(extract(epoch FROM (pr.as_of - e.newest_source_update)) / 86400.0, 2) AS age_days,
+         round(100.0 * e.fields_filled / NULLIF(e.fields_total, 0), 2)                  AS completeness_pct,
+         round(100.0 * (e.row_count - e.invalid_rows) / NULLIF(e.row_count, 0), 2)     AS validity_pct,
+         round(100.0 * (e.uniqueness_checked - e.duplicate_rows)
+               / NULLIF(e.uniqueness_checked, 0), 2)                                    AS uniqueness_pct,
+         round(100.0 * (e.references_checked - e.orphan_rows)
+               / NULLIF(e.references_checked, 0), 2)                                    AS referential_integrity_pct,
+         CASE WHEN e.newest_source_update IS NOT NULL THEN
+           round(greatest(0.0, least(100.0,
+                 100.0 * (1 - (extract(epoch FROM (pr.as_of - e.newest_source_update)) / 86400.0)
+                              / pr.freshness_days))), 2)
+         END                                                                            AS freshness_pct,
+         round(100.0 * i.quarantined / NULLIF(i.records_read, 0), 2)                    AS quarantine_rate_pct
+  FROM per_entity e
+  CROSS JOIN params pr
+  LEFT JOIN ingest i ON i.source_system = e.source_system
+  LEFT JOIN open_quarantine q ON q.source_system = e.source_system
+)
+SELECT s.entity,
+       s.source_system,
+       s.row_count::bigint AS row_count,
+       s.completeness_pct,
+       s.validity_pct,
+       s.uniqueness_pct,
+       s.referential_integrity_pct,
+       s.freshness_pct,
+       s.quarantine_rate_pct,
+       round(
+         (  coalesce(25 * s.completeness_pct, 0)
+          + coalesce(20 * s.validity_pct, 0)
+          + coalesce(15 * s.uniqueness_pct, 0)
+          + coalesce(20 * s.referential_integrity_pct, 0)
+          + coalesce(10 * s.freshness_pct, 0)
+          + coalesce(10 * (100 - s.quarantine_rate_pct), 0))
+         / NULLIF(  CASE WHEN s.completeness_pct IS NULL THEN 0 ELSE 25 END
+                  + CASE WHEN s.validity_pct IS NULL THEN 0 ELSE 20 END
+                  + CASE WHEN s.uniqueness_pct IS NULL THEN 0 ELSE 15 END
+                  + CASE WHEN s.referential_integrity_pct IS NULL THEN 0 ELSE 20 END
+                  + CASE WHEN s.freshness_pct IS NULL THEN 0 ELSE 10 END
+                  + CASE WHEN s.quarantine_rate_pct IS NULL THEN 0 ELSE 10 END, 0),
+         2) AS quality_score,
+       s.newest_source_update,
+       s.age_days AS freshness_age_days,
+       jsonb_build_object(
+         'key_fields', CASE s.entity
+                         WHEN 'organizations' THEN jsonb_build_array('name', 'email', 'country_code')
+                         WHEN 'products'      THEN jsonb_build_array('sku', 'name', 'category', 'unit_price', 'currency')
+                         WHEN 'orders'        THEN jsonb_build_array('order_number', 'customer_source_id', 'status', 'currency')
+                         WHEN 'order_lines'   THEN jsonb_build_array('sku', 'description', 'unit_price', 'currency')
+                         ELSE jsonb_build_array('organization_source_id', 'stage', 'amount', 'currency', 'close_date')
+                       END,
+         'missing_values', s.fields_total - s.fields_filled,
+         'invalid_rows', s.invalid_rows,
+         'duplicate_rows', s.duplicate_rows,
+         'orphan_rows', s.orphan_rows,
+         'records_read', s.records_read,
+         'quarantined', s.quarantined,
+         'open_quarantine', s.open_quarantine
+       ) AS details
+FROM scored s
+ORDER BY s.entity_rank, s.source_system

@@ -1,0 +1,150 @@
+//! `quarry check` end to end, through the real binary.
+//!
+//! Data-driven: every folder in tests/fixtures/broken holds one broken pack and
+//! `expected.txt`, the exact output `quarry check --offline` must print. After an
+//! intentional change, regenerate with `UPDATE_EXPECT=1 cargo test --test check`.
+
+use std::process::Command;
+
+use quarry_tests::{empty_db, quarry_bin, repo_root};
+
+#[test]
+fn broken_packs_fail_with_file_line_errors() {
+    let root = repo_root().join("tests/fixtures/broken");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "expected the broken-pack fixtures");
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
+        let out = Command::new(quarry_bin())
+            .args(["check", "--offline", &name])
+            .current_dir(&root)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run quarry check");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: quarry check must exit 1"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            stdout.contains(&format!("{name}/")),
+            "{name}: every error names its file:\n{stdout}"
+        );
+        let expected_path = case.join("expected.txt");
+        if update {
+            std::fs::write(&expected_path, &stdout).expect("write expected");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != stdout {
+            failures.push(format!("--- {name}: expected\n{expected}--- got\n{stdout}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(re-run with UPDATE_EXPECT=1 if the change is intended)",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn shipped_packs_pass_offline() {
+    let out = Command::new(quarry_bin())
+        .args(["check", "--offline", "queries"])
+        .current_dir(repo_root())
+        .output()
+        .expect("run quarry check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quarry check queries/ failed:\n{stdout}"
+    );
+    assert!(stdout.contains("no problems"), "{stdout}");
+}
+
+#[tokio::test]
+async fn shipped_packs_prepare_and_explain_against_the_schema() {
+    let db = empty_db().await;
+    let out = Command::new(quarry_bin())
+        .args(["check", "queries"])
+        .current_dir(repo_root())
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quarry check with a database failed:\n{stdout}\n{stderr}"
+    );
+    let packs = std::fs::read_dir(repo_root().join("queries"))
+        .expect("queries")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        })
+        .count();
+    assert!(
+        stdout.contains(&format!("{packs} explained against the database")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_column_list_is_caught_with_a_database() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    std::fs::write(
+        dir.join("cols.yaml"),
+        "# yaml-language-server: $schema=x\nname: cols\nversion: 1.0.0\ntitle: t\ndescription: d\ncost: light\ntimeout_seconds: 5\ncache_ttl_seconds: 0\nmax_rows: 10\ncolumns:\n  - {name: total, type: integer}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("cols.sql"),
+        "SELECT count(*) AS n\nFROM canonical.organizationz\n",
+    )
+    .expect("write");
+    let out = Command::new(quarry_bin())
+        .args(["check", "cols.yaml"])
+        .current_dir(&dir)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("cols.sql:2:"),
+        "points at the template line: {stdout}"
+    );
+    assert!(stdout.contains("42P01"), "names the SQL state: {stdout}");
+    std::fs::write(
+        dir.join("cols.sql"),
+        "SELECT count(*) AS n FROM canonical.organizations\n",
+    )
+    .expect("write");
+    let out = Command::new(quarry_bin())
+        .args(["check", "cols.yaml"])
+        .current_dir(&dir)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("declared columns [total] but the query returns [n]"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,132 @@
+// Tests for the `custom_complex_query` operation: arbitrary SQL, but read-only,
+// as the reader role, one statement, with timeout and row cap.
+
+use quarry_tests::fixture_db;
+use serde_json::json;
+
+#[tokio::test]
+async fn runs_a_read_only_query() {
+    let db = fixture_db().await;
+    let rows = db
+        .run("custom_complex_query", json!({"query": "SELECT source_system, count(*) AS n FROM canonical.organizations GROUP BY 1 ORDER BY 1;"}))
+        .await;
+    // Fixture: 6 crm accounts, 3 erp customers, 2 shop buyers.
+    assert_eq!(
+        rows,
+        vec![
+            json!({"source_system": "crm", "n": 6})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            json!({"source_system": "erp", "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            json!({"source_system": "shop", "n": 2})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_table_names_the_problem_and_sqlstate() {
+    let db = fixture_db().await;
+    let err = db
+        .run_err(
+            "custom_complex_query",
+            json!({"query": "SELECT * FROM non_existent_table"}),
+        )
+        .await;
+    assert!(err.contains("42P01"), "{err}");
+    assert!(err.contains("non_existent_table"), "{err}");
+}
+
+#[tokio::test]
+async fn writes_and_second_statements_are_refused() {
+    let db = fixture_db().await;
+    for q in [
+        "DELETE FROM canonical.organizations",
+        "SELECT 1; DELETE FROM canonical.organizations",
+        "SELECT 1) x; DELETE FROM canonical.organizations; SELECT * FROM (SELECT 1",
+        "WITH d AS (DELETE FROM canonical.organizations RETURNING 1) SELECT * FROM d",
+        "SELECT nextval('canonical.organizations_id_seq')",
+    ] {
+        let err = db
+            .run_err("custom_complex_query", json!({"query": q}))
+            .await;
+        assert!(err.starts_with("SQL error"), "{q}: {err}");
+    }
+    let rows = db
+        .run(
+            "custom_complex_query",
+            json!({"query": "SELECT count(*) AS n FROM canonical.organizations"}),
+        )
+        .await;
+    assert_eq!(rows[0]["n"], json!(11), "nothing was deleted");
+}
+
+#[tokio::test]
+async fn internal_schema_is_not_readable() {
+    let db = fixture_db().await;
+    let err = db
+        .run_err(
+            "custom_complex_query",
+            json!({"query": "SELECT * FROM quarry.ingest_files"}),
+        )
+        .await;
+    assert!(err.contains("42501"), "permission denied expected: {err}");
+    // The reader may see the documented view instead.
+    let rows = db
+        .run(
+            "custom_complex_query",
+            json!({"query": "SELECT count(*) AS n FROM canonical.ingest_files"}),
+        )
+        .await;
+    assert_eq!(rows[0]["n"], json!(3));
+}
+
+#[tokio::test]
+async fn row_cap_and_timeout_apply() {
+    let db = fixture_db().await;
+    let rows = db
+        .run(
+            "custom_complex_query",
+            json!({"query": "SELECT g FROM generate_series(1, 20000) g"}),
+        )
+        .await;
+    assert_eq!(rows.len(), 10_000, "max_rows of the pack caps the result");
+    let opts = quarry_db::CallOptions {
+        timeout: Some(std::time::Duration::from_millis(300)),
+        allow_raw_sql: true,
+        ..Default::default()
+    };
+    let err = db
+        .try_run_with(
+            "custom_complex_query",
+            json!({"query": "SELECT pg_sleep(5)"}),
+            opts,
+        )
+        .await
+        .expect_err("must time out");
+    assert!(err.contains("statement timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn disabled_unless_enabled() {
+    let db = fixture_db().await;
+    let err = db
+        .try_run_with(
+            "custom_complex_query",
+            json!({"query": "SELECT 1"}),
+            Default::default(),
+        )
+        .await
+        .expect_err("disabled by default");
+    assert!(err.contains("QUARRY_ALLOW_CUSTOM_SQL"), "{err}");
+    let err = db
+        .run_err("custom_complex_query", json!({"query": "  ;  "}))
+        .await;
+    assert!(err.contains("`query`") && err.contains("empty"), "{err}");
+}
