@@ -1,0 +1,69 @@
+# Shared by quickstart.sh and test.sh: make sure a PostgreSQL server with pg_trgm
+# is reachable, installing and starting it on Debian/Ubuntu when it is missing.
+# Safe to run repeatedly. Exports DATABASE_URL (and QUARRY_READER_PASSWORD when
+# the server needs passwords); settings generated here live in .quarry/env, which
+# is git-ignored: no secret is ever committed.
+
+QUARRY_STATE_DIR="${QUARRY_STATE_DIR:-$PWD/.quarry}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+pg_up() {
+  psql "$1" -Atqc 'select 1' >/dev/null 2>&1
+}
+
+ensure_postgres() {
+  mkdir -p "$QUARRY_STATE_DIR"
+  # shellcheck disable=SC1091
+  [ -f "$QUARRY_STATE_DIR/env" ] && . "$QUARRY_STATE_DIR/env"
+  local admin="${QUARRY_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+  if ! command -v psql >/dev/null 2>&1 || ! ls /usr/share/postgresql/*/extension/pg_trgm.control >/dev/null 2>&1; then
+    log "installing PostgreSQL and its contrib extensions (pg_trgm)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    log "starting PostgreSQL"
+    local ver
+    ver=$(ls /etc/postgresql | sort -V | tail -n 1)
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start 2>/dev/null \
+      || as_root pg_ctlcluster "$ver" main start
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  if ! pg_up "$admin"; then
+    # A default Debian install wants passwords over TCP: give the postgres role a
+    # generated one, kept only in .quarry/env.
+    log "configuring password access for the postgres role (stored in .quarry/env)"
+    local pw
+    pw=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+    as_root su postgres -c "psql -qc \"ALTER ROLE postgres PASSWORD '$pw'\"" >/dev/null
+    admin="postgres://postgres:$pw@127.0.0.1:5432/postgres"
+    {
+      echo "export QUARRY_ADMIN_URL='$admin'"
+      echo "export QUARRY_TEST_ADMIN_URL='$admin'"
+      echo "export DATABASE_URL='postgres://postgres:$pw@127.0.0.1:5432/quarry'"
+      echo "export QUARRY_READER_PASSWORD='$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')'"
+      echo "export QUARRY_WRITER_PASSWORD='$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')'"
+    } > "$QUARRY_STATE_DIR/env"
+    chmod 600 "$QUARRY_STATE_DIR/env"
+    # shellcheck disable=SC1091
+    . "$QUARRY_STATE_DIR/env"
+    pg_up "$admin" || { echo "error: cannot connect to PostgreSQL at 127.0.0.1:5432; set QUARRY_ADMIN_URL to a superuser URL" >&2; return 1; }
+  fi
+  export QUARRY_ADMIN_URL="$admin"
+  export QUARRY_TEST_ADMIN_URL="${QUARRY_TEST_ADMIN_URL:-$admin}"
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/quarry}"
+}
+
+# ensure_database NAME: create the database when missing.
+ensure_database() {
+  local name="$1"
+  if ! psql "$QUARRY_ADMIN_URL" -Atqc "select 1 from pg_database where datname = '$name'" | grep -q 1; then
+    log "creating database $name"
+    psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE \"$name\""
+  fi
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, generated files up to date, unit tests, and the
+# end-to-end tests against a real PostgreSQL. Installs what it needs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_postgres
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+log "building"
+cargo build --workspace -q
+
+log "generated files are current (schemas/, docs/schema.md)"
+./target/debug/quarry schema --check
+docs_db="quarry_docs_$$"
+psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $docs_db"
+trap 'psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $docs_db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
+./target/debug/quarry --database-url "$docs_url" migrate >/dev/null
+./target/debug/quarry --database-url "$docs_url" docs --check
+./target/debug/quarry check --offline queries/
+
+log "tests"
+cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true
+# Summary line for CI readers: totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' .quarry/test.log
+! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log
