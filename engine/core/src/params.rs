@@ -363,7 +363,14 @@ fn timestamp_of(s: &str) -> Result<DateTime<FixedOffset>, String> {
 /// Accepts `N unit` with unit one of hour(s), day(s), week(s), month(s), year(s).
 fn interval_of(s: &str) -> Result<String, String> {
     let lowered = s.trim().to_ascii_lowercase();
-    let mut parts = lowered.split_whitespace();
+    // Accept "3months" as well as "3 months".
+    let spaced = match lowered.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) if i > 0 && !lowered[i..].starts_with(char::is_whitespace) => {
+            format!("{} {}", &lowered[..i], &lowered[i..])
+        }
+        _ => lowered.clone(),
+    };
+    let mut parts = spaced.split_whitespace();
     let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!(
             "expected an interval like \"3 months\" or \"90 days\", got {s:?}"
