@@ -5,6 +5,8 @@
 // Tuples of expected values read best inline in these tests.
 #![allow(clippy::type_complexity)]
 
+mod support;
+
 mod custom_complex_query;
 mod simple_demo;
 

@@ -16,33 +16,9 @@
 // The latest order is 2024-03-28T10:00:00Z (order 8); windows count back from it.
 
 use quarry_tests::{empty_db, fixture_db};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-type Row = Map<String, Value>;
-
-fn num(row: &Row, key: &str) -> Option<f64> {
-    match row.get(key) {
-        Some(Value::Null) | None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .unwrap_or_else(|| panic!("{key} is not a number: {v}")),
-        ),
-    }
-}
-
-fn int(row: &Row, key: &str) -> Option<i64> {
-    match row.get(key) {
-        Some(Value::Null) | None => None,
-        Some(v) => Some(
-            v.as_i64()
-                .unwrap_or_else(|| panic!("{key} is not an integer: {v}")),
-        ),
-    }
-}
-
-fn text<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
-    row.get(key).and_then(Value::as_str)
-}
+use crate::support::{int, num, text, Row};
 
 fn level<'a>(rows: &'a [Row], name: &str) -> Vec<&'a Row> {
     rows.iter()

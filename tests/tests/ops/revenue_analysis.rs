@@ -13,44 +13,9 @@
 // Mar 300 + 50 + 25 + 50 = 425.
 
 use quarry_tests::{empty_db, fixture_db};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-type Row = Map<String, Value>;
-
-fn num(row: &Row, key: &str) -> Option<f64> {
-    match row.get(key) {
-        Some(Value::Null) | None => None,
-        Some(v) => Some(
-            v.as_f64()
-                .unwrap_or_else(|| panic!("{key} is not a number: {v}")),
-        ),
-    }
-}
-
-fn int(row: &Row, key: &str) -> Option<i64> {
-    match row.get(key) {
-        Some(Value::Null) | None => None,
-        Some(v) => Some(
-            v.as_i64()
-                .unwrap_or_else(|| panic!("{key} is not an integer: {v}")),
-        ),
-    }
-}
-
-fn text<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
-    row.get(key).and_then(Value::as_str)
-}
-
-fn assert_num(row: &Row, key: &str, expected: Option<f64>) {
-    let got = num(row, key);
-    match (got, expected) {
-        (Some(g), Some(e)) => assert!(
-            (g - e).abs() < 1e-9,
-            "{key}: got {g}, expected {e} in {row:?}"
-        ),
-        (g, e) => assert_eq!(g, e, "{key} in {row:?}"),
-    }
-}
+use crate::support::{assert_num, int, num, text, Row};
 
 fn column_nums(rows: &[Row], key: &str) -> Vec<Option<f64>> {
     rows.iter().map(|r| num(r, key)).collect()
