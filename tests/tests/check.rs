@@ -106,6 +106,14 @@ async fn shipped_packs_prepare_and_explain_against_the_schema() {
 async fn a_wrong_column_list_is_caught_with_a_database() {
     let db = empty_db().await;
     let dir = std::env::temp_dir().join(format!("quarry-check-{}", std::process::id()));
+    let check = || {
+        Command::new(quarry_bin())
+            .args(["check", "cols.yaml"])
+            .current_dir(&dir)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run quarry check")
+    };
     std::fs::create_dir_all(&dir).expect("tmp");
     std::fs::write(
         dir.join("cols.yaml"),
@@ -117,12 +125,7 @@ async fn a_wrong_column_list_is_caught_with_a_database() {
         "SELECT count(*) AS n\nFROM canonical.organizationz\n",
     )
     .expect("write");
-    let out = Command::new(quarry_bin())
-        .args(["check", "cols.yaml"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .expect("run quarry check");
+    let out = check();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -135,12 +138,7 @@ async fn a_wrong_column_list_is_caught_with_a_database() {
         "SELECT count(*) AS n FROM canonical.organizations\n",
     )
     .expect("write");
-    let out = Command::new(quarry_bin())
-        .args(["check", "cols.yaml"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .expect("run quarry check");
+    let out = check();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("declared columns [total] but the query returns [n]"),

@@ -7,7 +7,6 @@
 //! one of the parameter's declared enum values as a quoted identifier) and by
 //! `sql("param")` (only for `sql` parameters of `raw_sql` packs).
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
@@ -422,46 +421,5 @@ pub fn quote_ident(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
-}
-
-/// Renders the SQL with bind values inlined as literals, for humans reading
-/// `quarry query --explain` output only. Never executed.
-pub fn display_with_values(q: &RenderedQuery) -> String {
-    let mut s = q.sql.clone();
-    for (i, b) in q.binds.iter().enumerate().rev() {
-        let lit = match &b.value {
-            BindValue::Null => "NULL".to_string(),
-            BindValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
-            BindValue::Int(i) => i.to_string(),
-            BindValue::Float(f) => f.to_string(),
-            BindValue::Bool(b) => b.to_string(),
-            BindValue::Date(d) => format!("DATE '{d}'"),
-            BindValue::Timestamp(t) => format!("TIMESTAMPTZ '{}'", t.to_rfc3339()),
-            BindValue::TextArray(v) => format!("{v:?}"),
-            BindValue::IntArray(v) => format!("{v:?}"),
-        };
-        let mut text = String::new();
-        let _ = write!(text, "${}", i + 1);
-        s = replace_placeholder(&s, &text, &lit);
-    }
-    s
-}
-
-fn replace_placeholder(s: &str, placeholder: &str, lit: &str) -> String {
-    // Replace `$n` not followed by another digit.
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find(placeholder) {
-        let after = &rest[pos + placeholder.len()..];
-        out.push_str(&rest[..pos]);
-        if after.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            out.push_str(placeholder);
-        } else {
-            out.push_str(lit);
-        }
-        rest = after;
-    }
-    out.push_str(rest);
     out
 }

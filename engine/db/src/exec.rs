@@ -182,6 +182,13 @@ fn classify(e: tokio_postgres::Error, timeout: Duration) -> QueryError {
     }
 }
 
+/// The Postgres types and values of a rendered query's binds, in `$n` order.
+fn binds_of(q: &RenderedQuery) -> (Vec<Type>, Vec<Param<'_>>) {
+    let types = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
+    let params = q.binds.iter().map(|b| Param(&b.value)).collect();
+    (types, params)
+}
+
 fn pg_type(t: PgType) -> Type {
     match t {
         PgType::Text | PgType::Interval => Type::TEXT,
@@ -438,7 +445,7 @@ pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainRe
     let tx = client.build_transaction().read_only(true).start().await?;
     tx.batch_execute("SET LOCAL statement_timeout = 10000")
         .await?;
-    let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
+    let (types, params) = binds_of(q);
     let stmt = tx.prepare_typed(&q.sql, &types).await?;
     let columns = stmt
         .columns()
@@ -450,7 +457,6 @@ pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainRe
         .collect();
     let explain_sql = format!("EXPLAIN {}", q.sql);
     let estmt = tx.prepare_typed(&explain_sql, &types).await?;
-    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
     let rows = tx
         .query(
             &estmt,
