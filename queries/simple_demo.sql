@@ -1,4 +1,5 @@
 -- One row per canonical entity table; source_system is bound as a parameter.
+SELECT * FROM (
 SELECT
   'organizations'::text                                  AS entity,
   count(*)::bigint                             AS row_count,
@@ -43,3 +44,5 @@ SELECT
   max(source_updated_at)                       AS latest_source_update
 FROM canonical.opportunities
 WHERE {{ source_system }}::text IS NULL OR source_system = {{ source_system }}
+) AS entities
+ORDER BY array_position(ARRAY['organizations', 'products', 'orders', 'order_lines', 'opportunities'], entity)
