@@ -22,12 +22,16 @@
 //! ```
 
 pub mod cache;
+pub mod canonical;
 pub mod diag;
 pub mod files;
 pub mod loader;
+pub mod mapping;
 pub mod pack;
 pub mod params;
 pub mod render;
+pub mod stream;
+pub mod transform;
 
 pub use diag::Diagnostic;
 pub use loader::{Pack, PackSet, PackSource};
