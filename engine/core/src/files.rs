@@ -75,3 +75,47 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
 fn display(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Reads every `*.yaml` mapping in `dir` and checks it. All problems of all files
+/// are returned together.
+pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Diagnostic>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect(),
+        Err(e) => {
+            return Err(vec![Diagnostic::new(
+                &display(dir),
+                (1, 1),
+                format!("cannot read the mappings folder: {e}"),
+            )
+            .help("pass --mappings DIR or run from the repository root")])
+        }
+    };
+    files.sort();
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => {
+                let (m, d) = crate::mapping::check_mapping(&crate::mapping::MappingSource {
+                    file: display(&f),
+                    text,
+                });
+                diags.extend(d);
+                out.extend(m);
+            }
+            Err(e) => diags.push(Diagnostic::new(
+                &display(&f),
+                (1, 1),
+                format!("cannot read file: {e}"),
+            )),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
+}
