@@ -20,6 +20,20 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
     };
     let mut packs = Vec::new();
     let mut names = std::collections::HashMap::new();
+    // Mappings name their own schema on the first line; everything else is a pack.
+    let (mapping_sources, sources): (Vec<_>, Vec<_>) = sources.into_iter().partition(|s| {
+        s.yaml_text
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("mapping.schema.json"))
+    });
+    for src in &mapping_sources {
+        let (_, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
+            file: src.yaml_file.clone(),
+            text: src.yaml_text.clone(),
+        });
+        diags.extend(d);
+    }
     for src in &sources {
         let (pack, d) = check_pack(src);
         diags.extend(d);
@@ -71,7 +85,7 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "checked": sources.len(), "explained": explained, "errors": diags,
+                "checked": sources.len(), "mappings": mapping_sources.len(), "explained": explained, "errors": diags,
             }))?
         );
     } else {
@@ -83,17 +97,19 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         } else {
             ", offline".to_string()
         };
-        if diags.is_empty() {
-            println!(
-                "checked {} operation(s){db_note}: no problems",
-                sources.len()
-            );
+        let what = if mapping_sources.is_empty() {
+            format!("{} operation(s)", sources.len())
         } else {
-            println!(
-                "checked {} operation(s){db_note}: {} problem(s)",
+            format!(
+                "{} operation(s) and {} mapping(s)",
                 sources.len(),
-                diags.len()
-            );
+                mapping_sources.len()
+            )
+        };
+        if diags.is_empty() {
+            println!("checked {what}{db_note}: no problems");
+        } else {
+            println!("checked {what}{db_note}: {} problem(s)", diags.len());
         }
     }
     Ok(if diags.is_empty() {

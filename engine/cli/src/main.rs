@@ -2,7 +2,10 @@
 
 mod check;
 mod demo;
+mod generate;
+mod ingest;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +32,15 @@ struct Cli {
         default_value = "queries"
     )]
     queries: PathBuf,
+
+    /// Folder holding the ingest mappings (SOURCE.yaml).
+    #[arg(
+        long,
+        env = "QUARRY_MAPPINGS_DIR",
+        global = true,
+        default_value = "mappings"
+    )]
+    mappings: PathBuf,
 
     /// Log format on stderr.
     #[arg(long, env = "QUARRY_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -61,6 +73,38 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
+    },
+    /// Load export files: folders laid out like the bucket (crm-data/..., erp-data/...,
+    /// shop-data/...) or single files. Each file is matched to a source by its key,
+    /// validated, mapped and upserted in one transaction; bad records are
+    /// quarantined; a file already loaded is a duplicate. Exit code 1 if any file failed.
+    Ingest {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Use this source's mapping for every file instead of matching keys.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print the per-file reports as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect quarantined records and replay them after a mapping fix.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Write deterministic export files of all three sources, with the same kinds of
+    /// defects as real exports, and expected.json describing a correct load.
+    DemoData {
+        /// Destination folder (bucket layout).
+        out: PathBuf,
+        /// About how many records in all.
+        #[arg(long, default_value_t = 10_000)]
+        scale: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Run one operation and print its rows.
     Query {
@@ -111,6 +155,40 @@ enum Command {
         /// Load the data but do not print the operations.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineAction {
+    /// Open quarantined records, newest first.
+    List {
+        /// Only this source system.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this reason code (missing_key, blank, invalid_number, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Include records that a replay has resolved.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One record with its raw content.
+    Show {
+        /// The quarantine id (from `quarry quarantine list`).
+        id: i64,
+    },
+    /// Re-process the open records of a source with its current mapping; the ones
+    /// that now load are marked resolved.
+    Replay {
+        /// The source system whose records to replay.
+        #[arg(long)]
+        source: String,
     },
 }
 
@@ -178,7 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => {
             let paths = if paths.is_empty() {
-                vec![cli.queries.clone()]
+                vec![cli.queries.clone(), cli.mappings.clone()]
             } else {
                 paths
             };
@@ -255,6 +333,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Ingest {
+            paths,
+            source,
+            json,
+        } => {
+            ingest::run(
+                &cli.database_url,
+                &cli.mappings,
+                &paths,
+                source.as_deref(),
+                json,
+            )
+            .await
+        }
+        Command::DemoData { out, scale, seed } => {
+            let expected = generate::generate(&out, &generate::GenOptions { scale, seed })?;
+            let total: u64 = expected.files.iter().map(|f| f.records_read).sum();
+            println!(
+                "wrote {total} records in {} files under {} (expected outcome in expected.json)",
+                expected.files.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { action } => {
+            quarantine(&cli.database_url, &cli.mappings, action).await
+        }
         Command::Operations => {
             let set = load_packs(&cli.queries)?;
             output::print_operations(&set);
@@ -270,6 +375,70 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             demo::run(&cli.database_url, &cli.queries, scale, quiet).await
         }
     }
+}
+
+async fn quarantine(
+    database_url: &str,
+    mappings: &std::path::Path,
+    action: QuarantineAction,
+) -> Result<ExitCode> {
+    use quarry_db::quarantine as q;
+    let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?).await?;
+    match action {
+        QuarantineAction::List {
+            source,
+            reason,
+            all,
+            limit,
+            json,
+        } => {
+            let entries =
+                q::list(&client, source.as_deref(), reason.as_deref(), all, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                t.set_header([
+                    "id", "source", "file", "position", "type", "reason", "message", "resolved",
+                ]);
+                for e in &entries {
+                    t.add_row([
+                        e.id.to_string(),
+                        e.source_system.clone(),
+                        e.object_key.clone(),
+                        e.position.to_string(),
+                        e.record_type.clone().unwrap_or_default(),
+                        e.reason_code.clone(),
+                        e.message.clone(),
+                        e.resolved_at.clone().unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}\n{} record(s); `quarry quarantine show ID` prints one with its raw content", entries.len());
+            }
+        }
+        QuarantineAction::Show { id } => match q::show(&client, id).await? {
+            Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
+            None => bail!("no quarantined record {id}; see `quarry quarantine list`"),
+        },
+        QuarantineAction::Replay { source } => {
+            let all = quarry_core::files::load_mappings(mappings)
+                .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
+            let Some(mapping) = all.into_iter().find(|m| m.spec.source == source) else {
+                bail!("no mapping for source `{source}` in {}", mappings.display());
+            };
+            let r = q::replay(&mut client, std::sync::Arc::new(mapping)).await?;
+            println!(
+                "replayed {} record(s) of {}: {} resolved, {} still quarantined",
+                r.replayed, r.source, r.resolved, r.still_quarantined
+            );
+            if let Some(err) = r.load.as_ref().and_then(|l| l.error.clone()) {
+                println!("error: {err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// True when the user pointed at a database explicitly.
@@ -315,13 +484,23 @@ fn join_diags(d: &[quarry_core::Diagnostic]) -> String {
 }
 
 fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
-    let text = serde_json::to_string_pretty(&quarry_core::pack::pack_json_schema())? + "\n";
-    write_or_check(
-        &out.join("query-pack.schema.json"),
-        &text,
-        check,
-        "quarry schema",
-    )
+    let mut code = ExitCode::SUCCESS;
+    for (file, schema) in [
+        (
+            "query-pack.schema.json",
+            quarry_core::pack::pack_json_schema(),
+        ),
+        (
+            "mapping.schema.json",
+            quarry_core::mapping::mapping_json_schema(),
+        ),
+    ] {
+        let text = serde_json::to_string_pretty(&schema)? + "\n";
+        if write_or_check(&out.join(file), &text, check, "quarry schema")? != ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+    }
+    Ok(code)
 }
 
 fn write_or_check(path: &std::path::Path, text: &str, check: bool, cmd: &str) -> Result<ExitCode> {

@@ -6,8 +6,10 @@
 
 pub mod docs;
 pub mod exec;
+pub mod ingest;
 pub mod migrate;
 pub mod ops;
+pub mod quarantine;
 
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
@@ -56,6 +58,16 @@ pub fn reader_url(database_url: &str) -> Result<String> {
     }
     let pw = std::env::var("QUARRY_READER_PASSWORD").ok();
     url_for_role(database_url, READER_ROLE, pw.as_deref())
+}
+
+/// The writer role's URL (ingest): `QUARRY_WRITER_URL` if set, else `DATABASE_URL`
+/// with the user replaced by `quarry_writer` and the password from `QUARRY_WRITER_PASSWORD`.
+pub fn writer_url(database_url: &str) -> Result<String> {
+    if let Ok(u) = std::env::var("QUARRY_WRITER_URL") {
+        return Ok(u);
+    }
+    let pw = std::env::var("QUARRY_WRITER_PASSWORD").ok();
+    url_for_role(database_url, WRITER_ROLE, pw.as_deref())
 }
 
 /// Connects as the read-only analytics role.

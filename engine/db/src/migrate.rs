@@ -7,11 +7,18 @@ use tokio_postgres::Client;
 
 /// Embedded migrations: (version, name, SQL). Never edit an applied migration;
 /// add a new one. The checksum of each applied migration is verified.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "canonical_schema",
-    include_str!("../migrations/0001_canonical_schema.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "canonical_schema",
+        include_str!("../migrations/0001_canonical_schema.sql"),
+    ),
+    (
+        2,
+        "reference_resolution",
+        include_str!("../migrations/0002_reference_resolution.sql"),
+    ),
+];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
 /// Arbitrary constant for pg_advisory_lock: "quarry" in ASCII.

@@ -1,0 +1,204 @@
+//! `quarry ingest`: files or folders laid out like the bucket, each file matched
+//! to a source by its key, loaded one by one with a per-file report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use quarry_core::mapping::Mapping;
+use quarry_db::ingest::{ingest_file, FileReport, FileStatus, Opener};
+
+/// A file to load and the object key it stands for.
+struct Job {
+    path: PathBuf,
+    key: String,
+}
+
+/// A file's object key: the longest trailing part of its path that a mapping
+/// claims (`.../samples/crm-data/x.json` -> `crm-data/x.json`), else its path
+/// relative to the folder it was found in.
+fn key_for(path: &Path, base: Option<&Path>, mappings: &[Arc<Mapping>]) -> (String, bool) {
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    if let Some(k) = (0..parts.len())
+        .map(|i| parts[i..].join("/"))
+        .find(|k| mappings.iter().any(|m| m.matches_key(k)))
+    {
+        return (k, true);
+    }
+    let rel = base.and_then(|b| path.strip_prefix(b).ok()).unwrap_or(path);
+    (rel.to_string_lossy().replace('\\', "/"), false)
+}
+
+/// Files of the arguments, in key order. Files found in folders that no mapping
+/// claims are left out (reported as skipped); a named file is always attempted.
+fn collect(paths: &[PathBuf], mappings: &[Arc<Mapping>]) -> Result<(Vec<Job>, Vec<String>)> {
+    let mut jobs = Vec::new();
+    let mut skipped = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let rd = std::fs::read_dir(&dir)
+                    .with_context(|| format!("reading {}", dir.display()))?;
+                for e in rd {
+                    let f = e?.path();
+                    if f.is_dir() {
+                        stack.push(f);
+                    } else if f.is_file() {
+                        let (key, claimed) = key_for(&f, Some(p), mappings);
+                        if claimed {
+                            jobs.push(Job { path: f, key });
+                        } else {
+                            skipped.push(key);
+                        }
+                    }
+                }
+            }
+        } else if p.is_file() {
+            let (key, _) = key_for(p, None, mappings);
+            jobs.push(Job {
+                path: p.clone(),
+                key,
+            });
+        } else {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    jobs.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.path.cmp(&b.path)));
+    // The same file named twice (a folder and a file inside it) is loaded once.
+    jobs.dedup_by(|a, b| {
+        a.key == b.key && std::fs::canonicalize(&a.path).ok() == std::fs::canonicalize(&b.path).ok()
+    });
+    skipped.sort();
+    Ok((jobs, skipped))
+}
+
+pub async fn run(
+    database_url: &str,
+    mappings_dir: &Path,
+    paths: &[PathBuf],
+    source: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mappings = quarry_core::files::load_mappings(mappings_dir).map_err(|d| {
+        anyhow::anyhow!(
+            "the mappings have problems (run `quarry check {}`):\n{}",
+            mappings_dir.display(),
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let mappings: Vec<Arc<Mapping>> = mappings.into_iter().map(Arc::new).collect();
+    if let Some(s) = source {
+        if !mappings.iter().any(|m| m.spec.source == s) {
+            bail!(
+                "no mapping for source `{s}`; known: {}",
+                mappings
+                    .iter()
+                    .map(|m| m.spec.source.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let (jobs, skipped_keys) = collect(paths, &mappings)?;
+    if !json {
+        for k in &skipped_keys {
+            println!("  skipped  {k}  (no mapping claims this key)");
+        }
+    }
+    let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
+        .await
+        .context("connecting as the writer role (run `quarry migrate` first)")?;
+    let mut reports = Vec::new();
+    for job in jobs {
+        let mapping = match source {
+            Some(s) => mappings.iter().find(|m| m.spec.source == s).cloned(),
+            None => mappings.iter().find(|m| m.matches_key(&job.key)).cloned(),
+        };
+        let Some(mapping) = mapping else {
+            let mut r = skipped(&job.key);
+            r.error = Some(format!("no mapping claims the key `{}`; lay files out like the bucket (crm-data/, erp-data/, shop-data/) or pass --source", job.key));
+            reports.push(r);
+            continue;
+        };
+        let path = job.path.clone();
+        let open: Opener = Arc::new(move || {
+            Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+        });
+        let bar = crate::progress::file_bar(&job.key, json);
+        let progress = bar
+            .clone()
+            .map(|b| Arc::new(move |n: u64| b.set_position(n)) as quarry_db::ingest::Progress);
+        let report = ingest_file(&mut client, mapping, &job.key, open, progress).await?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if !json {
+            print_report(&report);
+        }
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == FileStatus::Failed)
+        .count();
+    if !json {
+        let loaded = reports
+            .iter()
+            .filter(|r| r.status == FileStatus::Loaded)
+            .count();
+        let dup = reports
+            .iter()
+            .filter(|r| matches!(r.status, FileStatus::Duplicate | FileStatus::InProgress))
+            .count();
+        println!(
+            "{} file(s): {loaded} loaded, {dup} duplicate, {failed} failed",
+            reports.len()
+        );
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn skipped(key: &str) -> FileReport {
+    FileReport::failed(key, "")
+}
+
+fn print_report(r: &FileReport) {
+    let status = match r.status {
+        FileStatus::Loaded => "loaded",
+        FileStatus::Failed => "FAILED",
+        FileStatus::Duplicate => "duplicate",
+        FileStatus::InProgress => "in progress elsewhere",
+    };
+    let q = if r.quarantined.is_empty() {
+        "0".to_string()
+    } else {
+        let parts: Vec<String> = r
+            .quarantined
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        format!("{} ({})", r.quarantined_total(), parts.join(", "))
+    };
+    println!(
+        "{status:>9}  {}  [{}] read {}, inserted {}, updated {}, unchanged {}, stale {}, quarantined {q}  ({} ms)",
+        r.key, r.source, r.records_read, r.inserted, r.updated, r.unchanged, r.stale, r.elapsed_ms
+    );
+    if let Some(e) = &r.error {
+        println!("           error: {e}");
+    }
+}

@@ -1,0 +1,725 @@
+//! Loading one export file: ledger claim, streaming parse and mapping, COPY into
+//! staging tables, set-based upserts with versions and stale detection,
+//! quarantine, reference and link refresh: all in one transaction per file.
+//!
+//! File identity is (source, object key, sha256 of the content). A file already
+//! loaded is a duplicate and loads nothing; a file another process is loading is
+//! reported as in progress; a file left `processing` by a process that died is
+//! taken over (the session advisory lock of the dead process is gone).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use quarry_core::canonical::{ColType, Entity};
+use quarry_core::mapping::{Mapped, Mapping};
+use quarry_core::stream::{stream_records, RecordFormat, StreamItem};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+/// Opens the file's content; called twice (hash, then parse).
+pub type Opener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// Advisory-lock namespace for ledger rows, so they never collide with other locks.
+const LEDGER_LOCK_BASE: i64 = 0x5155_4152_0000_0000;
+/// Bytes of COPY text buffered per table before it is sent.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// What happened to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Loaded,
+    Failed,
+    /// Same source, key and content as a file already loaded: nothing done.
+    Duplicate,
+    /// Another process is loading this very file right now: nothing done.
+    InProgress,
+}
+
+/// The per-file report `quarry ingest` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub key: String,
+    pub source: String,
+    pub status: FileStatus,
+    pub ingest_file_id: Option<i64>,
+    pub bytes: u64,
+    pub records_read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    /// Quarantined records by reason code.
+    pub quarantined: BTreeMap<String, u64>,
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+impl FileReport {
+    /// A report for a file that was not loaded.
+    pub fn failed(key: &str, source: &str) -> Self {
+        Self::new(key, source)
+    }
+
+    fn new(key: &str, source: &str) -> Self {
+        FileReport {
+            key: key.to_string(),
+            source: source.to_string(),
+            status: FileStatus::Failed,
+            ingest_file_id: None,
+            bytes: 0,
+            records_read: 0,
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            stale: 0,
+            quarantined: BTreeMap::new(),
+            error: None,
+            elapsed_ms: 0,
+        }
+    }
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+/// Progress callback: (records read so far, bytes hashed/parsed so far).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Ingests one file with `mapping`. Never panics on bad input: a bad file comes
+/// back as `Failed` with its error and has loaded nothing. `Err` is returned only
+/// when the database itself is unusable.
+pub async fn ingest_file(
+    client: &mut Client,
+    mapping: Arc<Mapping>,
+    key: &str,
+    open: Opener,
+    progress: Option<Progress>,
+) -> Result<FileReport> {
+    ingest_with_format(client, mapping, key, open, progress, None).await
+}
+
+/// Like [`ingest_file`], reading the records in `format` instead of the mapping's
+/// own layout (quarantine replay feeds stored records as NDJSON).
+pub async fn ingest_with_format(
+    client: &mut Client,
+    mapping: Arc<Mapping>,
+    key: &str,
+    open: Opener,
+    progress: Option<Progress>,
+    format: Option<RecordFormat>,
+) -> Result<FileReport> {
+    let started = Instant::now();
+    let mut report = FileReport::new(key, &mapping.spec.source);
+    let (sha, size) = {
+        let open = open.clone();
+        tokio::task::spawn_blocking(move || hash_content(&open)).await??
+    };
+    report.bytes = size;
+    let claim = claim(client, &mapping, key, &sha, size).await?;
+    let id = match claim {
+        Claim::Duplicate(id) => {
+            report.status = FileStatus::Duplicate;
+            report.ingest_file_id = Some(id);
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+        Claim::InProgress(id) => {
+            report.status = FileStatus::InProgress;
+            report.ingest_file_id = Some(id);
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+        Claim::Mine(id) => id,
+    };
+    report.ingest_file_id = Some(id);
+    let outcome = load(
+        client,
+        &mapping,
+        key,
+        id,
+        open,
+        progress,
+        format,
+        &mut report,
+    )
+    .await;
+    match outcome {
+        Ok(()) => report.status = FileStatus::Loaded,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::warn!(key, error = %msg, "ingest failed; nothing from the file was loaded");
+            report.status = FileStatus::Failed;
+            report.error = Some(msg.clone());
+            report.inserted = 0;
+            report.updated = 0;
+            report.unchanged = 0;
+            report.stale = 0;
+            report.quarantined.clear();
+            client
+                .execute(
+                    "UPDATE quarry.ingest_files SET status = 'failed', error = $2, finished_at = now(), records_read = $3 WHERE id = $1",
+                    &[&id, &msg, &(report.records_read as i64)],
+                )
+                .await
+                .context("marking the file failed in the ledger")?;
+        }
+    }
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&(LEDGER_LOCK_BASE + id)])
+        .await;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn hash_content(open: &Opener) -> Result<(String, u64)> {
+    let mut r = open().context("opening the file")?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf).context("reading the file")?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+enum Claim {
+    Mine(i64),
+    Duplicate(i64),
+    InProgress(i64),
+}
+
+async fn claim(
+    client: &mut Client,
+    mapping: &Mapping,
+    key: &str,
+    sha: &str,
+    size: u64,
+) -> Result<Claim> {
+    let source = &mapping.spec.source;
+    let tx = client.transaction().await?;
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO quarry.ingest_files (source_system, object_key, content_sha256, size_bytes, mapping_version, status)
+             VALUES ($1, $2, $3, $4, $5, 'processing')
+             ON CONFLICT (source_system, object_key, content_sha256) DO NOTHING RETURNING id",
+            &[source, &key, &sha, &(size as i64), &mapping.spec.version],
+        )
+        .await
+        .context("recording the file in the ingest ledger")?;
+    if let Some(row) = inserted {
+        let id: i64 = row.get(0);
+        // Held for the whole load; released on unlock or when this session ends.
+        tx.execute("SELECT pg_advisory_lock($1)", &[&(LEDGER_LOCK_BASE + id)])
+            .await?;
+        tx.commit().await?;
+        return Ok(Claim::Mine(id));
+    }
+    tx.commit().await?;
+    let row = client
+        .query_one(
+            "SELECT id, status FROM quarry.ingest_files WHERE source_system = $1 AND object_key = $2 AND content_sha256 = $3",
+            &[source, &key, &sha],
+        )
+        .await?;
+    let (id, status): (i64, String) = (row.get(0), row.get(1));
+    if status == "loaded" {
+        return Ok(Claim::Duplicate(id));
+    }
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&(LEDGER_LOCK_BASE + id)],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(Claim::InProgress(id));
+    }
+    // Re-read under the lock: the holder may have finished in between.
+    let status: String = client
+        .query_one(
+            "SELECT status FROM quarry.ingest_files WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    if status == "loaded" {
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&(LEDGER_LOCK_BASE + id)])
+            .await;
+        return Ok(Claim::Duplicate(id));
+    }
+    // Failed before, or left `processing` by a process that died: take it over.
+    client
+        .execute(
+            "UPDATE quarry.ingest_files SET status = 'processing', error = NULL, started_at = now(), finished_at = NULL, mapping_version = $2 WHERE id = $1",
+            &[&id, &mapping.spec.version],
+        )
+        .await?;
+    Ok(Claim::Mine(id))
+}
+
+/// A chunk of COPY text for one staging table.
+enum Chunk {
+    Rows(Entity, Vec<u8>),
+    Quarantine(Vec<u8>),
+    Read(u64),
+}
+
+fn pg_type(ty: ColType) -> &'static str {
+    match ty {
+        ColType::Text | ColType::Char(_) => "text",
+        ColType::Integer => "bigint",
+        ColType::Decimal { .. } => "numeric",
+        ColType::Boolean => "boolean",
+        ColType::Date => "date",
+        ColType::Timestamp => "timestamptz",
+    }
+}
+
+/// Appends one COPY text field (tab-separated, `\N` for NULL).
+fn copy_field(buf: &mut Vec<u8>, v: Option<&str>, first: bool) {
+    if !first {
+        buf.push(b'\t');
+    }
+    match v {
+        None => buf.extend_from_slice(b"\\N"),
+        Some(s) => {
+            for b in s.bytes() {
+                match b {
+                    b'\\' => buf.extend_from_slice(b"\\\\"),
+                    b'\t' => buf.extend_from_slice(b"\\t"),
+                    b'\n' => buf.extend_from_slice(b"\\n"),
+                    b'\r' => buf.extend_from_slice(b"\\r"),
+                    _ => buf.push(b),
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    client: &mut Client,
+    mapping: &Arc<Mapping>,
+    key: &str,
+    file_id: i64,
+    open: Opener,
+    progress: Option<Progress>,
+    format: Option<RecordFormat>,
+    report: &mut FileReport,
+) -> Result<()> {
+    let source = mapping.spec.source.clone();
+    let entities = mapping.entities();
+    let columns: HashMap<Entity, Vec<String>> =
+        entities.iter().map(|e| (*e, mapping.columns(*e))).collect();
+    let tx = client.transaction().await?;
+    for e in &entities {
+        let cols: Vec<String> = columns[e]
+            .iter()
+            .map(|c| {
+                let ty = e.column(c).map_or("text", |col| pg_type(col.ty));
+                format!("{c} {ty}")
+            })
+            .collect();
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE stg_{t} (source_id text NOT NULL, _parent text, _main boolean NOT NULL, _pos bigint NOT NULL, _version timestamptz, attributes jsonb NOT NULL{extra}) ON COMMIT DROP",
+            t = e.table(),
+            extra = cols.iter().map(|c| format!(", {c}")).collect::<String>()
+        ))
+        .await?;
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE stg_quarantine (position bigint, record_type text, raw_record text, reason_code text, message text) ON COMMIT DROP",
+    )
+    .await?;
+
+    // Parse and map on a blocking thread; COPY here as chunks arrive.
+    let (txc, mut rxc) = tokio::sync::mpsc::channel::<Chunk>(8);
+    let m = mapping.clone();
+    let cols_for_parser = columns.clone();
+    let parser = tokio::task::spawn_blocking(move || -> Result<()> {
+        let reader = open().context("opening the file")?;
+        let mut bufs: HashMap<Entity, Vec<u8>> = HashMap::new();
+        let mut qbuf: Vec<u8> = Vec::new();
+        let mut read = 0u64;
+        let send = |c: Chunk| {
+            txc.blocking_send(c)
+                .map_err(|_| "the loader stopped".to_string())
+        };
+        let format = format.unwrap_or_else(|| m.record_format());
+        let quarantine =
+            |qbuf: &mut Vec<u8>, pos: u64, ty: Option<&str>, raw: &str, reason: &str, msg: &str| {
+                copy_field(qbuf, Some(&pos.to_string()), true);
+                copy_field(qbuf, ty, false);
+                copy_field(qbuf, Some(raw), false);
+                copy_field(qbuf, Some(reason), false);
+                copy_field(qbuf, Some(msg), false);
+                qbuf.push(b'\n');
+            };
+        let mut on_item = |item: StreamItem| -> Result<(), String> {
+            read += 1;
+            match item {
+                StreamItem::BadRecord {
+                    position,
+                    raw,
+                    error,
+                } => {
+                    quarantine(&mut qbuf, position, None, &raw, "invalid_json", &error);
+                }
+                StreamItem::Record { position, value } => match m.map_record(&value) {
+                    Mapped::Rejected {
+                        record_type,
+                        reason,
+                        message,
+                    } => {
+                        quarantine(
+                            &mut qbuf,
+                            position,
+                            record_type.as_deref(),
+                            &value.to_string(),
+                            &reason,
+                            &message,
+                        );
+                    }
+                    Mapped::Rows { rows, .. } => {
+                        for row in rows {
+                            let buf = bufs.entry(row.entity).or_default();
+                            copy_field(buf, Some(&row.source_id), true);
+                            copy_field(buf, row.parent_key.as_deref(), false);
+                            copy_field(buf, Some(if row.main { "t" } else { "f" }), false);
+                            copy_field(buf, Some(&position.to_string()), false);
+                            copy_field(buf, row.version.as_deref(), false);
+                            let attrs = serde_json::Value::Object(row.attributes).to_string();
+                            copy_field(buf, Some(&attrs), false);
+                            for c in &cols_for_parser[&row.entity] {
+                                let v = row
+                                    .values
+                                    .iter()
+                                    .find(|(k, _)| k == c)
+                                    .and_then(|(_, v)| v.as_deref());
+                                copy_field(buf, v, false);
+                            }
+                            buf.push(b'\n');
+                            if buf.len() >= COPY_CHUNK {
+                                let full = std::mem::take(buf);
+                                send(Chunk::Rows(row.entity, full))?;
+                            }
+                        }
+                    }
+                },
+            }
+            if qbuf.len() >= COPY_CHUNK {
+                send(Chunk::Quarantine(std::mem::take(&mut qbuf)))?;
+            }
+            if read.is_multiple_of(1000) {
+                send(Chunk::Read(read))?;
+            }
+            Ok(())
+        };
+        let result = stream_records(reader, &format, &mut on_item);
+        result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (e, buf) in bufs {
+            if !buf.is_empty() {
+                send(Chunk::Rows(e, buf)).map_err(anyhow::Error::msg)?;
+            }
+        }
+        if !qbuf.is_empty() {
+            send(Chunk::Quarantine(qbuf)).map_err(anyhow::Error::msg)?;
+        }
+        send(Chunk::Read(read)).map_err(anyhow::Error::msg)?;
+        Ok(())
+    });
+
+    let mut copy_error = None;
+    while let Some(chunk) = rxc.recv().await {
+        let res: Result<()> = async {
+            match chunk {
+                Chunk::Read(n) => {
+                    report.records_read = n;
+                    if let Some(p) = &progress {
+                        p(n);
+                    }
+                }
+                Chunk::Rows(e, buf) => {
+                    let cols = columns[&e].iter().map(|c| format!(", {c}")).collect::<String>();
+                    let sink = tx
+                        .copy_in(&format!("COPY stg_{} (source_id, _parent, _main, _pos, _version, attributes{cols}) FROM STDIN", e.table()))
+                        .await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(Bytes::from(buf)).await?;
+                    sink.as_mut().finish().await?;
+                }
+                Chunk::Quarantine(buf) => {
+                    let sink = tx
+                        .copy_in("COPY stg_quarantine (position, record_type, raw_record, reason_code, message) FROM STDIN")
+                        .await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(Bytes::from(buf)).await?;
+                    sink.as_mut().finish().await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            copy_error = Some(e);
+            break;
+        }
+    }
+    drop(rxc);
+    let parsed = parser.await.context("the parser thread failed")?;
+    if let Some(e) = copy_error {
+        return Err(e.context("loading into staging"));
+    }
+    parsed?;
+
+    // Set-based upserts, parents before children.
+    let orders_version = mapping.version_column(Entity::Orders);
+    for e in &entities {
+        let t = e.table();
+        let cols = &columns[e];
+        let version = mapping.version_column(*e);
+        let ver_expr = version.as_deref().unwrap_or("_version");
+        let parent_filter = if *e == Entity::OrderLines {
+            "JOIN cur_orders p ON p.source_id = s._parent AND p._pos = s._pos WHERE p.source_id NOT IN (SELECT source_id FROM stale_orders)"
+        } else {
+            ""
+        };
+        // Temp tables are never auto-analyzed: without statistics the planner
+        // picks nested loops over tens of thousands of rows.
+        tx.batch_execute(&format!(
+            "ANALYZE stg_{t};
+             CREATE TEMP TABLE cur_{t} ON COMMIT DROP AS
+             SELECT DISTINCT ON (s.source_id) s.* FROM stg_{t} s {parent_filter}
+             ORDER BY s.source_id, s._version DESC NULLS LAST, s._pos DESC;
+             CREATE UNIQUE INDEX ON cur_{t} (source_id);
+             ANALYZE cur_{t};"
+        ))
+        .await?;
+        let stale_db = if let Some(v) = &version {
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE stale_{t} ON COMMIT DROP AS
+                 SELECT s.source_id FROM cur_{t} s JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = s.source_id
+                 WHERE c.{v} > s._version",
+                src = quote_literal(&source)
+            ))
+            .await?;
+            count(&tx, &format!("SELECT count(*) FROM stale_{t} x JOIN cur_{t} s USING (source_id) WHERE s._main")).await?
+        } else {
+            tx.batch_execute(&format!("CREATE TEMP TABLE stale_{t} ON COMMIT DROP AS SELECT source_id FROM cur_{t} WHERE false")).await?;
+            0
+        };
+        let main_staged = count(&tx, &format!("SELECT count(*) FROM stg_{t} WHERE _main")).await?;
+        let main_cur = count(&tx, &format!("SELECT count(*) FROM cur_{t} WHERE _main")).await?;
+        let col_list = cols.iter().map(|c| format!(", {c}")).collect::<String>();
+        let sel_list = cols
+            .iter()
+            .map(|c| match e.column(c).map(|k| k.ty) {
+                Some(ColType::Char(_)) => format!(", s.{c}"),
+                _ => format!(", s.{c}"),
+            })
+            .collect::<String>();
+        let set_list = cols
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}, "))
+            .collect::<String>();
+        // Parent id and references are resolved in the same statement, so no
+        // second pass over fresh rows is needed (references to rows loaded
+        // later are caught by refresh_references).
+        let src = quote_literal(&source);
+        let mut ref_cols = String::new();
+        let mut ref_sel = String::new();
+        let mut ref_join = String::new();
+        let mut ref_set = String::new();
+        let mut add_ref = |col: &str, sel: &str, join: String, keep_old: bool| {
+            ref_cols.push_str(&format!(", {col}"));
+            ref_sel.push_str(&format!(", {sel}"));
+            ref_join.push_str(&join);
+            if keep_old {
+                ref_set.push_str(&format!("{col} = COALESCE(EXCLUDED.{col}, t.{col}), "));
+            } else {
+                ref_set.push_str(&format!("{col} = EXCLUDED.{col}, "));
+            }
+        };
+        match e {
+            Entity::OrderLines => {
+                add_ref("order_id", "o.id", format!(" JOIN canonical.orders o ON o.source_system = {src} AND o.source_id = s._parent"), false);
+                if cols.iter().any(|c| c == "sku") {
+                    add_ref("product_id", "p.id", format!(" LEFT JOIN canonical.products p ON p.source_system = {src} AND p.source_id = s.sku"), true);
+                }
+            }
+            Entity::Orders if cols.iter().any(|c| c == "customer_source_id") => {
+                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.customer_source_id"), true);
+            }
+            Entity::Opportunities if cols.iter().any(|c| c == "organization_source_id") => {
+                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.organization_source_id"), true);
+            }
+            _ => {}
+        }
+        let (order_col, order_sel, order_join, order_set) = (ref_cols, ref_sel, ref_join, ref_set);
+        let newer = match &version {
+            Some(_) => format!("WHERE t.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} >= t.{ver_expr}"),
+            None => String::new(),
+        };
+        let row = tx
+            .query_one(
+                &format!(
+                    "WITH up AS (
+                       INSERT INTO canonical.{t} AS t (source_system, source_id, attributes, ingest_file_id{order_col}{col_list})
+                       SELECT $1, s.source_id, s.attributes, $2{order_sel}{sel_list}
+                       FROM cur_{t} s {order_join}
+                       WHERE s.source_id NOT IN (SELECT source_id FROM stale_{t})
+                       ON CONFLICT (source_system, source_id) DO UPDATE SET {set_list}{order_set}attributes = EXCLUDED.attributes, ingest_file_id = EXCLUDED.ingest_file_id
+                       {newer}
+                       RETURNING t.source_id, (xmax = 0) AS ins
+                     )
+                     SELECT count(*) FILTER (WHERE up.ins AND c._main), count(*) FILTER (WHERE NOT up.ins AND c._main)
+                     FROM up JOIN cur_{t} c USING (source_id)"
+                ),
+                &[&source, &file_id],
+            )
+            .await
+            .with_context(|| format!("upserting {t}"))?;
+        let (ins, upd): (i64, i64) = (row.get(0), row.get(1));
+        let ins = ins as u64;
+        let upd = upd as u64;
+        report.inserted += ins;
+        report.updated += upd;
+        report.stale += (main_staged - main_cur) + stale_db;
+        report.unchanged += main_cur.saturating_sub(ins + upd + stale_db);
+        if *e == Entity::OrderLines {
+            // Lines no longer present in an applied order are removed with it.
+            tx.execute(
+                "DELETE FROM canonical.order_lines l USING canonical.orders o, cur_orders p
+                 WHERE l.order_id = o.id AND o.source_system = $1 AND o.source_id = p.source_id
+                   AND p.source_id NOT IN (SELECT source_id FROM stale_orders)
+                   AND NOT EXISTS (SELECT 1 FROM cur_order_lines c WHERE c.source_id = l.source_id)",
+                &[&source],
+            )
+            .await?;
+        }
+        let _ = &orders_version;
+    }
+
+    // Quarantine.
+    let q = tx
+        .query(
+            "WITH ins AS (
+               INSERT INTO quarry.quarantine (ingest_file_id, source_system, object_key, position, record_type, raw_record, reason_code, message, mapping_version)
+               SELECT $1, $2, $3, position, record_type, raw_record, reason_code, message, $4 FROM stg_quarantine
+               RETURNING reason_code)
+             SELECT reason_code, count(*) FROM ins GROUP BY 1 ORDER BY 1",
+            &[&file_id, &source, &key, &mapping.spec.version],
+        )
+        .await?;
+    for r in q {
+        report
+            .quarantined
+            .insert(r.get(0), r.get::<_, i64>(1) as u64);
+    }
+
+    refresh_references(&tx, &source).await?;
+    refresh_links(&tx, file_id).await?;
+
+    tx.execute(
+        "UPDATE quarry.ingest_files SET status = 'loaded', error = NULL, finished_at = now(),
+           records_read = $2, inserted = $3, updated = $4, unchanged = $5, stale = $6, quarantined = $7
+         WHERE id = $1",
+        &[
+            &file_id,
+            &(report.records_read as i64),
+            &(report.inserted as i64),
+            &(report.updated as i64),
+            &(report.unchanged as i64),
+            &(report.stale as i64),
+            &(report.quarantined_total() as i64),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
+        &[],
+    )
+    .await?;
+    tx.commit().await.context("committing the file")?;
+    Ok(())
+}
+
+async fn count(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<u64> {
+    Ok(tx.query_one(sql, &[]).await?.get::<_, i64>(0) as u64)
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Resolves references within the source system that are still unresolved.
+async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE canonical.orders o SET organization_id = g.id FROM canonical.organizations g
+         WHERE o.source_system = $1 AND o.organization_id IS NULL
+           AND g.source_system = o.source_system AND g.source_id = o.customer_source_id",
+        &[&source],
+    )
+    .await
+    .context("resolving order customers")?;
+    tx.execute(
+        "UPDATE canonical.opportunities o SET organization_id = g.id FROM canonical.organizations g
+         WHERE o.source_system = $1 AND o.organization_id IS NULL
+           AND g.source_system = o.source_system AND g.source_id = o.organization_source_id",
+        &[&source],
+    )
+    .await
+    .context("resolving opportunity accounts")?;
+    tx.execute(
+        "UPDATE canonical.order_lines l SET product_id = p.id FROM canonical.products p
+         WHERE l.source_system = $1 AND l.product_id IS NULL
+           AND p.source_system = l.source_system AND p.source_id = l.sku",
+        &[&source],
+    )
+    .await
+    .context("resolving order line products")?;
+    Ok(())
+}
+
+/// Links organizations written by this file to organizations of other source
+/// systems with the same e-mail domain or VAT id. Domains shared by more than
+/// 20 organizations are public mail providers, not company evidence.
+async fn refresh_links(tx: &tokio_postgres::Transaction<'_>, file_id: i64) -> Result<()> {
+    tx.execute(
+        "WITH mine AS (SELECT id, source_system, email_domain, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company' OR (ingest_file_id = $1 AND email LIKE 'ap@%')),
+              busy AS (SELECT email_domain FROM canonical.organizations WHERE email_domain IS NOT NULL GROUP BY 1 HAVING count(*) > 20)
+         INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+         SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'email_domain', 1.0, jsonb_build_object('domain', m.email_domain)
+         FROM mine m JOIN canonical.organizations o ON o.email_domain = m.email_domain AND o.source_system <> m.source_system
+         WHERE m.email_domain IS NOT NULL AND m.email_domain NOT IN (SELECT email_domain FROM busy)
+         ON CONFLICT DO NOTHING",
+        &[&file_id],
+    )
+    .await
+    .context("linking organizations by e-mail domain")?;
+    tx.execute(
+        "WITH mine AS (SELECT id, source_system, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND vat_id IS NOT NULL)
+         INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+         SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'vat_id', 1.0, jsonb_build_object('vat_id', m.vat_id)
+         FROM mine m JOIN canonical.organizations o ON o.vat_id = m.vat_id AND o.source_system <> m.source_system
+         ON CONFLICT DO NOTHING",
+        &[&file_id],
+    )
+    .await
+    .context("linking organizations by VAT id")?;
+    Ok(())
+}
