@@ -1,0 +1,604 @@
+//! Ingest end to end: the real `quarry ingest` binary, the shipped mappings and
+//! a fresh database per test.
+//!
+//! `mappings_load_the_fixture_exports` is data-driven: tests/fixtures/ingest/exports
+//! holds small exports of the three sources with every defect of the reference
+//! samples, and expected.json the canonical rows, quarantine and reports they must
+//! produce. After an intentional change: `UPDATE_EXPECT=1 cargo test --test ingest`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use quarry_tests::{empty_db, quarry_bin, repo_root, TestDb};
+use serde_json::{json, Value};
+
+fn exports() -> PathBuf {
+    repo_root().join("tests/fixtures/ingest/exports")
+}
+
+fn quarry(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(quarry_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .env("DATABASE_URL", &db.url)
+        .env_remove("QUARRY_WRITER_URL")
+        .output()
+        .expect("run quarry")
+}
+
+/// Runs `quarry ingest --json` and returns the reports and the exit code.
+fn ingest(db: &TestDb, paths: &[&Path]) -> (Vec<Value>, Option<i32>) {
+    let mut args = vec!["ingest", "--json"];
+    let owned: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    args.extend(owned.iter().map(String::as_str));
+    let out = quarry(db, &args);
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ingest --json printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        reports.as_array().cloned().unwrap_or_default(),
+        out.status.code(),
+    )
+}
+
+fn report<'a>(reports: &'a [Value], key: &str) -> &'a Value {
+    reports
+        .iter()
+        .find(|r| r["key"] == json!(key))
+        .unwrap_or_else(|| panic!("no report for {key}: {reports:?}"))
+}
+
+async fn scalar(db: &TestDb, sql: &str) -> Value {
+    let c = db.client().await;
+    let row = c
+        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
+    let v: Value = row.get(0);
+    v.as_object()
+        .and_then(|o| o.values().next().cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// The canonical state as stable JSON: rows without surrogate keys and load times.
+async fn snapshot(db: &TestDb, reports: &[Value]) -> Value {
+    let c = db.client().await;
+    let mut out = serde_json::Map::new();
+    let strip = "ARRAY['id','created_at','updated_at','ingest_file_id','organization_id','product_id','order_id']";
+    for t in [
+        "organizations",
+        "products",
+        "orders",
+        "order_lines",
+        "opportunities",
+    ] {
+        let rows = c
+            .query(&format!("SELECT to_jsonb(t) - {strip} FROM canonical.{t} t ORDER BY source_system, source_id"), &[])
+            .await
+            .expect("snapshot");
+        out.insert(
+            t.into(),
+            Value::Array(rows.iter().map(|r| r.get::<_, Value>(0)).collect()),
+        );
+    }
+    let q = c
+        .query("SELECT jsonb_build_object('key', object_key, 'position', position, 'record_type', record_type, 'reason', reason_code, 'message', message) FROM quarry.quarantine ORDER BY object_key, position", &[])
+        .await
+        .expect("quarantine");
+    out.insert(
+        "quarantine".into(),
+        Value::Array(q.iter().map(|r| r.get::<_, Value>(0)).collect()),
+    );
+    let h = c
+        .query("SELECT jsonb_build_object('entity', entity, 'source_id', source_id, 'version', version, 'tier', row_data->>'tier') FROM canonical.entity_history ORDER BY entity, source_id, version", &[])
+        .await
+        .expect("history");
+    out.insert(
+        "history".into(),
+        Value::Array(h.iter().map(|r| r.get::<_, Value>(0)).collect()),
+    );
+    let l = c
+        .query("SELECT jsonb_build_object('left', a.source_system || ':' || a.source_id, 'right', b.source_system || ':' || b.source_id, 'method', l.method) FROM canonical.entity_links l JOIN canonical.organizations a ON a.id = l.left_id JOIN canonical.organizations b ON b.id = l.right_id ORDER BY 1", &[])
+        .await
+        .expect("links");
+    out.insert(
+        "links".into(),
+        Value::Array(l.iter().map(|r| r.get::<_, Value>(0)).collect()),
+    );
+    let reports: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("elapsed_ms");
+                o.remove("ingest_file_id");
+            }
+            r
+        })
+        .collect();
+    out.insert("reports".into(), Value::Array(reports));
+    Value::Object(out)
+}
+
+#[tokio::test]
+async fn mappings_load_the_fixture_exports() {
+    let db = empty_db().await;
+    let (reports, code) = ingest(&db, &[&exports()]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the truncated file fails, so the exit code is 1"
+    );
+    let got = snapshot(&db, &reports).await;
+    let path = repo_root().join("tests/fixtures/ingest/expected.json");
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&got).expect("json") + "\n",
+        )
+        .expect("write expected");
+        return;
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("expected.json"))
+            .expect("parse expected");
+    assert!(
+        got == expected,
+        "canonical state differs from {}; run with UPDATE_EXPECT=1 if intended.\ngot:\n{}",
+        path.display(),
+        serde_json::to_string_pretty(&got).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn every_reference_defect_has_its_outcome() {
+    let db = empty_db().await;
+    let (reports, _) = ingest(&db, &[&exports()]);
+
+    // An Account with no Id, one with a blank Name, one with a bad e-mail: quarantined, the rest loads.
+    let a1 = report(&reports, "crm-data/accounts-2024-06-01-00.json");
+    assert_eq!(a1["status"], json!("loaded"));
+    assert_eq!(
+        (a1["records_read"].clone(), a1["inserted"].clone()),
+        (json!(6), json!(3))
+    );
+    assert_eq!(
+        a1["quarantined"],
+        json!({"blank": 1, "missing_key": 1, "pattern_mismatch": 1})
+    );
+
+    // Newer re-send: version 1 -> 2, old version in history; older re-sends are stale.
+    let a2 = report(&reports, "crm-data/accounts-2024-07-01-00.json");
+    assert_eq!(
+        (
+            a2["updated"].clone(),
+            a2["stale"].clone(),
+            a2["unchanged"].clone()
+        ),
+        (json!(1), json!(2), json!(1))
+    );
+    assert_eq!(scalar(&db, "SELECT tier || ' v' || version FROM canonical.organizations WHERE source_id = '001FIX000000000001'").await, json!("Platinum v2"));
+    assert_eq!(scalar(&db, "SELECT string_agg(row_data->>'tier' || ' v' || version, ',') FROM canonical.entity_history").await, json!("Gold v1"));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT tier FROM canonical.organizations WHERE source_id = '001FIX000000000003'"
+        )
+        .await,
+        json!("Bronze")
+    );
+
+    // The truncated file: rejected as a whole, nothing loaded, the ledger says why.
+    let t = report(&reports, "crm-data/accounts-truncated.json");
+    assert_eq!(t["status"], json!("failed"));
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not valid JSON at line 1"),
+        "{t}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.organizations WHERE source_id LIKE '%TRUNC%'"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT status FROM quarry.ingest_files WHERE object_key LIKE '%truncated%'"
+        )
+        .await,
+        json!("failed")
+    );
+
+    // Amount "twelve thousand": quarantined; a float amount rounds to cents; an unknown record type is quarantined.
+    let o = report(&reports, "crm-data/opportunities-2024-06-01-00.json");
+    assert_eq!(
+        o["quarantined"],
+        json!({"invalid_number": 1, "unknown_record_type": 1})
+    );
+    assert_eq!(scalar(&db, "SELECT amount::text FROM canonical.opportunities WHERE source_id = '006FIX000000000002'").await, json!("0.01"));
+    assert_eq!(scalar(&db, "SELECT amount::text FROM canonical.opportunities WHERE source_id = '006FIX000000000001'").await, json!("467574.39"));
+
+    // SAP: empty Customer with a broken date -> missing_key; leading zeros kept; e-mail lower-cased.
+    let c = report(&reports, "erp-data/customers-2024-06-01-00.json");
+    assert_eq!(c["quarantined"], json!({"missing_key": 1}));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT email FROM canonical.organizations WHERE source_id = '0000100001'"
+        )
+        .await,
+        json!("ap@c1.example")
+    );
+
+    // A negative quantity on one line quarantines the whole order, header and lines.
+    let so = report(&reports, "erp-data/sales-orders-2024-06-01-00.json");
+    assert_eq!(so["quarantined"], json!({"out_of_range": 1}));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.orders WHERE source_id = '4000002'"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.order_lines WHERE source_id LIKE '4000002/%'"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT quantity::text FROM canonical.order_lines WHERE source_id = '4000001/20'"
+        )
+        .await,
+        json!("2.500")
+    );
+
+    // Shopify: a line that is not JSON is one bad record; a zero quantity quarantines its order.
+    let s = report(&reports, "shop-data/orders-2024-06-01-00.ndjson");
+    assert_eq!(
+        s["quarantined"],
+        json!({"invalid_json": 1, "out_of_range": 1})
+    );
+    assert_eq!(s["inserted"], json!(3));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT order_date::text FROM canonical.orders WHERE source_id = '450789001'"
+        )
+        .await,
+        json!("2024-10-13 15:55:34+00")
+    );
+    assert_eq!(scalar(&db, "SELECT sum(net_amount)::text FROM canonical.order_lines WHERE source_id LIKE '450789001/%'").await, json!("61.00"));
+    assert_eq!(scalar(&db, "SELECT kind FROM canonical.organizations WHERE source_system = 'shop' AND email = 'ap@c1.example'").await, json!("company"));
+
+    // Names stored byte for byte.
+    assert_eq!(
+        scalar(&db, "SELECT string_agg(name, '|' ORDER BY source_id) FROM canonical.organizations WHERE source_system = 'crm'").await,
+        json!("Müller Maschinenbau GmbH|Åkesson Logistik AB|Nguyễn Trading")
+    );
+    // Cross-system links: the same company in crm, erp and shop by e-mail domain.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.entity_links WHERE method = 'email_domain'"
+        )
+        .await,
+        json!(3)
+    );
+    // References resolved; unmapped fields kept as attributes.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.orders WHERE organization_id IS NULL"
+        )
+        .await,
+        json!(1)
+    );
+    assert_eq!(scalar(&db, "SELECT attributes->>'Rating__c' FROM canonical.organizations WHERE source_id = '001FIX000000000001'").await, json!("Hot"));
+}
+
+#[tokio::test]
+async fn a_file_delivered_twice_changes_nothing() {
+    let db = empty_db().await;
+    let (first, _) = ingest(&db, &[&exports()]);
+    let before = snapshot(&db, &[]).await;
+    let version_before = scalar(&db, "SELECT version FROM quarry.data_version").await;
+    let (second, _) = ingest(&db, &[&exports()]);
+    assert_eq!(first.len(), second.len());
+    for r in &second {
+        let expected = if r["key"].as_str().unwrap_or_default().contains("truncated") {
+            "failed"
+        } else {
+            "duplicate"
+        };
+        assert_eq!(r["status"], json!(expected), "{r}");
+    }
+    assert_eq!(
+        snapshot(&db, &[]).await,
+        before,
+        "no new rows, no new versions"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT version FROM quarry.data_version").await,
+        version_before
+    );
+}
+
+#[tokio::test]
+async fn a_fixed_file_loads_after_a_failed_one() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-fixed-{}", uuid_like()));
+    let crm = dir.join("crm-data");
+    std::fs::create_dir_all(&crm).expect("tmp");
+    let file = crm.join("accounts.json");
+    std::fs::copy(exports().join("crm-data/accounts-truncated.json"), &file).expect("copy");
+    let (r, code) = ingest(&db, &[&dir]);
+    assert_eq!((r[0]["status"].clone(), code), (json!("failed"), Some(1)));
+    // The sender re-uploads the complete file under the same key.
+    let mut text = std::fs::read_to_string(&file).expect("read");
+    text.push_str("ated Ltd\", \"LastModifiedDate\": \"2024-01-01T00:00:00.000+0000\"}]}");
+    std::fs::write(&file, text).expect("write");
+    let (r, code) = ingest(&db, &[&dir]);
+    assert_eq!(
+        (r[0]["status"].clone(), r[0]["inserted"].clone(), code),
+        (json!("loaded"), json!(1), Some(0))
+    );
+    assert_eq!(
+        scalar(&db, "SELECT name FROM canonical.organizations").await,
+        json!("Truncated Ltd")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn concurrent_ingests_of_one_file_load_it_once() {
+    let db = empty_db().await;
+    let file = exports().join("shop-data/orders-2024-06-01-00.ndjson");
+    let spawn = || {
+        Command::new(quarry_bin())
+            .args(["ingest", "--json", &file.display().to_string()])
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let children: Vec<_> = (0..4).map(|_| spawn()).collect();
+    let mut statuses = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        statuses.push(v[0]["status"].as_str().unwrap_or_default().to_string());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "loaded").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["loaded", "duplicate", "in_progress"].contains(&s.as_str())),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.orders").await,
+        json!(3)
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM quarry.quarantine").await,
+        json!(2)
+    );
+}
+
+#[tokio::test]
+async fn a_new_source_needs_only_a_yaml_file() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-newsource-{}", uuid_like()));
+    let mappings = dir.join("mappings");
+    let data = dir.join("data/billing-exports");
+    std::fs::create_dir_all(&mappings).expect("tmp");
+    std::fs::create_dir_all(&data).expect("tmp");
+    std::fs::write(
+        mappings.join("billing.yaml"),
+        r#"# yaml-language-server: $schema=../schemas/mapping.schema.json
+source: billing
+version: 0.1.0
+description: A made-up invoicing system exporting customers as NDJSON.
+keys: ["billing-exports/*.ndjson"]
+format: {kind: ndjson}
+records:
+  - name: customer
+    entity: organizations
+    key: {path: customer_no, transforms: [to_text, {pad: {width: 6}}]}
+    version_field: source_updated_at
+    fields:
+      name: {path: company.name, transforms: [trim], required: true, not_blank: true}
+      country_code: {path: company.country, transforms: [upper]}
+      email: {path: contact, transforms: [lower]}
+      credit_limit: {path: limit_eur, transforms: [money], minimum: 0}
+      source_updated_at: {path: changed, transforms: [timestamp], required: true}
+"#,
+    )
+    .expect("mapping");
+    std::fs::write(
+        data.join("customers.ndjson"),
+        "{\"customer_no\": 42, \"company\": {\"name\": \" Contoso AG \", \"country\": \"ch\"}, \"contact\": \"AP@Contoso.example\", \"limit_eur\": \"1500.5\", \"changed\": \"2024-05-01\", \"segment\": \"SMB\"}\n\
+         {\"customer_no\": 43, \"company\": {\"name\": \"Fabrikam\"}, \"limit_eur\": -1, \"changed\": \"2024-05-01T10:00:00+02:00\"}\n",
+    )
+    .expect("data");
+    let out = Command::new(quarry_bin())
+        .args([
+            "--mappings",
+            &mappings.display().to_string(),
+            "ingest",
+            "--json",
+            &dir.join("data").display().to_string(),
+        ])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run");
+    let reports: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reports[0]["key"], json!("billing-exports/customers.ndjson"));
+    assert_eq!(reports[0]["inserted"], json!(1));
+    assert_eq!(reports[0]["quarantined"], json!({"out_of_range": 1}));
+    assert_eq!(
+        scalar(&db, "SELECT concat_ws('|', source_system, source_id, name, country_code, email, credit_limit, attributes->>'segment') FROM canonical.organizations").await,
+        json!("billing|000042|Contoso AG|CH|ap@contoso.example|1500.50|SMB")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_entity_catalog_matches_the_schema() {
+    let db = empty_db().await;
+    let c = db.client().await;
+    for e in quarry_core::canonical::Entity::ALL {
+        for col in e.columns() {
+            let row = c
+                .query_opt(
+                    "SELECT is_nullable, data_type, column_default FROM information_schema.columns WHERE table_schema = 'canonical' AND table_name = $1 AND column_name = $2",
+                    &[&e.table(), &col.name],
+                )
+                .await
+                .expect("query");
+            let row = row.unwrap_or_else(|| {
+                panic!(
+                    "{}.{} is in the catalog but not in the schema",
+                    e.table(),
+                    col.name
+                )
+            });
+            let nullable: String = row.get(0);
+            let has_default = row.get::<_, Option<String>>(2).is_some();
+            assert_eq!(
+                col.required,
+                nullable == "NO" && !has_default && col.name != "net_amount",
+                "{}.{} required flag",
+                e.table(),
+                col.name
+            );
+            assert_eq!(
+                col.default.is_some(),
+                has_default,
+                "{}.{} default",
+                e.table(),
+                col.name
+            );
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+#[tokio::test]
+async fn replay_after_a_mapping_fix_clears_what_now_loads() {
+    let db = empty_db().await;
+    let _ = ingest(
+        &db,
+        &[
+            &exports().join("crm-data/accounts-2024-06-01-00.json"),
+            &exports().join("crm-data/opportunities-2024-06-01-00.json"),
+        ],
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM quarry.quarantine WHERE resolved_at IS NULL"
+        )
+        .await,
+        json!(5)
+    );
+    // The analyst relaxes the e-mail rule in a copy of the mappings.
+    let dir = std::env::temp_dir().join(format!("quarry-replay-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    for m in ["crm", "erp", "shop"] {
+        let text = std::fs::read_to_string(repo_root().join(format!("mappings/{m}.yaml")))
+            .expect("mapping");
+        let text = if m == "crm" {
+            text.replacen(
+                "        pattern: \"[^@\\\\s]+@[^@\\\\s]+\\\\.[^@\\\\s]+\"\n",
+                "",
+                1,
+            )
+        } else {
+            text
+        };
+        std::fs::write(dir.join(format!("{m}.yaml")), text).expect("write");
+    }
+    let replay = |db: &TestDb| {
+        let out = Command::new(quarry_bin())
+            .args([
+                "--mappings",
+                &dir.display().to_string(),
+                "quarantine",
+                "replay",
+                "--source",
+                "crm",
+            ])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = replay(&db);
+    assert!(
+        first.contains("replayed 5 record(s) of crm: 1 resolved, 4 still quarantined"),
+        "{first}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT email FROM canonical.organizations WHERE name = 'Bad Mail Inc.'"
+        )
+        .await,
+        json!("not-an-email")
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM quarry.quarantine WHERE resolved_at IS NULL"
+        )
+        .await,
+        json!(4)
+    );
+    let second = replay(&db);
+    assert!(
+        second.contains("replayed 4 record(s) of crm: 0 resolved, 4 still quarantined"),
+        "{second}"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM quarry.quarantine").await,
+        json!(5),
+        "no duplicate entries"
+    );
+    let list = quarry(&db, &["quarantine", "list", "--source", "crm", "--json"]);
+    let entries: Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(entries.as_array().map(Vec::len), Some(4));
+    let _ = std::fs::remove_dir_all(&dir);
+}
