@@ -602,3 +602,63 @@ async fn replay_after_a_mapping_fix_clears_what_now_loads() {
     assert_eq!(entries.as_array().map(Vec::len), Some(4));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let target = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_ingests_the_inbox_once_and_moves_files() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-watch-{}", uuid_like()));
+    let inbox = dir.join("inbox");
+    copy_tree(&exports(), &inbox);
+    let out = quarry(&db, &["watch", &inbox.display().to_string(), "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir
+        .join("done/crm-data/accounts-2024-06-01-00.json")
+        .exists());
+    assert!(dir
+        .join("done/shop-data/orders-2024-06-01-00.ndjson")
+        .exists());
+    assert!(dir.join("failed/crm-data/accounts-truncated.json").exists());
+    let note =
+        std::fs::read_to_string(dir.join("failed/crm-data/accounts-truncated.json.error.txt"))
+            .expect("error note");
+    assert!(note.contains("not valid JSON"), "{note}");
+    assert!(
+        !inbox.join("crm-data/accounts-2024-06-01-00.json").exists(),
+        "moved out of the inbox"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.orders").await,
+        json!(5)
+    );
+    // A restart that finds the same file in the inbox again: a duplicate, moved, nothing new.
+    std::fs::create_dir_all(inbox.join("shop-data")).expect("mkdir");
+    std::fs::copy(
+        exports().join("shop-data/orders-2024-06-01-00.ndjson"),
+        inbox.join("shop-data/orders-2024-06-01-00.ndjson"),
+    )
+    .expect("copy");
+    let out = quarry(&db, &["watch", &inbox.display().to_string(), "--once"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("duplicate"));
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.orders").await,
+        json!(5)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

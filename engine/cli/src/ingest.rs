@@ -202,3 +202,80 @@ fn print_report(r: &FileReport) {
         println!("           error: {e}");
     }
 }
+
+/// `quarry watch`: ingests what lands in an inbox folder laid out like the bucket.
+/// After its ingest commits, a file moves to `DONE/` (loaded or duplicate) or
+/// `FAILED/` (with `<name>.error.txt` beside it), keeping its key path. A restart
+/// in between is safe: the file is still in the inbox, and the ledger makes its
+/// second ingest a duplicate, after which it moves.
+pub async fn watch(
+    database_url: &str,
+    mappings_dir: &Path,
+    inbox: &Path,
+    done: &Path,
+    failed: &Path,
+    interval: std::time::Duration,
+    once: bool,
+) -> Result<ExitCode> {
+    let mappings = quarry_core::files::load_mappings(mappings_dir).map_err(|d| {
+        anyhow::anyhow!(
+            "the mappings have problems:\n{}",
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let mappings: Vec<Arc<Mapping>> = mappings.into_iter().map(Arc::new).collect();
+    let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?).await?;
+    tracing::info!(inbox = %inbox.display(), "watching for files");
+    loop {
+        let (jobs, _) = collect(&[inbox.to_path_buf()], &mappings)?;
+        for job in jobs {
+            // Skip files still being written: size must be stable across a short pause.
+            let size = std::fs::metadata(&job.path).map(|m| m.len()).unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if std::fs::metadata(&job.path)
+                .map(|m| m.len())
+                .unwrap_or(u64::MAX)
+                != size
+            {
+                continue;
+            }
+            let Some(mapping) = mappings.iter().find(|m| m.matches_key(&job.key)).cloned() else {
+                continue;
+            };
+            let path = job.path.clone();
+            let open: Opener = Arc::new(move || {
+                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+            });
+            let report = ingest_file(&mut client, mapping, &job.key, open, None).await?;
+            print_report(&report);
+            let target_root = if report.status == FileStatus::Failed {
+                failed
+            } else {
+                done
+            };
+            let rel = job.path.strip_prefix(inbox).unwrap_or(&job.path);
+            let target = target_root.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            if let Some(err) = &report.error {
+                let mut note = target.clone().into_os_string();
+                note.push(".error.txt");
+                std::fs::write(PathBuf::from(note), err).context("writing the error note")?;
+            }
+            if report.status != FileStatus::InProgress {
+                std::fs::rename(&job.path, &target).with_context(|| {
+                    format!("moving {} to {}", job.path.display(), target.display())
+                })?;
+            }
+        }
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

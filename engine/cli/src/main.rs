@@ -89,6 +89,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch an inbox folder laid out like the bucket and ingest each file that
+    /// lands there once; processed files move to --done or --failed.
+    Watch {
+        /// The inbox folder.
+        inbox: PathBuf,
+        /// Where loaded and duplicate files go (default: INBOX/../done).
+        #[arg(long)]
+        done: Option<PathBuf>,
+        /// Where failed files go, each with NAME.error.txt (default: INBOX/../failed).
+        #[arg(long)]
+        failed: Option<PathBuf>,
+        /// Seconds between scans.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Scan once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Inspect quarantined records and replay them after a mapping fix.
     Quarantine {
         #[command(subcommand)]
@@ -356,6 +374,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch {
+            inbox,
+            done,
+            failed,
+            interval,
+            once,
+        } => {
+            let parent = inbox
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let done = done.unwrap_or_else(|| parent.join("done"));
+            let failed = failed.unwrap_or_else(|| parent.join("failed"));
+            ingest::watch(
+                &cli.database_url,
+                &cli.mappings,
+                &inbox,
+                &done,
+                &failed,
+                std::time::Duration::from_secs(interval.max(1)),
+                once,
+            )
+            .await
         }
         Command::Quarantine { action } => {
             quarantine(&cli.database_url, &cli.mappings, action).await

@@ -501,8 +501,7 @@ async fn load(
         // Temp tables are never auto-analyzed: without statistics the planner
         // picks nested loops over tens of thousands of rows.
         tx.batch_execute(&format!(
-            "ANALYZE stg_{t};
-             CREATE TEMP TABLE cur_{t} ON COMMIT DROP AS
+            "CREATE TEMP TABLE cur_{t} ON COMMIT DROP AS
              SELECT DISTINCT ON (s.source_id) s.* FROM stg_{t} s {parent_filter}
              ORDER BY s.source_id, s._version DESC NULLS LAST, s._pos DESC;
              CREATE UNIQUE INDEX ON cur_{t} (source_id);
