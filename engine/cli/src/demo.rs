@@ -1,4 +1,5 @@
-//! `quarry demo`: migrate, load deterministic demo data, run a few operations.
+//! `quarry demo`: migrate, generate deterministic exports of the three sources,
+//! ingest them through the real ingest path, and run a few operations.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,18 +7,38 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use quarry_core::params::InputStyle;
 
-const DEMO_SQL: &str = include_str!("../../db/sql/demo.sql");
-
-pub async fn run(database_url: &str, queries: &Path, scale: u32, quiet: bool) -> Result<ExitCode> {
-    let scale = scale.clamp(1, 1000);
+pub async fn run(
+    database_url: &str,
+    queries: &Path,
+    mappings: &Path,
+    scale: u32,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let scale = u64::from(scale.clamp(1, 100));
     let mut client = quarry_db::connect(database_url).await?;
     quarry_db::migrate(&mut client).await?;
-    let sql = DEMO_SQL.replace("{{SCALE}}", &scale.to_string());
-    let tx = client.transaction().await?;
-    tx.batch_execute(&sql)
-        .await
-        .context("loading the demo data")?;
-    tx.commit().await?;
+    // Same seed and scale give the same files, so a second demo run is all duplicates.
+    let dir = Path::new(".quarry").join(format!("demo-data-{scale}"));
+    crate::generate::generate(
+        &dir,
+        &crate::generate::GenOptions {
+            scale: scale * 10_000,
+            seed: 42,
+        },
+    )
+    .with_context(|| format!("writing demo exports to {}", dir.display()))?;
+    println!(
+        "demo exports written to {} (with deliberate defects); ingesting them:",
+        dir.display()
+    );
+    crate::ingest::run(
+        database_url,
+        mappings,
+        std::slice::from_ref(&dir),
+        None,
+        false,
+    )
+    .await?;
     let counts = client
         .query(
             "SELECT 'organizations', count(*) FROM canonical.organizations UNION ALL
@@ -31,7 +52,7 @@ pub async fn run(database_url: &str, queries: &Path, scale: u32, quiet: bool) ->
         .iter()
         .map(|r| format!("{} {}", r.get::<_, i64>(1), r.get::<_, &str>(0)))
         .collect();
-    println!("demo data loaded: {}", summary.join(", "));
+    println!("canonical rows now: {}", summary.join(", "));
     if quiet {
         return Ok(ExitCode::SUCCESS);
     }

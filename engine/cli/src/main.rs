@@ -165,9 +165,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// The demo: migrate, load deterministic demo data, and run a few operations.
+    /// The demo: migrate, generate exports of the three sources (with defects),
+    /// ingest them, and run a few operations.
     Demo {
-        /// Demo size: about 400 organizations and 4000 orders per unit.
+        /// Demo size: 10,000 records per unit (about 3,000 customers and 4,000 orders).
         #[arg(long, default_value_t = 1)]
         scale: u32,
         /// Load the data but do not print the operations.
@@ -414,7 +415,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             write_or_check(&out, &text, check, "quarry docs")
         }
         Command::Demo { scale, quiet } => {
-            demo::run(&cli.database_url, &cli.queries, scale, quiet).await
+            demo::run(&cli.database_url, &cli.queries, &cli.mappings, scale, quiet).await
         }
     }
 }

@@ -487,7 +487,6 @@ async fn load(
     parsed?;
 
     // Set-based upserts, parents before children.
-    let orders_version = mapping.version_column(Entity::Orders);
     for e in &entities {
         let t = e.table();
         let cols = &columns[e];
@@ -524,13 +523,7 @@ async fn load(
         let main_staged = count(&tx, &format!("SELECT count(*) FROM stg_{t} WHERE _main")).await?;
         let main_cur = count(&tx, &format!("SELECT count(*) FROM cur_{t} WHERE _main")).await?;
         let col_list = cols.iter().map(|c| format!(", {c}")).collect::<String>();
-        let sel_list = cols
-            .iter()
-            .map(|c| match e.column(c).map(|k| k.ty) {
-                Some(ColType::Char(_)) => format!(", s.{c}"),
-                _ => format!(", s.{c}"),
-            })
-            .collect::<String>();
+        let sel_list = cols.iter().map(|c| format!(", s.{c}")).collect::<String>();
         let set_list = cols
             .iter()
             .map(|c| format!("{c} = EXCLUDED.{c}, "))
@@ -610,7 +603,6 @@ async fn load(
             )
             .await?;
         }
-        let _ = &orders_version;
     }
 
     // Quarantine.
@@ -699,7 +691,7 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
 /// 20 organizations are public mail providers, not company evidence.
 async fn refresh_links(tx: &tokio_postgres::Transaction<'_>, file_id: i64) -> Result<()> {
     tx.execute(
-        "WITH mine AS (SELECT id, source_system, email_domain, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company' OR (ingest_file_id = $1 AND email LIKE 'ap@%')),
+        "WITH mine AS (SELECT id, source_system, email_domain FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company'),
               busy AS (SELECT email_domain FROM canonical.organizations WHERE email_domain IS NOT NULL GROUP BY 1 HAVING count(*) > 20)
          INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
          SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'email_domain', 1.0, jsonb_build_object('domain', m.email_domain)
