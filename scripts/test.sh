@@ -22,7 +22,7 @@ trap 'psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $docs_db WITH (FORCE
 docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 ./target/debug/quarry --database-url "$docs_url" migrate >/dev/null
 ./target/debug/quarry --database-url "$docs_url" docs --check
-./target/debug/quarry check --offline queries/
+./target/debug/quarry check --offline queries/ mappings/
 
 log "tests"
 cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true

@@ -103,6 +103,35 @@ pub struct RecordSpec {
     /// If any child is invalid, the whole record is quarantined.
     #[serde(default)]
     pub children: Vec<ChildSpec>,
+    /// For organizations: how the same company is recognised in other source
+    /// systems after a load (`email_domain`, `vat_id`, `name`).
+    #[serde(default)]
+    pub link_by: Vec<LinkKey>,
+}
+
+/// A way to recognise one company across source systems.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKey {
+    /// Same domain of `email` (domains shared by many organizations are ignored).
+    EmailDomain,
+    /// Same `vat_id`.
+    VatId,
+    /// Equal names once case, punctuation and legal forms (GmbH, Inc., ...) are
+    /// removed. Fuzzy matches are left to the entity_resolution operation.
+    Name,
+}
+
+impl LinkKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKey::EmailDomain => "email_domain",
+            LinkKey::VatId => "vat_id",
+            LinkKey::Name => "name_similarity",
+        }
+    }
 }
 
 /// Rows nested in a record: an array (one row per element) or an object (one row).
@@ -122,6 +151,9 @@ pub struct ChildSpec {
     /// Fewest elements required (for example 1 order line); fewer quarantines the record.
     #[serde(default)]
     pub min_items: usize,
+    /// For organizations: how the same company is recognised in other systems.
+    #[serde(default)]
+    pub link_by: Vec<LinkKey>,
 }
 
 /// Where a value comes from: a bare string is a path; the long form adds
@@ -370,6 +402,24 @@ impl Mapping {
             )
             .find(|r| r.entity == entity && r.version_field.is_some())
             .and_then(|r| r.version_field.clone())
+    }
+
+    /// The link keys declared for organizations anywhere in this mapping.
+    pub fn link_keys(&self) -> Vec<LinkKey> {
+        let mut keys: Vec<LinkKey> = self
+            .spec
+            .records
+            .iter()
+            .flat_map(|r| {
+                r.link_by
+                    .iter()
+                    .chain(r.children.iter().flat_map(|c| c.link_by.iter()))
+            })
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Maps one record.

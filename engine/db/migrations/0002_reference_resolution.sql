@@ -50,3 +50,13 @@ COMMENT ON FUNCTION canonical.fill_net_amount() IS 'BEFORE INSERT/UPDATE trigger
 CREATE TRIGGER order_lines_fill_net BEFORE INSERT OR UPDATE ON canonical.order_lines
     FOR EACH ROW EXECUTE FUNCTION canonical.fill_net_amount();
 COMMENT ON COLUMN canonical.order_lines.net_amount IS 'Net line amount after discount, exact to the cent; derived as quantity × unit_price − discount_amount when the source has no line total.';
+
+-- Company names compared across systems: lower case, punctuation and legal forms
+-- removed ("ACME CORP" and "Acme Corp." compare equal).
+CREATE FUNCTION canonical.normalized_company_name(name text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT btrim(regexp_replace(
+        regexp_replace(lower(name), '[^[:alnum:][:space:]]', ' ', 'g'),
+        '\m(gmbh|ag|inc|corp|corporation|co|ltd|limited|llc|sa|s a|plc|kk|ab|bv|nv|srl|spa|holdings|group)\M', ' ', 'g'))
+$$;
+COMMENT ON FUNCTION canonical.normalized_company_name(text) IS 'A company name for comparison across systems: lower case, punctuation and legal forms (GmbH, Inc., S.A., ...) removed.';

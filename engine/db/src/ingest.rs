@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use quarry_core::canonical::{ColType, Entity};
-use quarry_core::mapping::{Mapped, Mapping};
+use quarry_core::mapping::{LinkKey, Mapped, Mapping};
 use quarry_core::stream::{stream_records, RecordFormat, StreamItem};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -623,7 +623,7 @@ async fn load(
     }
 
     refresh_references(&tx, &source).await?;
-    refresh_links(&tx, file_id).await?;
+    refresh_links(&tx, file_id, &mapping.link_keys()).await?;
 
     tx.execute(
         "UPDATE quarry.ingest_files SET status = 'loaded', error = NULL, finished_at = now(),
@@ -687,30 +687,57 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
 }
 
 /// Links organizations written by this file to organizations of other source
-/// systems with the same e-mail domain or VAT id. Domains shared by more than
-/// 20 organizations are public mail providers, not company evidence.
-async fn refresh_links(tx: &tokio_postgres::Transaction<'_>, file_id: i64) -> Result<()> {
-    tx.execute(
-        "WITH mine AS (SELECT id, source_system, email_domain FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company'),
-              busy AS (SELECT email_domain FROM canonical.organizations WHERE email_domain IS NOT NULL GROUP BY 1 HAVING count(*) > 20)
-         INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-         SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'email_domain', 1.0, jsonb_build_object('domain', m.email_domain)
-         FROM mine m JOIN canonical.organizations o ON o.email_domain = m.email_domain AND o.source_system <> m.source_system
-         WHERE m.email_domain IS NOT NULL AND m.email_domain NOT IN (SELECT email_domain FROM busy)
-         ON CONFLICT DO NOTHING",
-        &[&file_id],
-    )
-    .await
-    .context("linking organizations by e-mail domain")?;
-    tx.execute(
-        "WITH mine AS (SELECT id, source_system, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND vat_id IS NOT NULL)
-         INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-         SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'vat_id', 1.0, jsonb_build_object('vat_id', m.vat_id)
-         FROM mine m JOIN canonical.organizations o ON o.vat_id = m.vat_id AND o.source_system <> m.source_system
-         ON CONFLICT DO NOTHING",
-        &[&file_id],
-    )
-    .await
-    .context("linking organizations by VAT id")?;
+/// systems, by the keys the mapping declares: same e-mail domain (domains shared
+/// by more than 20 organizations are public mail providers, not evidence), same
+/// VAT id, or equal names once case, punctuation and legal forms are stripped.
+async fn refresh_links(
+    tx: &tokio_postgres::Transaction<'_>,
+    file_id: i64,
+    keys: &[LinkKey],
+) -> Result<()> {
+    for key in keys {
+        let sql = match key {
+            LinkKey::EmailDomain => {
+                "WITH mine AS (SELECT id, source_system, email_domain FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company' AND email_domain IS NOT NULL),
+                      busy AS (SELECT email_domain FROM canonical.organizations WHERE email_domain IN (SELECT email_domain FROM mine) GROUP BY 1 HAVING count(*) > 20)
+                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'email_domain', 1.0, jsonb_build_object('domain', m.email_domain)
+                 FROM mine m JOIN canonical.organizations o ON o.email_domain = m.email_domain AND o.source_system <> m.source_system AND o.kind = 'company'
+                 WHERE m.email_domain NOT IN (SELECT email_domain FROM busy)
+                 ON CONFLICT DO NOTHING"
+            }
+            LinkKey::VatId => {
+                "WITH mine AS (SELECT id, source_system, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND vat_id IS NOT NULL)
+                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'vat_id', 1.0, jsonb_build_object('vat_id', m.vat_id)
+                 FROM mine m JOIN canonical.organizations o ON o.vat_id = m.vat_id AND o.source_system <> m.source_system
+                 ON CONFLICT DO NOTHING"
+            }
+            LinkKey::Name => {
+                // Equal normalised names, through an expression index: linear in
+                // the file. Fuzzy candidates are the entity_resolution operation's job.
+                "WITH mine AS MATERIALIZED (
+                   SELECT id, source_system, name, canonical.normalized_company_name(name) AS norm
+                   FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company'),
+                 others AS MATERIALIZED (
+                   SELECT id, source_system, name, canonical.normalized_company_name(name) AS norm
+                   FROM canonical.organizations
+                   WHERE kind = 'company' AND source_system NOT IN (SELECT source_system FROM mine)),
+                 -- A name borne by more than one company per system is no evidence.
+                 ambiguous AS (
+                   SELECT norm FROM (SELECT norm, source_system FROM mine UNION ALL SELECT norm, source_system FROM others) x
+                   GROUP BY norm HAVING count(*) > count(DISTINCT source_system))
+                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'name_similarity', 1.0,
+                        jsonb_build_object('names', jsonb_build_array(m.name, o.name), 'normalized', m.norm)
+                 FROM mine m JOIN others o ON o.norm = m.norm
+                 WHERE m.norm <> '' AND m.norm NOT IN (SELECT norm FROM ambiguous)
+                 ON CONFLICT DO NOTHING"
+            }
+        };
+        tx.execute(sql, &[&file_id])
+            .await
+            .with_context(|| format!("linking organizations by {}", key.as_str()))?;
+    }
     Ok(())
 }
