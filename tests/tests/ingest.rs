@@ -566,6 +566,28 @@ async fn replay_after_a_mapping_fix_clears_what_now_loads() {
             .expect("run");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
+    // Replaying with the shipped mapping, twice, resolves nothing and keeps every record open.
+    for _ in 0..2 {
+        let out = Command::new(quarry_bin())
+            .args(["quarantine", "replay", "--source", "crm"])
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            text.contains("replayed 5 record(s) of crm: 0 resolved, 5 still quarantined"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM quarry.quarantine WHERE resolved_at IS NULL"
+        )
+        .await,
+        json!(5)
+    );
     let first = replay(&db);
     assert!(
         first.contains("replayed 5 record(s) of crm: 1 resolved, 4 still quarantined"),
@@ -659,6 +681,111 @@ async fn watch_ingests_the_inbox_once_and_moves_files() {
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM canonical.orders").await,
         json!(5)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn shop_line(id: u64, customer: u64, updated: &str, lines: &[(&str, u32)], extra: &str) -> String {
+    let items: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (sku, q))| format!(r#"{{"id": {}, "sku": "{sku}", "title": "T {sku}", "quantity": {q}, "price": "10.00", "total_discount": "0.00"}}"#, i + 1))
+        .collect();
+    format!(
+        r##"{{"id": {id}, "name": "#{id}", "created_at": "2024-01-01T00:00:00Z", "updated_at": "{updated}", "currency": "USD", "total_price": "10.00", "customer": {{"id": {customer}, "email": "c{customer}@mail.example", "first_name": "C", "last_name": "{customer}"}}, "line_items": [{}]{extra}}}"##,
+        items.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn edge_cases_are_applied_or_quarantined_not_fatal() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-edges-{}", uuid_like()));
+    let shop = dir.join("shop-data");
+    std::fs::create_dir_all(&shop).expect("tmp");
+    let first = [
+        shop_line(
+            1,
+            10,
+            "2024-01-01T00:00:00Z",
+            &[("SKU-A", 1), ("SKU-B", 2), ("SKU-C", 3)],
+            "",
+        ),
+        shop_line(2, 10, "2024-01-01T00:00:00Z", &[("SKU-A", 1)], ""),
+        shop_line(
+            3,
+            11,
+            "2024-01-01T00:00:00Z",
+            &[("SKU-A", 1)],
+            r#", "note": "bad\u0000byte""#,
+        ),
+        shop_line(4, 11, "2024-01-01T00:00:00Z", &[("", 1)], ""),
+    ];
+    std::fs::write(shop.join("orders-1.ndjson"), first.join("\n")).expect("write");
+    let (r, _) = ingest(&db, &[&dir]);
+    assert_eq!(r[0]["status"], json!("loaded"), "{r:?}");
+    assert_eq!(
+        r[0]["quarantined"],
+        json!({"invalid_value": 1}),
+        "the NUL record only"
+    );
+    assert_eq!(
+        r[0]["inserted"],
+        json!(3),
+        "a line without a SKU makes no product but keeps its order"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.products").await,
+        json!(3)
+    );
+    std::fs::remove_file(shop.join("orders-1.ndjson")).expect("rm");
+    // Order 1 re-sent without its first line: the remaining lines renumber.
+    let second = shop_line(
+        1,
+        10,
+        "2024-02-01T00:00:00Z",
+        &[("SKU-B", 2), ("SKU-C", 3)],
+        "",
+    );
+    std::fs::write(shop.join("orders-2.ndjson"), second).expect("write");
+    let (r, _) = ingest(&db, &[&dir]);
+    assert_eq!(
+        (r[0]["status"].clone(), r[0]["updated"].clone()),
+        (json!("loaded"), json!(1)),
+        "{r:?}"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT string_agg(line_number || ':' || sku, ',' ORDER BY line_number) FROM canonical.order_lines l JOIN canonical.orders o ON o.id = l.order_id WHERE o.source_id = '1'").await,
+        json!("1:SKU-B,2:SKU-C")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_reassigned_order_does_not_keep_its_old_customer() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-reassign-{}", uuid_like()));
+    let shop = dir.join("shop-data");
+    std::fs::create_dir_all(&shop).expect("tmp");
+    std::fs::write(
+        shop.join("a.ndjson"),
+        shop_line(1, 10, "2024-01-01T00:00:00Z", &[("SKU-A", 1)], ""),
+    )
+    .expect("write");
+    let _ = ingest(&db, &[&dir]);
+    assert_eq!(scalar(&db, "SELECT g.source_id FROM canonical.orders o JOIN canonical.organizations g ON g.id = o.organization_id").await, json!("10"));
+    std::fs::remove_file(shop.join("a.ndjson")).expect("rm");
+    // The order is re-sent without a buyer: it must not stay linked to customer 10.
+    let line = shop_line(1, 20, "2024-02-01T00:00:00Z", &[("SKU-A", 1)], "").replace(
+        r#""customer": {"id": 20, "email": "c20@mail.example", "first_name": "C", "last_name": "20"}"#,
+        r#""customer": null"#,
+    );
+    std::fs::write(shop.join("b.ndjson"), line).expect("write");
+    let (r, _) = ingest(&db, &[&dir]);
+    assert_eq!(r[0]["updated"], json!(1), "{r:?}");
+    assert_eq!(
+        scalar(&db, "SELECT coalesce(customer_source_id, 'none') || '/' || coalesce(organization_id::text, 'none') FROM canonical.orders").await,
+        json!("none/none")
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

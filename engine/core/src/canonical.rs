@@ -25,8 +25,11 @@ pub enum ColType {
     Text,
     /// Fixed-length text (country or currency codes).
     Char(usize),
+    /// 32-bit integer.
     Integer,
+    /// numeric(precision, scale).
     Decimal {
+        precision: u32,
         scale: u32,
     },
     Boolean,
@@ -79,9 +82,23 @@ const ORGANIZATIONS: &[Column] = &[
     c("tier", Text, false),
     c("account_type", Text, false),
     c("parent_source_id", Text, false),
-    c("annual_revenue", Decimal { scale: 2 }, false),
+    c(
+        "annual_revenue",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
     c("employee_count", Integer, false),
-    c("credit_limit", Decimal { scale: 2 }, false),
+    c(
+        "credit_limit",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
     d("is_deleted", Boolean, "false"),
     c("source_created_at", Timestamp, false),
     c("source_updated_at", Timestamp, false),
@@ -90,7 +107,14 @@ const PRODUCTS: &[Column] = &[
     c("sku", Text, true),
     c("name", Text, true),
     c("category", Text, false),
-    c("unit_price", Decimal { scale: 2 }, false),
+    c(
+        "unit_price",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
     c("currency", Char(3), false),
     c("source_created_at", Timestamp, false),
     c("source_updated_at", Timestamp, false),
@@ -99,9 +123,23 @@ const OPPORTUNITIES: &[Column] = &[
     c("name", Text, true),
     c("organization_source_id", Text, false),
     c("stage", Text, false),
-    c("amount", Decimal { scale: 2 }, false),
+    c(
+        "amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
     c("currency", Char(3), false),
-    c("probability", Decimal { scale: 2 }, false),
+    c(
+        "probability",
+        Decimal {
+            precision: 5,
+            scale: 2,
+        },
+        false,
+    ),
     d("is_closed", Boolean, "false"),
     d("is_won", Boolean, "false"),
     c("close_date", Date, false),
@@ -115,9 +153,30 @@ const ORDERS: &[Column] = &[
     c("status", Text, false),
     c("channel", Text, false),
     c("currency", Char(3), false),
-    c("subtotal_amount", Decimal { scale: 2 }, false),
-    c("tax_amount", Decimal { scale: 2 }, false),
-    c("total_amount", Decimal { scale: 2 }, true),
+    c(
+        "subtotal_amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
+    c(
+        "tax_amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
+    c(
+        "total_amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        true,
+    ),
     c("source_created_at", Timestamp, false),
     c("source_updated_at", Timestamp, false),
 ];
@@ -125,12 +184,40 @@ const ORDER_LINES: &[Column] = &[
     c("line_number", Integer, true),
     c("sku", Text, false),
     c("description", Text, false),
-    c("quantity", Decimal { scale: 3 }, true),
+    c(
+        "quantity",
+        Decimal {
+            precision: 18,
+            scale: 3,
+        },
+        true,
+    ),
     c("unit", Text, false),
-    c("unit_price", Decimal { scale: 2 }, false),
-    d("discount_amount", Decimal { scale: 2 }, "0"),
+    c(
+        "unit_price",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
+    d(
+        "discount_amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        "0",
+    ),
     // Filled by the database from quantity × unit_price − discount when null.
-    c("net_amount", Decimal { scale: 2 }, false),
+    c(
+        "net_amount",
+        Decimal {
+            precision: 18,
+            scale: 2,
+        },
+        false,
+    ),
     c("currency", Char(3), false),
     c("source_created_at", Timestamp, false),
     c("source_updated_at", Timestamp, false),

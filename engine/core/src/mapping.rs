@@ -151,6 +151,10 @@ pub struct ChildSpec {
     /// Fewest elements required (for example 1 order line); fewer quarantines the record.
     #[serde(default)]
     pub min_items: usize,
+    /// An element without a key is skipped instead of quarantining the record
+    /// (for example products from order lines that carry no SKU).
+    #[serde(default)]
+    pub optional: bool,
     /// For organizations: how the same company is recognised in other systems.
     #[serde(default)]
     pub link_by: Vec<LinkKey>,
@@ -270,6 +274,7 @@ struct CompiledRows {
 struct CompiledChild {
     path: Vec<String>,
     min_items: usize,
+    optional: bool,
     rows: CompiledRows,
 }
 
@@ -431,6 +436,14 @@ impl Mapping {
                 "the record is not a JSON object".into(),
             );
         };
+        if has_nul(record) {
+            return rejected(
+                None,
+                "invalid_value",
+                "the record contains a NUL character (\\u0000), which PostgreSQL cannot store"
+                    .into(),
+            );
+        }
         let spec = match &self.type_path {
             None => self.records.first(),
             Some(path) => {
@@ -505,6 +518,7 @@ impl Mapping {
             for (i, item) in items.iter().enumerate() {
                 match map_rows(&child.rows, item, Some(obj), Some(&parent_key), Some(i)) {
                     Ok(r) => rows.push(r),
+                    Err(("missing_key", _)) if child.optional => {}
                     Err((reason, message)) => {
                         return rejected(
                             name,
@@ -519,6 +533,15 @@ impl Mapping {
             record_type: spec.name.clone(),
             rows,
         }
+    }
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -711,7 +734,16 @@ fn to_column_text(ty: ColType, v: &Value) -> Result<String, Reject> {
         other => other.to_string(),
     };
     Ok(match ty {
-        ColType::Text => as_text(v),
+        ColType::Text => {
+            let s = as_text(v);
+            if s.contains('\0') {
+                return Err((
+                    "invalid_value",
+                    "contains a NUL character, which PostgreSQL text cannot hold".into(),
+                ));
+            }
+            s
+        }
         ColType::Char(n) => {
             let s = as_text(v);
             if s.chars().count() != n {
@@ -722,22 +754,54 @@ fn to_column_text(ty: ColType, v: &Value) -> Result<String, Reject> {
             }
             s
         }
-        ColType::Integer => match v {
-            Value::Number(num) if num.is_i64() => num.to_string(),
-            _ => match apply(v.clone(), &[Transform::Integer]) {
-                Ok(Value::Number(num)) => num.to_string(),
-                Ok(_) | Err(_) => {
+        ColType::Integer => {
+            let n = match v {
+                Value::Number(num) if num.is_i64() => num.as_i64(),
+                _ => match apply(v.clone(), &[Transform::Integer]) {
+                    Ok(Value::Number(num)) => num.as_i64(),
+                    Ok(_) | Err(_) => {
+                        return Err((
+                            "invalid_number",
+                            format!("{} is not a whole number", short(v)),
+                        ))
+                    }
+                },
+            };
+            match n.and_then(|n| i32::try_from(n).ok()) {
+                Some(n) => n.to_string(),
+                None => {
                     return Err((
-                        "invalid_number",
-                        format!("{} is not a whole number", short(v)),
+                        "out_of_range",
+                        format!("{} does not fit a 32-bit integer", short(v)),
                     ))
                 }
-            },
-        },
-        ColType::Decimal { scale } => match apply(v.clone(), &[Transform::Decimal(scale)]) {
-            Ok(Value::String(s)) => s,
-            _ => return Err(("invalid_number", format!("{} is not a number", short(v)))),
-        },
+            }
+        }
+        ColType::Decimal { precision, scale } => {
+            match apply(v.clone(), &[Transform::Decimal(scale)]) {
+                Ok(Value::String(s)) => {
+                    let int_digits = s
+                        .trim_start_matches('-')
+                        .split('.')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches('0')
+                        .len();
+                    if int_digits > (precision - scale) as usize {
+                        return Err((
+                            "out_of_range",
+                            format!(
+                                "{} has more than {} digits before the decimal point",
+                                short(v),
+                                precision - scale
+                            ),
+                        ));
+                    }
+                    s
+                }
+                _ => return Err(("invalid_number", format!("{} is not a number", short(v)))),
+            }
+        }
         ColType::Boolean => match v {
             Value::Bool(b) => b.to_string(),
             _ => match apply(v.clone(), &[Transform::Boolean]) {
@@ -1029,6 +1093,7 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             children.push(CompiledChild {
                 path,
                 min_items: c.min_items,
+                optional: c.optional,
                 rows: crows,
             });
         }

@@ -60,3 +60,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         '\m(gmbh|ag|inc|corp|corporation|co|ltd|limited|llc|sa|s a|plc|kk|ab|bv|nv|srl|spa|holdings|group)\M', ' ', 'g'))
 $$;
 COMMENT ON FUNCTION canonical.normalized_company_name(text) IS 'A company name for comparison across systems: lower case, punctuation and legal forms (GmbH, Inc., S.A., ...) removed.';
+
+-- A re-sent order may renumber its lines; the uniqueness of line numbers is
+-- checked at commit, when the whole order has been rewritten.
+ALTER TABLE canonical.order_lines
+    DROP CONSTRAINT order_lines_order_id_line_number_key,
+    ADD CONSTRAINT order_lines_order_id_line_number_key UNIQUE (order_id, line_number) DEFERRABLE INITIALLY DEFERRED;

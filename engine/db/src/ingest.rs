@@ -117,9 +117,18 @@ pub async fn ingest_with_format(
 ) -> Result<FileReport> {
     let started = Instant::now();
     let mut report = FileReport::new(key, &mapping.spec.source);
-    let (sha, size) = {
+    let hashed = {
         let open = open.clone();
-        tokio::task::spawn_blocking(move || hash_content(&open)).await??
+        tokio::task::spawn_blocking(move || hash_content(&open)).await
+    };
+    let (sha, size) = match hashed {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            report.error = Some(format!("{e:#}"));
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+        Err(e) => return Err(anyhow::anyhow!("the hashing thread failed: {e}")),
     };
     report.bytes = size;
     let claim = claim(client, &mapping, key, &sha, size).await?;
@@ -162,13 +171,19 @@ pub async fn ingest_with_format(
             report.unchanged = 0;
             report.stale = 0;
             report.quarantined.clear();
-            client
+            let marked = client
                 .execute(
                     "UPDATE quarry.ingest_files SET status = 'failed', error = $2, finished_at = now(), records_read = $3 WHERE id = $1",
                     &[&id, &msg, &(report.records_read as i64)],
                 )
                 .await
-                .context("marking the file failed in the ledger")?;
+                .context("marking the file failed in the ledger");
+            if let Err(e) = marked {
+                let _ = client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&(LEDGER_LOCK_BASE + id)])
+                    .await;
+                return Err(e);
+            }
         }
     }
     let _ = client
@@ -303,6 +318,8 @@ fn copy_field(buf: &mut Vec<u8>, v: Option<&str>, first: bool) {
                     b'\t' => buf.extend_from_slice(b"\\t"),
                     b'\n' => buf.extend_from_slice(b"\\n"),
                     b'\r' => buf.extend_from_slice(b"\\r"),
+                    // PostgreSQL text cannot hold NUL: quarantined raw text keeps a marker.
+                    0 => buf.extend_from_slice("\u{FFFD}".as_bytes()),
                     _ => buf.push(b),
                 }
             }
@@ -493,7 +510,7 @@ async fn load(
         let version = mapping.version_column(*e);
         let ver_expr = version.as_deref().unwrap_or("_version");
         let parent_filter = if *e == Entity::OrderLines {
-            "JOIN cur_orders p ON p.source_id = s._parent AND p._pos = s._pos WHERE p.source_id NOT IN (SELECT source_id FROM stale_orders)"
+            "JOIN cur_orders p ON p.source_id = s._parent AND p._pos = s._pos WHERE NOT EXISTS (SELECT 1 FROM stale_orders x WHERE x.source_id = p.source_id)"
         } else {
             ""
         };
@@ -536,28 +553,31 @@ async fn load(
         let mut ref_sel = String::new();
         let mut ref_join = String::new();
         let mut ref_set = String::new();
-        let mut add_ref = |col: &str, sel: &str, join: String, keep_old: bool| {
+        // `key_col`: the source key the reference is resolved from. The old id is
+        // kept only while that key is unchanged (the target may load later).
+        let mut add_ref = |col: &str, sel: &str, join: String, key_col: Option<&str>| {
             ref_cols.push_str(&format!(", {col}"));
             ref_sel.push_str(&format!(", {sel}"));
             ref_join.push_str(&join);
-            if keep_old {
-                ref_set.push_str(&format!("{col} = COALESCE(EXCLUDED.{col}, t.{col}), "));
-            } else {
-                ref_set.push_str(&format!("{col} = EXCLUDED.{col}, "));
+            match key_col {
+                Some(k) => ref_set.push_str(&format!(
+                    "{col} = CASE WHEN EXCLUDED.{k} IS NOT DISTINCT FROM t.{k} THEN COALESCE(EXCLUDED.{col}, t.{col}) ELSE EXCLUDED.{col} END, "
+                )),
+                None => ref_set.push_str(&format!("{col} = EXCLUDED.{col}, ")),
             }
         };
         match e {
             Entity::OrderLines => {
-                add_ref("order_id", "o.id", format!(" JOIN canonical.orders o ON o.source_system = {src} AND o.source_id = s._parent"), false);
+                add_ref("order_id", "o.id", format!(" JOIN canonical.orders o ON o.source_system = {src} AND o.source_id = s._parent"), None);
                 if cols.iter().any(|c| c == "sku") {
-                    add_ref("product_id", "p.id", format!(" LEFT JOIN canonical.products p ON p.source_system = {src} AND p.source_id = s.sku"), true);
+                    add_ref("product_id", "p.id", format!(" LEFT JOIN canonical.products p ON p.source_system = {src} AND p.source_id = s.sku"), Some("sku"));
                 }
             }
             Entity::Orders if cols.iter().any(|c| c == "customer_source_id") => {
-                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.customer_source_id"), true);
+                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.customer_source_id"), Some("customer_source_id"));
             }
             Entity::Opportunities if cols.iter().any(|c| c == "organization_source_id") => {
-                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.organization_source_id"), true);
+                add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.organization_source_id"), Some("organization_source_id"));
             }
             _ => {}
         }
@@ -566,6 +586,18 @@ async fn load(
             Some(_) => format!("WHERE t.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} >= t.{ver_expr}"),
             None => String::new(),
         };
+        if *e == Entity::OrderLines {
+            // Lines no longer present in an applied order are removed with it, before
+            // the upsert renumbers the remaining ones.
+            tx.execute(
+                "DELETE FROM canonical.order_lines l USING canonical.orders o, cur_orders p
+                 WHERE l.order_id = o.id AND o.source_system = $1 AND o.source_id = p.source_id
+                   AND NOT EXISTS (SELECT 1 FROM stale_orders x WHERE x.source_id = p.source_id)
+                   AND NOT EXISTS (SELECT 1 FROM cur_order_lines c WHERE c.source_id = l.source_id)",
+                &[&source],
+            )
+            .await?;
+        }
         let row = tx
             .query_one(
                 &format!(
@@ -573,7 +605,7 @@ async fn load(
                        INSERT INTO canonical.{t} AS t (source_system, source_id, attributes, ingest_file_id{order_col}{col_list})
                        SELECT $1, s.source_id, s.attributes, $2{order_sel}{sel_list}
                        FROM cur_{t} s {order_join}
-                       WHERE s.source_id NOT IN (SELECT source_id FROM stale_{t})
+                       WHERE NOT EXISTS (SELECT 1 FROM stale_{t} x WHERE x.source_id = s.source_id)
                        ON CONFLICT (source_system, source_id) DO UPDATE SET {set_list}{order_set}attributes = EXCLUDED.attributes, ingest_file_id = EXCLUDED.ingest_file_id
                        {newer}
                        RETURNING t.source_id, (xmax = 0) AS ins
@@ -592,17 +624,6 @@ async fn load(
         report.updated += upd;
         report.stale += (main_staged - main_cur) + stale_db;
         report.unchanged += main_cur.saturating_sub(ins + upd + stale_db);
-        if *e == Entity::OrderLines {
-            // Lines no longer present in an applied order are removed with it.
-            tx.execute(
-                "DELETE FROM canonical.order_lines l USING canonical.orders o, cur_orders p
-                 WHERE l.order_id = o.id AND o.source_system = $1 AND o.source_id = p.source_id
-                   AND p.source_id NOT IN (SELECT source_id FROM stale_orders)
-                   AND NOT EXISTS (SELECT 1 FROM cur_order_lines c WHERE c.source_id = l.source_id)",
-                &[&source],
-            )
-            .await?;
-        }
     }
 
     // Quarantine.

@@ -136,7 +136,9 @@ pub async fn replay(client: &mut Client, mapping: Arc<Mapping>) -> Result<Replay
         max_line_bytes: usize::MAX / 2,
     };
     let load = ingest_with_format(client, mapping, &key, open, None, Some(format)).await?;
-    if matches!(load.status, FileStatus::Loaded | FileStatus::Duplicate) {
+    // Only a load that just happened tells which records failed again; a
+    // duplicate (same mapping, same records as an earlier replay) resolves nothing.
+    if load.status == FileStatus::Loaded {
         let file_id = load.ingest_file_id.unwrap_or_default();
         let tx = client.transaction().await?;
         // Lines that failed again: their new entries are copies of the open originals.
