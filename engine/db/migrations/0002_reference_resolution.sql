@@ -66,3 +66,6 @@ COMMENT ON FUNCTION canonical.normalized_company_name(text) IS 'A company name f
 ALTER TABLE canonical.order_lines
     DROP CONSTRAINT order_lines_order_id_line_number_key,
     ADD CONSTRAINT order_lines_order_id_line_number_key UNIQUE (order_id, line_number) DEFERRABLE INITIALLY DEFERRED;
+
+-- After each load the link refresh reads the organizations that file wrote.
+CREATE INDEX organizations_ingest_file_idx ON canonical.organizations (ingest_file_id);

@@ -156,6 +156,7 @@ pub async fn ingest_with_format(
         open,
         progress,
         format,
+        &sha,
         &mut report,
     )
     .await;
@@ -191,6 +192,20 @@ pub async fn ingest_with_format(
         .await;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Passes bytes through while hashing them.
+struct HashingReader {
+    inner: Box<dyn Read + Send>,
+    hash: Sha256,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn hash_content(open: &Opener) -> Result<(String, u64)> {
@@ -336,9 +351,11 @@ async fn load(
     open: Opener,
     progress: Option<Progress>,
     format: Option<RecordFormat>,
+    claimed_sha: &str,
     report: &mut FileReport,
 ) -> Result<()> {
     let source = mapping.spec.source.clone();
+    let claimed_sha = claimed_sha.to_string();
     let entities = mapping.entities();
     let columns: HashMap<Entity, Vec<String>> =
         entities.iter().map(|e| (*e, mapping.columns(*e))).collect();
@@ -368,7 +385,13 @@ async fn load(
     let m = mapping.clone();
     let cols_for_parser = columns.clone();
     let parser = tokio::task::spawn_blocking(move || -> Result<()> {
-        let reader = open().context("opening the file")?;
+        // The content is hashed again while it is parsed: if it changed since the
+        // ledger claim, what loads would not be what the ledger says was loaded.
+        let reader = HashingReader {
+            inner: open().context("opening the file")?,
+            hash: Sha256::new(),
+        };
+        let mut reader = reader;
         let mut bufs: HashMap<Entity, Vec<u8>> = HashMap::new();
         let mut qbuf: Vec<u8> = Vec::new();
         let mut read = 0u64;
@@ -446,8 +469,16 @@ async fn load(
             }
             Ok(())
         };
-        let result = stream_records(reader, &format, &mut on_item);
+        let result = stream_records(&mut reader, &format, &mut on_item);
         result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Read to the end (trailing bytes after the records) before comparing.
+        std::io::copy(&mut reader, &mut std::io::sink()).context("reading the file")?;
+        let seen = hex::encode(reader.hash.finalize());
+        if seen != claimed_sha {
+            anyhow::bail!(
+                "the file changed while it was being loaded; load it again once it is complete"
+            );
+        }
         for (e, buf) in bufs {
             if !buf.is_empty() {
                 send(Chunk::Rows(e, buf)).map_err(anyhow::Error::msg)?;

@@ -69,14 +69,15 @@ async fn lists_tables_and_views_with_exact_counts() {
     }
 
     let orgs = table(&rows, "organizations");
-    // 9 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
-    // parent, email_domain, vat, segment, name trigram.
-    assert_eq!(orgs["index_count"], json!(9));
+    // 10 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
+    // parent, email_domain, vat, segment, name trigram, ingest file (migration 0002).
+    assert_eq!(orgs["index_count"], json!(10));
     assert_eq!(
         orgs["index_names"],
         json!([
             "organizations_attributes_gin",
             "organizations_email_domain_idx",
+            "organizations_ingest_file_idx",
             "organizations_name_trgm",
             "organizations_parent_idx",
             "organizations_pkey",
