@@ -789,3 +789,60 @@ async fn a_reassigned_order_does_not_keep_its_old_customer() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_stale_record_writes_none_of_its_nested_rows() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-stale-nested-{}", uuid_like()));
+    let shop = dir.join("shop-data");
+    std::fs::create_dir_all(&shop).expect("tmp");
+    std::fs::write(
+        shop.join("new.ndjson"),
+        shop_line(1, 10, "2024-03-01T00:00:00Z", &[("SKU-A", 1)], ""),
+    )
+    .expect("write");
+    let _ = ingest(&db, &[&dir]);
+    std::fs::remove_file(shop.join("new.ndjson")).expect("rm");
+    // An older export of the same order names the buyer differently and has another line.
+    let old = shop_line(
+        1,
+        10,
+        "2024-01-01T00:00:00Z",
+        &[("SKU-A", 1), ("SKU-Z", 1)],
+        "",
+    )
+    .replace("\"last_name\": \"10\"", "\"last_name\": \"Old Name\"");
+    // And a record that lists the same line twice is a data error.
+    let dup = shop_line(2, 11, "2024-01-01T00:00:00Z", &[("SKU-A", 1)], "").replace(
+        r#""line_items": [{"id": 1,"#,
+        r#""line_items": [{"id": 1, "sku": "SKU-A", "title": "T", "quantity": 1, "price": "1.00"}, {"id": 1,"#,
+    );
+    std::fs::write(shop.join("old.ndjson"), format!("{old}\n{dup}\n")).expect("write");
+    let (r, _) = ingest(&db, &[&dir]);
+    assert_eq!(
+        (r[0]["stale"].clone(), r[0]["quarantined"].clone()),
+        (json!(1), json!({"invalid_value": 1})),
+        "{r:?}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT name FROM canonical.organizations WHERE source_id = '10'"
+        )
+        .await,
+        json!("C 10")
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM canonical.products WHERE sku = 'SKU-Z'"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.order_lines").await,
+        json!(1)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -515,8 +515,24 @@ impl Mapping {
                 );
             }
             let parent_key = rows[0].source_id.clone();
+            let mut seen = std::collections::HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 match map_rows(&child.rows, item, Some(obj), Some(&parent_key), Some(i)) {
+                    // The same key twice in one record: order lines must be distinct
+                    // (a data error); reference rows such as products are kept once.
+                    Ok(r) if !seen.insert(r.source_id.clone()) => {
+                        if child.rows.entity == Entity::OrderLines {
+                            return rejected(
+                                name,
+                                "invalid_value",
+                                format!(
+                                    "{}[{i}]: key {} appears twice in the record",
+                                    child.path.join("."),
+                                    r.source_id
+                                ),
+                            );
+                        }
+                    }
                     Ok(r) => rows.push(r),
                     Err(("missing_key", _)) if child.optional => {}
                     Err((reason, message)) => {

@@ -534,40 +534,56 @@ async fn load(
     }
     parsed?;
 
+    // Which records apply: for every entity, the newest main row per key wins
+    // (older in-file copies are stale), and a winner older than the stored row is
+    // stale too. Nested rows follow their record (`_pos`): a stale or superseded
+    // order writes no customer, product or line.
+    let src = quote_literal(&source);
+    tx.batch_execute("CREATE TEMP TABLE applied_pos (_pos bigint PRIMARY KEY) ON COMMIT DROP")
+        .await?;
+    for e in &entities {
+        let t = e.table();
+        let stale_cond = match mapping.version_column(*e) {
+            Some(v) => format!(
+                "SELECT w.source_id FROM win_{t} w JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = w.source_id WHERE c.{v} > w._version"
+            ),
+            None => format!("SELECT source_id FROM win_{t} WHERE false"),
+        };
+        // Temp tables are never auto-analyzed: without statistics the planner
+        // picks nested loops over tens of thousands of rows.
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE win_{t} ON COMMIT DROP AS
+             SELECT DISTINCT ON (source_id) source_id, _pos, _version FROM stg_{t} WHERE _main
+             ORDER BY source_id, _version DESC NULLS LAST, _pos DESC;
+             CREATE UNIQUE INDEX ON win_{t} (source_id);
+             ANALYZE win_{t};
+             CREATE TEMP TABLE stale_{t} ON COMMIT DROP AS {stale_cond};
+             CREATE UNIQUE INDEX ON stale_{t} (source_id);
+             INSERT INTO applied_pos SELECT w._pos FROM win_{t} w
+             WHERE NOT EXISTS (SELECT 1 FROM stale_{t} x WHERE x.source_id = w.source_id)
+             ON CONFLICT DO NOTHING;"
+        ))
+        .await?;
+    }
+    tx.batch_execute("ANALYZE applied_pos").await?;
+
     // Set-based upserts, parents before children.
     for e in &entities {
         let t = e.table();
         let cols = &columns[e];
         let version = mapping.version_column(*e);
         let ver_expr = version.as_deref().unwrap_or("_version");
-        let parent_filter = if *e == Entity::OrderLines {
-            "JOIN cur_orders p ON p.source_id = s._parent AND p._pos = s._pos WHERE NOT EXISTS (SELECT 1 FROM stale_orders x WHERE x.source_id = p.source_id)"
-        } else {
-            ""
-        };
-        // Temp tables are never auto-analyzed: without statistics the planner
-        // picks nested loops over tens of thousands of rows.
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE cur_{t} ON COMMIT DROP AS
-             SELECT DISTINCT ON (s.source_id) s.* FROM stg_{t} s {parent_filter}
+             SELECT DISTINCT ON (s.source_id) s.* FROM stg_{t} s
+             WHERE (s._main AND EXISTS (SELECT 1 FROM win_{t} w WHERE w.source_id = s.source_id AND w._pos = s._pos))
+                OR (NOT s._main AND EXISTS (SELECT 1 FROM applied_pos a WHERE a._pos = s._pos))
              ORDER BY s.source_id, s._version DESC NULLS LAST, s._pos DESC;
              CREATE UNIQUE INDEX ON cur_{t} (source_id);
              ANALYZE cur_{t};"
         ))
         .await?;
-        let stale_db = if let Some(v) = &version {
-            tx.batch_execute(&format!(
-                "CREATE TEMP TABLE stale_{t} ON COMMIT DROP AS
-                 SELECT s.source_id FROM cur_{t} s JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = s.source_id
-                 WHERE c.{v} > s._version",
-                src = quote_literal(&source)
-            ))
-            .await?;
-            count(&tx, &format!("SELECT count(*) FROM stale_{t} x JOIN cur_{t} s USING (source_id) WHERE s._main")).await?
-        } else {
-            tx.batch_execute(&format!("CREATE TEMP TABLE stale_{t} ON COMMIT DROP AS SELECT source_id FROM cur_{t} WHERE false")).await?;
-            0
-        };
+        let stale_db = count(&tx, &format!("SELECT count(*) FROM stale_{t}")).await?;
         let main_staged = count(&tx, &format!("SELECT count(*) FROM stg_{t} WHERE _main")).await?;
         let main_cur = count(&tx, &format!("SELECT count(*) FROM cur_{t} WHERE _main")).await?;
         let col_list = cols.iter().map(|c| format!(", {c}")).collect::<String>();
