@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: PostgreSQL up, quarry built, schema migrated, demo data loaded,
-# a few operations run and printed. Safe to run again (it reloads the demo data).
+# The main job: PostgreSQL up, quarry built, schema migrated, demo exports of
+# the three sources generated and ingested, a few operations printed, and the
+# REST API served on 127.0.0.1:8080 with curl examples. Safe to run again (the
+# demo files are then duplicates). QUICKSTART_NO_SERVE=1 stops before serving.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -10,14 +12,22 @@ log "building quarry (release)"
 cargo build --release -q -p quarry-cli
 log "migrating, generating and ingesting demo exports, running operations"
 ./target/release/quarry demo
-cat <<'MSG'
+listen="${QUARRY_LISTEN:-127.0.0.1:8080}"
+cat <<MSG
 
-Next steps (DATABASE_URL is in .quarry/env if the script generated one):
-  ./target/release/quarry operations
-  ./target/release/quarry quarantine list
-  ./target/release/quarry ingest .quarry/demo-data-1          # again: all duplicates
-  ./target/release/quarry query customer_analysis -p group_by=tier -p level=segment
+The API is starting on http://$listen (Ctrl-C stops it). In another terminal:
+  curl http://$listen/health
+  curl "http://$listen/analytics?operation=database_info"
+  curl "http://$listen/analytics?operation=customer_analysis"
+  curl -X POST http://$listen/analytics -H "Content-Type: application/json" \\
+       -d '{"operation": "customer_analysis", "parameters": {"metric": "lifetime_value", "group_by": "industry"}}'
+  curl -X POST http://$listen/analytics -H "Content-Type: application/json" -d '{"operation": "invalid_operation"}'
+  curl http://$listen/operations
+
+The command line works on the same database (settings in .quarry/env if generated):
   ./target/release/quarry query revenue_analysis -p view=customers --max-rows 10
-  ./target/release/quarry query multi_dimensional_analytics -p timeframe="3 months" -f json
-  ./target/release/quarry check queries/
+  ./target/release/quarry quarantine list
+  ./target/release/quarry ingest .quarry/demo-data-1      # again: all duplicates
 MSG
+if [ "${QUICKSTART_NO_SERVE:-}" = "1" ]; then exit 0; fi
+exec ./target/release/quarry serve --listen "$listen"

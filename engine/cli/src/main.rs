@@ -89,6 +89,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the REST API (health, operations catalog, analytics by name) after
+    /// applying migrations. Without API keys only a loopback address is allowed.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Also watch this inbox folder and ingest what lands there.
+        #[arg(long)]
+        inbox: Option<PathBuf>,
+        /// Allow operations that run caller-supplied SQL (custom_complex_query).
+        #[arg(long, env = "QUARRY_ALLOW_CUSTOM_SQL")]
+        allow_custom_sql: bool,
+    },
     /// Watch an inbox folder laid out like the bucket and ingest each file that
     /// lands there once; processed files move to --done or --failed.
     Watch {
@@ -376,6 +389,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve {
+            listen,
+            inbox,
+            allow_custom_sql,
+        } => {
+            serve(
+                &cli.database_url,
+                &cli.queries,
+                &cli.mappings,
+                &listen,
+                inbox,
+                allow_custom_sql,
+            )
+            .await
+        }
         Command::Watch {
             inbox,
             done,
@@ -482,6 +510,70 @@ async fn quarantine(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    database_url: &str,
+    queries: &std::path::Path,
+    mappings: &std::path::Path,
+    listen: &str,
+    inbox: Option<PathBuf>,
+    allow_custom_sql: bool,
+) -> Result<ExitCode> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
+    if !addr.ip().is_loopback() {
+        bail!("refusing to listen on {addr}: this server has no API keys yet, so it only serves loopback (127.0.0.1 or [::1])");
+    }
+    let mut client = quarry_db::connect(database_url).await?;
+    quarry_db::migrate(&mut client).await?;
+    drop(client);
+    let packs = load_packs(queries)?;
+    let config = quarry_api::ApiConfig {
+        database_url: database_url.to_string(),
+        allow_custom_sql,
+        pool_size: 8,
+    };
+    let state = std::sync::Arc::new(quarry_api::AppState::new(packs, config)?);
+    if let Some(inbox) = inbox {
+        let parent = inbox
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let (url, mappings) = (database_url.to_string(), mappings.to_path_buf());
+        tokio::spawn(async move {
+            let done = parent.join("done");
+            let failed = parent.join("failed");
+            if let Err(e) = ingest::watch(
+                &url,
+                &mappings,
+                &inbox,
+                &done,
+                &failed,
+                std::time::Duration::from_secs(2),
+                false,
+            )
+            .await
+            {
+                tracing::error!(error = %format!("{e:#}"), "the inbox watcher stopped");
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("quarry listening on http://{local}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    tracing::warn!("no API keys are configured: read access is open to this loopback address");
+    axum_serve(listener, quarry_api::router(state)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: quarry_api::Router) -> Result<()> {
+    quarry_api::serve(listener, router).await
 }
 
 /// True when the user pointed at a database explicitly.

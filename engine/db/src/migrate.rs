@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "reference_resolution",
         include_str!("../migrations/0002_reference_resolution.sql"),
     ),
+    (
+        3,
+        "result_cache",
+        include_str!("../migrations/0003_result_cache.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");

@@ -1,0 +1,139 @@
+//! One error type for every failure, rendered as `application/problem+json`
+//! (RFC 9457). Callers never see internal error text.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quarry_core::params::ParamError;
+use serde::Serialize;
+
+/// An API error.
+#[derive(Debug)]
+pub enum ApiError {
+    UnknownOperation {
+        name: String,
+        known: Vec<String>,
+    },
+    MalformedBody(String),
+    InvalidParameters(Vec<ParamError>),
+    QueryTooLong(usize),
+    Forbidden(String),
+    Timeout,
+    DatabaseUnavailable,
+    /// A database error caused by the caller's own SQL (custom_complex_query).
+    Sql {
+        sqlstate: String,
+        message: String,
+    },
+    NotFound(String),
+    /// Anything else: logged with the request id, shown as a generic 500.
+    Internal(anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ParamError>,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        use ApiError::*;
+        match self {
+            UnknownOperation { name, known } => (
+                StatusCode::BAD_REQUEST,
+                "unknown-operation",
+                "Unknown operation",
+                format!("there is no operation `{name}`; GET /operations lists them: {}", known.join(", ")),
+            ),
+            MalformedBody(m) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request", m.clone()),
+            InvalidParameters(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-parameters",
+                "Invalid parameters",
+                "one or more parameters are missing or invalid; see `errors`, and GET /operations/{name} for what each accepts".into(),
+            ),
+            QueryTooLong(n) => (
+                StatusCode::URI_TOO_LONG,
+                "query-too-long",
+                "Query string too long",
+                format!("the query string has more than {n} bytes; send parameters with POST /analytics instead"),
+            ),
+            Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", m.clone()),
+            Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "query-timeout",
+                "Query timed out",
+                "the operation ran past its statement timeout; narrow the parameters or submit it as a job".into(),
+            ),
+            DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+                "the database cannot be reached right now; retry shortly".into(),
+            ),
+            Sql { sqlstate, message } => (
+                StatusCode::BAD_REQUEST,
+                "sql-error",
+                "SQL error",
+                format!("the database rejected the query: {message} (SQLSTATE {sqlstate})"),
+            ),
+            NotFound(m) => (StatusCode::NOT_FOUND, "not-found", "Not found", m.clone()),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+                "the server failed to answer; the error is logged with this request's id (x-request-id)".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = %format!("{e:#}"), "internal error");
+        }
+        let (status, slug, title, detail) = self.parts();
+        let errors = match self {
+            ApiError::InvalidParameters(e) => e,
+            _ => Vec::new(),
+        };
+        let body = Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+impl From<quarry_db::RunError> for ApiError {
+    fn from(e: quarry_db::RunError) -> Self {
+        use quarry_db::{QueryError, RunError};
+        match e {
+            RunError::Params(p) => ApiError::InvalidParameters(p),
+            RunError::CustomSqlDisabled(name) => ApiError::Forbidden(format!(
+                "operation `{name}` runs caller-supplied SQL and is disabled on this server"
+            )),
+            RunError::Render(m) => ApiError::Internal(anyhow::anyhow!("render: {m}")),
+            RunError::Query(QueryError::Timeout(_)) => ApiError::Timeout,
+            RunError::Query(QueryError::Unavailable(_)) => ApiError::DatabaseUnavailable,
+            RunError::Query(QueryError::Sql {
+                sqlstate, message, ..
+            }) => ApiError::Sql { sqlstate, message },
+            RunError::Query(e @ QueryError::UnsupportedType { .. }) => ApiError::Internal(e.into()),
+        }
+    }
+}
