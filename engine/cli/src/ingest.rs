@@ -77,6 +77,19 @@ fn collect(paths: &[PathBuf], mappings: &[Arc<Mapping>]) -> Result<(Vec<Job>, Ve
     Ok((jobs, skipped))
 }
 
+/// Loads and checks every mapping; any problem is an error listing all of them.
+pub fn load_mappings(dir: &Path) -> Result<Vec<Arc<Mapping>>> {
+    let mappings = quarry_core::files::load_mappings(dir).map_err(|d| {
+        let list: Vec<String> = d.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "the mappings have problems (run `quarry check {}`):\n{}",
+            dir.display(),
+            list.join("\n")
+        )
+    })?;
+    Ok(mappings.into_iter().map(Arc::new).collect())
+}
+
 pub async fn run(
     database_url: &str,
     mappings_dir: &Path,
@@ -84,17 +97,7 @@ pub async fn run(
     source: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
-    let mappings = quarry_core::files::load_mappings(mappings_dir).map_err(|d| {
-        anyhow::anyhow!(
-            "the mappings have problems (run `quarry check {}`):\n{}",
-            mappings_dir.display(),
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let mappings: Vec<Arc<Mapping>> = mappings.into_iter().map(Arc::new).collect();
+    let mappings = load_mappings(mappings_dir)?;
     if let Some(s) = source {
         if !mappings.iter().any(|m| m.spec.source == s) {
             bail!(
@@ -217,16 +220,7 @@ pub async fn watch(
     interval: std::time::Duration,
     once: bool,
 ) -> Result<ExitCode> {
-    let mappings = quarry_core::files::load_mappings(mappings_dir).map_err(|d| {
-        anyhow::anyhow!(
-            "the mappings have problems:\n{}",
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let mappings: Vec<Arc<Mapping>> = mappings.into_iter().map(Arc::new).collect();
+    let mappings = load_mappings(mappings_dir)?;
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?).await?;
     tracing::info!(inbox = %inbox.display(), "watching for files");
     loop {

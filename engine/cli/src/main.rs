@@ -493,12 +493,11 @@ async fn quarantine(
             None => bail!("no quarantined record {id}; see `quarry quarantine list`"),
         },
         QuarantineAction::Replay { source } => {
-            let all = quarry_core::files::load_mappings(mappings)
-                .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
+            let all = ingest::load_mappings(mappings)?;
             let Some(mapping) = all.into_iter().find(|m| m.spec.source == source) else {
                 bail!("no mapping for source `{source}` in {}", mappings.display());
             };
-            let r = q::replay(&mut client, std::sync::Arc::new(mapping)).await?;
+            let r = q::replay(&mut client, mapping).await?;
             println!(
                 "replayed {} record(s) of {}: {} resolved, {} still quarantined",
                 r.replayed, r.source, r.resolved, r.still_quarantined

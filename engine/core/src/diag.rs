@@ -49,6 +49,63 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// Checks a definition file's schema header and parses its YAML into `T`,
+/// pushing file:line diagnostics. `what` names the kind of file in messages
+/// ("pack definition", "mapping"); `schema` is its JSON Schema file name.
+pub fn parse_definition<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    what: &str,
+    schema: &str,
+    d: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    if !text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .starts_with(crate::loader::SCHEMA_HEADER_PREFIX)
+    {
+        d.push(
+            Diagnostic::new(
+                file,
+                (1, 1),
+                "the first line must name the JSON Schema for editors",
+            )
+            .help(format!(
+                "start the file with `# yaml-language-server: $schema=../schemas/{schema}`"
+            )),
+        );
+    }
+    match serde_yaml::from_str(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let msg = e.to_string();
+            let msg = msg
+                .rfind(" at line ")
+                .map_or(msg.clone(), |i| msg[..i].to_string());
+            d.push(
+                Diagnostic::new(file, pos, format!("invalid {what}: {msg}")).help(format!(
+                    "compare with schemas/{schema}; `quarry schema` regenerates it"
+                )),
+            );
+            None
+        }
+    }
+}
+
+/// Names of operations, sources and parameters: lower case letters, digits and
+/// underscores, starting with a letter, at most 63 characters.
+pub fn is_valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
 /// Finds the line and column of a key path (`["parameters", "group_by", "default"]`)
 /// in a block-style YAML document. Falls back to the deepest key found, then to 1:1.
 pub fn yaml_key_position(text: &str, path: &[&str]) -> (usize, usize) {

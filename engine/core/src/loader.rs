@@ -9,7 +9,10 @@ use indexmap::IndexMap;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
-use crate::diag::{template_var_position, word_position, yaml_key_position, Diagnostic};
+use crate::diag::{
+    is_valid_name, parse_definition, template_var_position, word_position, yaml_key_position,
+    Diagnostic,
+};
 use crate::pack::{PackSpec, ParamType};
 use crate::params::{self, anchored, InputStyle, ResolvedParams};
 use crate::render::{is_plain_identifier, PackTemplate, RenderedQuery};
@@ -130,53 +133,23 @@ pub fn build_pack_set(sources: &[PackSource]) -> Result<PackSet, Vec<Diagnostic>
     }
 }
 
-fn name_re() -> Regex {
-    Regex::new(r"^[a-z][a-z0-9_]{0,62}$").unwrap_or_else(|_| unreachable!())
-}
-
 /// Checks one pack offline. Returns the pack when it has no problems.
 pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
     let yf = src.yaml_file.as_str();
     let y = src.yaml_text.as_str();
     let mut d = Vec::new();
-
-    if !y
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .starts_with(SCHEMA_HEADER_PREFIX)
-    {
-        d.push(
-            Diagnostic::new(yf, (1, 1), "the first line must name the JSON Schema for editors")
-                .help("start the file with `# yaml-language-server: $schema=../schemas/query-pack.schema.json`"),
-        );
-    }
-    let spec: PackSpec =
-        match serde_yaml::from_str(y) {
-            Ok(s) => s,
-            Err(e) => {
-                let pos = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((1, 1));
-                let msg = e.to_string();
-                let msg = match msg.rfind(" at line ") {
-                    Some(i) => msg[..i].to_string(),
-                    None => msg,
-                };
-                d.push(Diagnostic::new(yf, pos, format!("invalid pack definition: {msg}")).help(
-                "compare with schemas/query-pack.schema.json; `quarry schema` regenerates it",
-            ));
-                return (None, d);
-            }
-        };
+    let Some(spec) =
+        parse_definition::<PackSpec>(yf, y, "pack definition", "query-pack.schema.json", &mut d)
+    else {
+        return (None, d);
+    };
     let at = |path: &[&str]| yaml_key_position(y, path);
 
     let stem = std::path::Path::new(yf)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
-    if !name_re().is_match(&spec.name) {
+    if !is_valid_name(&spec.name) {
         d.push(
             Diagnostic::new(
                 yf,
@@ -249,7 +222,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
     let mut sql_params = 0;
     for (name, p) in &spec.parameters {
         let ppos = at(&["parameters", name]);
-        if !name_re().is_match(name) || crate::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
+        if !is_valid_name(name) || crate::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
             d.push(Diagnostic::new(yf, ppos, format!("parameter name `{name}` is not valid"))
                 .help("use lower case letters, digits and underscores; `ident`, `sql`, `range` and `loop` are reserved"));
         }

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canonical::{ColType, Entity};
-use crate::diag::{yaml_key_position, Diagnostic};
-use crate::loader::SCHEMA_HEADER_PREFIX;
+use crate::diag::{is_valid_name, parse_definition, yaml_key_position, Diagnostic};
 use crate::stream::RecordFormat;
 use crate::transform::{apply, Transform};
 
@@ -942,43 +941,17 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
     let f = src.file.as_str();
     let y = src.text.as_str();
     let mut d = Vec::new();
-    if !y
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .starts_with(SCHEMA_HEADER_PREFIX)
-    {
-        d.push(Diagnostic::new(f, (1, 1), "the first line must name the JSON Schema for editors")
-            .help("start the file with `# yaml-language-server: $schema=../schemas/mapping.schema.json`"));
-    }
-    let spec: MappingSpec = match serde_yaml::from_str(y) {
-        Ok(s) => s,
-        Err(e) => {
-            let pos = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let msg = e.to_string();
-            let msg = msg
-                .rfind(" at line ")
-                .map_or(msg.clone(), |i| msg[..i].to_string());
-            d.push(
-                Diagnostic::new(f, pos, format!("invalid mapping: {msg}")).help(
-                    "compare with schemas/mapping.schema.json; `quarry schema` regenerates it",
-                ),
-            );
-            return (None, d);
-        }
+    let Some(spec) =
+        parse_definition::<MappingSpec>(f, y, "mapping", "mapping.schema.json", &mut d)
+    else {
+        return (None, d);
     };
     let at = |path: &[&str]| yaml_key_position(y, path);
     let stem = std::path::Path::new(f)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
-    let name_ok = Regex::new(r"^[a-z][a-z0-9_]{0,62}$")
-        .map(|r| r.is_match(&spec.source))
-        .unwrap_or(false);
-    if !name_ok {
+    if !is_valid_name(&spec.source) {
         d.push(
             Diagnostic::new(
                 f,
