@@ -25,6 +25,16 @@ pub enum ApiError {
         message: String,
     },
     NotFound(String),
+    /// No or an invalid credential (401).
+    Unauthorized(String),
+    /// Too many requests for this key (429).
+    RateLimited { retry_after_secs: u64 },
+    /// The resource exists but is not in a state that allows this (409).
+    Conflict { detail: String, retry_after_secs: Option<u64> },
+    /// The path exists but not with this method (405).
+    MethodNotAllowed,
+    /// A result link that is invalid or expired (403).
+    LinkExpired,
     /// Anything else: logged with the request id, shown as a generic 500.
     Internal(anyhow::Error),
 }
@@ -36,8 +46,15 @@ struct Problem {
     title: &'static str,
     status: u16,
     detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<ParamError>,
+}
+
+tokio::task_local! {
+    /// The current request's id, so that every problem names its `instance`.
+    pub static REQUEST_ID: String;
 }
 
 impl ApiError {
@@ -83,6 +100,26 @@ impl ApiError {
                 format!("the database rejected the query: {message} (SQLSTATE {sqlstate})"),
             ),
             NotFound(m) => (StatusCode::NOT_FOUND, "not-found", "Not found", m.clone()),
+            Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", m.clone()),
+            RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("this key has used its request rate; retry after {retry_after_secs} s"),
+            ),
+            Conflict { detail, .. } => (StatusCode::CONFLICT, "conflict", "Conflict", detail.clone()),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this path does not accept that method; GET /openapi.json lists the methods of every path".into(),
+            ),
+            LinkExpired => (
+                StatusCode::FORBIDDEN,
+                "link-expired",
+                "Link invalid or expired",
+                "this result link is invalid or has expired; GET /analytics/jobs/{id}/result again for a fresh one".into(),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal-error",
@@ -99,6 +136,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %format!("{e:#}"), "internal error");
         }
         let (status, slug, title, detail) = self.parts();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Conflict {
+                retry_after_secs, ..
+            } => *retry_after_secs,
+            ApiError::DatabaseUnavailable => Some(2),
+            _ => None,
+        };
+        let unauthorized = matches!(self, ApiError::Unauthorized(_));
         let errors = match self {
             ApiError::InvalidParameters(e) => e,
             _ => Vec::new(),
@@ -108,13 +154,28 @@ impl IntoResponse for ApiError {
             title,
             status: status.as_u16(),
             detail,
+            instance: REQUEST_ID
+                .try_with(|id| format!("urn:quarry:request:{id}"))
+                .ok(),
             errors,
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        resp.headers_mut().insert(
+        let h = resp.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(s) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if unauthorized {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"quarry\""),
+            );
+        }
         resp
     }
 }

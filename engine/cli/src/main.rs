@@ -50,6 +50,47 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand, Debug)]
+enum KeysAction {
+    /// Create a key and print it (only now; it is stored as a sha256 hash).
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// A scope the key has: read (light operations, catalog, metrics), jobs (submit
+        /// and read jobs), admin (custom SQL, every job). Repeat for several.
+        #[arg(long = "scope", value_parser = ["read", "jobs", "admin"], required = true)]
+        scopes: Vec<String>,
+        /// Requests per second for this key (default: api.rate_limit_per_second).
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id; servers stop accepting it within auth.refresh_seconds.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration (defaults, file, environment) as TOML-like JSON.
+    Show {
+        #[arg(long, env = "QUARRY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Write the configuration reference (every setting with its default).
+    Docs {
+        #[arg(long, default_value = "docs/configuration.md")]
+        out: PathBuf,
+        /// Fail if the file is not up to date instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -93,14 +134,29 @@ enum Command {
     /// applying migrations. Without API keys only a loopback address is allowed.
     Serve {
         /// Address to listen on (port 0 picks a free port; the address is printed).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
+        /// Default: `listen` of the configuration (127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
         /// Also watch this inbox folder and ingest what lands there.
         #[arg(long)]
         inbox: Option<PathBuf>,
-        /// Allow operations that run caller-supplied SQL (custom_complex_query).
-        #[arg(long, env = "QUARRY_ALLOW_CUSTOM_SQL")]
+        /// Allow operations that run caller-supplied SQL (custom_complex_query; they
+        /// also need an admin key). Same as `allow_custom_sql = true`.
+        #[arg(long)]
         allow_custom_sql: bool,
+        /// Configuration file (TOML); see docs/configuration.md.
+        #[arg(long, env = "QUARRY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage API keys (stored hashed; the key is shown once, at creation).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Show the effective configuration, or write its reference documentation.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Watch an inbox folder laid out like the bucket and ingest each file that
     /// lands there once; processed files move to --done or --failed.
@@ -393,17 +449,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             inbox,
             allow_custom_sql,
+            config,
         } => {
-            serve(
-                &cli.database_url,
-                &cli.queries,
-                &cli.mappings,
-                &listen,
-                inbox,
-                allow_custom_sql,
-            )
-            .await
+            let mut cfg = quarry_api::Config::load(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if inbox.is_some() {
+                cfg.inbox = inbox;
+            }
+            if allow_custom_sql {
+                cfg.allow_custom_sql = true;
+            }
+            // The global flags (or their QUARRY_*_DIR variables) win over the file
+            // unless they are at their defaults.
+            if cli.queries != std::path::Path::new("queries") {
+                cfg.queries_dir = cli.queries.clone();
+            }
+            if cli.mappings != std::path::Path::new("mappings") {
+                cfg.mappings_dir = cli.mappings.clone();
+            }
+            serve(&cli.database_url, cfg).await
         }
+        Command::Keys { action } => keys(&cli.database_url, action).await,
+        Command::Config { action } => match action {
+            ConfigAction::Show { config } => {
+                let cfg = quarry_api::Config::load(config.as_deref())?;
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigAction::Docs { out, check } => write_or_check(
+                &out,
+                &quarry_api::config::reference_markdown(),
+                check,
+                "quarry config docs",
+            ),
+        },
         Command::Watch {
             inbox,
             done,
@@ -511,36 +592,36 @@ async fn quarantine(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(
-    database_url: &str,
-    queries: &std::path::Path,
-    mappings: &std::path::Path,
-    listen: &str,
-    inbox: Option<PathBuf>,
-    allow_custom_sql: bool,
-) -> Result<ExitCode> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
-    if !addr.ip().is_loopback() {
-        bail!("refusing to listen on {addr}: this server has no API keys yet, so it only serves loopback (127.0.0.1 or [::1])");
-    }
+async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> {
+    let addr: std::net::SocketAddr = cfg.listen.parse().with_context(|| {
+        format!(
+            "listen address {:?} is not an address such as 127.0.0.1:8080",
+            cfg.listen
+        )
+    })?;
     let mut client = quarry_db::connect(database_url).await?;
     quarry_db::migrate(&mut client).await?;
+    let key_count = quarry_db::store::list_keys(&client)
+        .await?
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .count();
     drop(client);
-    let packs = load_packs(queries)?;
-    let config = quarry_api::ApiConfig {
-        database_url: database_url.to_string(),
-        allow_custom_sql,
-        pool_size: 8,
-    };
-    let state = std::sync::Arc::new(quarry_api::AppState::new(packs, config)?);
+    let loopback = addr.ip().is_loopback();
+    if !loopback && key_count == 0 {
+        bail!("refusing to listen on {addr}: no API keys exist, so the API would be open to the network. Create one with `quarry keys create --name NAME --scope read`, or listen on 127.0.0.1");
+    }
+    let packs = load_packs(&cfg.queries_dir)?;
+    let inbox = cfg.inbox.clone();
+    let mappings = cfg.mappings_dir.clone();
+    let mut local = quarry_api::local::Local::build(cfg, database_url, packs, loopback).await?;
+    local.start_background()?;
     if let Some(inbox) = inbox {
         let parent = inbox
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        let (url, mappings) = (database_url.to_string(), mappings.to_path_buf());
+        let url = database_url.to_string();
         tokio::spawn(async move {
             let done = parent.join("done");
             let failed = parent.join("failed");
@@ -562,12 +643,60 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    println!("quarry listening on http://{local}");
+    let bound = listener.local_addr()?;
+    println!("quarry listening on http://{bound}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    tracing::warn!("no API keys are configured: read access is open to this loopback address");
-    axum_serve(listener, quarry_api::router(state)).await?;
+    if local.state.auth.is_open() {
+        tracing::warn!("no API keys exist: read and jobs access is open to this loopback address (admin stays closed); create keys with `quarry keys create` to require them");
+    }
+    axum_serve(listener, quarry_api::router(local.state.clone())).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(database_url: &str, action: KeysAction) -> Result<ExitCode> {
+    use quarry_db::store::{self, Scope};
+    let mut client = quarry_db::connect(database_url).await?;
+    quarry_db::migrate(&mut client).await?;
+    match action {
+        KeysAction::Create { name, scopes, rate } => {
+            let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+            let mut random = [0u8; 38];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+            let (id, key) = store::create_key(&client, &name, &scopes, rate, random).await?;
+            eprintln!("created key {id} ({name}); store it now, it is not shown again:");
+            println!("{key}");
+        }
+        KeysAction::List { json } => {
+            let keys = store::list_keys(&client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                t.set_header(["id", "name", "scopes", "rate/s", "created", "revoked"]);
+                for k in keys {
+                    t.add_row([
+                        k.id,
+                        k.name,
+                        k.scopes.join(","),
+                        k.rate_per_second.map(|r| r.to_string()).unwrap_or_default(),
+                        k.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                        k.revoked_at
+                            .map(|r| r.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        KeysAction::Revoke { id } => {
+            if !store::revoke_key(&client, &id).await? {
+                bail!("no active key has id {id}; `quarry keys list` shows them");
+            }
+            eprintln!("revoked key {id}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

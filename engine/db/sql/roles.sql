@@ -10,4 +10,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA canonical TO quarry
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA quarry TO quarry_writer;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA canonical TO quarry_writer;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA quarry TO quarry_writer;
+-- Keys are created and revoked by the owner (quarry keys ...); the server only reads them.
+REVOKE INSERT, UPDATE, DELETE ON quarry.api_keys FROM quarry_writer;
 REVOKE CREATE ON SCHEMA public FROM quarry_reader, quarry_writer;

@@ -10,6 +10,8 @@ pub mod ingest;
 pub mod migrate;
 pub mod ops;
 pub mod quarantine;
+pub mod store;
+pub mod version;
 
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};

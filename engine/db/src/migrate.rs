@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "result_cache",
         include_str!("../migrations/0003_result_cache.sql"),
     ),
+    (
+        4,
+        "jobs_and_keys",
+        include_str!("../migrations/0004_jobs_and_keys.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");

@@ -1,0 +1,395 @@
+//! `GET/POST /analytics`: validate, answer from the cache, run light operations
+//! at once, and turn heavy ones into jobs (202).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use quarry_core::jobs::ResultFormat;
+use quarry_core::pack::CostClass;
+use quarry_core::params::InputStyle;
+use quarry_core::ports::CachedValue;
+use quarry_core::Pack;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Principal, Scope};
+use crate::{jobs, ApiError, AppState};
+
+/// Body of `POST /analytics` and `POST /analytics/jobs`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsRequest {
+    /// The operation's name (see GET /operations).
+    pub operation: String,
+    /// The operation's parameters; omitted ones take their defaults.
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    /// Format of a stored job result (jobs only; default json).
+    #[serde(default)]
+    pub format: Option<ResultFormat>,
+}
+
+/// Why running an operation failed.
+pub enum ExecError {
+    /// No connection could be had.
+    Pool,
+    Run(quarry_db::RunError),
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Pool => ApiError::DatabaseUnavailable,
+            ExecError::Run(e) => e.into(),
+        }
+    }
+}
+
+/// Runs `pack` as the reader with `timeout` (never above the pack's own) and
+/// returns the answer body and the data version it was read at. The version is
+/// read before the query, so an answer is never labelled newer than its data.
+pub async fn execute(
+    st: &AppState,
+    pack: &Pack,
+    input: &Map<String, Value>,
+    style: InputStyle,
+    timeout: Option<Duration>,
+) -> Result<(Value, i64), ExecError> {
+    let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
+    let data_version: i64 = reader
+        .query_one("SELECT version FROM canonical.data_version", &[])
+        .await
+        .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
+        .get(0);
+    let client: &mut tokio_postgres::Client = &mut reader;
+    let result = quarry_db::execute_pack(
+        client,
+        pack,
+        input,
+        style,
+        quarry_db::CallOptions {
+            allow_raw_sql: st.config.allow_custom_sql,
+            timeout,
+            ..Default::default()
+        },
+    )
+    .await;
+    if pack.spec.raw_sql {
+        // Caller SQL may have changed session settings: never hand the connection on as it is.
+        if client.batch_execute("DISCARD ALL").await.is_err() {
+            let _ = deadpool_postgres::Object::take(reader);
+        }
+    }
+    let (resolved, out) = result.map_err(ExecError::Run)?;
+    metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
+        .record(out.elapsed_ms as f64 / 1000.0);
+    let body = json!({
+        "operation": pack.spec.name,
+        "version": pack.spec.version,
+        "parameters": resolved.0.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<Map<String, Value>>(),
+        "data_version": data_version,
+        "columns": out.columns,
+        "row_count": out.rows.len(),
+        "truncated": out.truncated,
+        "elapsed_ms": out.elapsed_ms,
+        "rows": out.row_objects(),
+    });
+    Ok((body, data_version))
+}
+
+pub async fn analytics_get(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = q.unwrap_or_default();
+    let max = st.config.api.max_query_bytes;
+    if q.len() > max {
+        return Err(ApiError::QueryTooLong(max));
+    }
+    let mut op = None;
+    let mut params = Map::new();
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        if k == "operation" {
+            op = Some(v.into_owned());
+        } else if params.insert(k.to_string(), Value::String(v.into_owned())).is_some() {
+            return Err(ApiError::MalformedBody(format!(
+                "the query parameter `{k}` is given twice; give it once"
+            )));
+        }
+    }
+    let op = op.ok_or_else(|| {
+        ApiError::MalformedBody(
+            "the `operation` query parameter is missing, e.g. /analytics?operation=database_info"
+                .into(),
+        )
+    })?;
+    run(&st, &who, &headers, &op, &params, InputStyle::Text).await
+}
+
+pub async fn analytics_post(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = parse_body(&headers, &body)?;
+    if req.format.is_some() {
+        return Err(ApiError::MalformedBody(
+            "`format` applies to jobs only; submit with POST /analytics/jobs".into(),
+        ));
+    }
+    run(
+        &st,
+        &who,
+        &headers,
+        &req.operation,
+        &req.parameters,
+        InputStyle::Json,
+    )
+    .await
+}
+
+/// Parses a JSON request body, naming what is wrong.
+pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") && !mime.ends_with("+json") {
+            return Err(ApiError::MalformedBody(format!(
+                "the body must be JSON (Content-Type: application/json), not {mime}"
+            )));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::MalformedBody(format!(
+            "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
+        ))
+    })
+}
+
+/// Finds the pack and checks the caller may run it.
+pub fn authorize(
+    st: &AppState,
+    who: &Principal,
+    op: &str,
+) -> Result<Arc<Pack>, ApiError> {
+    let packs = st.packs();
+    let pack = packs.get(op).cloned().ok_or_else(|| ApiError::UnknownOperation {
+        name: op.chars().take(80).collect(),
+        known: packs.names().iter().map(|s| s.to_string()).collect(),
+    })?;
+    if pack.spec.raw_sql {
+        if !st.config.allow_custom_sql {
+            return Err(quarry_db::RunError::CustomSqlDisabled(pack.spec.name.clone()).into());
+        }
+        who.require(Scope::Admin, &format!("operation `{op}` (caller-supplied SQL)"))?;
+    }
+    Ok(pack)
+}
+
+/// Validates, answers from the cache, runs or submits the operation.
+async fn run(
+    st: &Arc<AppState>,
+    who: &Principal,
+    headers: &HeaderMap,
+    op: &str,
+    input: &Map<String, Value>,
+    style: InputStyle,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Read, "running an operation")?;
+    let pack = authorize(st, who, op)?;
+    let params = pack
+        .resolve(input, style)
+        .map_err(ApiError::InvalidParameters)?;
+    let ttl = pack.spec.cache_ttl_seconds;
+    if ttl > 0 {
+        let version = st.current_data_version().await?;
+        let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
+        let etag = format!("\"{k}\"");
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        {
+            metrics::counter!("quarry_cache_requests_total", "result" => "not_modified").increment(1);
+            return Ok(with_cache_headers(
+                StatusCode::NOT_MODIFIED.into_response(),
+                Some(&etag),
+                &pack,
+                "hit",
+            ));
+        }
+        if let Some(body) = cached(st, &k).await {
+            metrics::counter!("quarry_cache_requests_total", "result" => "hit").increment(1);
+            return Ok(with_cache_headers(
+                json_bytes(body),
+                Some(&etag),
+                &pack,
+                "hit",
+            ));
+        }
+        metrics::counter!("quarry_cache_requests_total", "result" => "miss").increment(1);
+    }
+    if pack.spec.cost == CostClass::Heavy {
+        who.require(
+            Scope::Jobs,
+            &format!("operation `{op}` is heavy and runs as a job, which"),
+        )?;
+        let job = jobs::submit_job(st, who, &pack, input, style, ResultFormat::Json).await?;
+        return Ok(jobs::accepted(&job, true));
+    }
+    let timeout = Duration::from_secs(u64::from(
+        st.config
+            .api
+            .sync_timeout_seconds
+            .min(pack.spec.timeout_seconds),
+    ));
+    let (body, version) = match tokio::time::timeout(
+        timeout + Duration::from_secs(2),
+        execute(st, &pack, input, style, Some(timeout)),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(|e| sql_error_for(&pack, e))?,
+        Err(_) => return Err(ApiError::Timeout),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?);
+    let etag = if ttl > 0 {
+        // Key by the version the answer was read at (it may have moved since the lookup).
+        let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
+        store(st, &k, &pack, body, bytes.clone());
+        Some(format!("\"{k}\""))
+    } else {
+        None
+    };
+    Ok(with_cache_headers(
+        json_bytes(bytes),
+        etag.as_deref(),
+        &pack,
+        "miss",
+    ))
+}
+
+/// A database error of a pack's own (non-raw) SQL is a server fault, not the caller's.
+fn sql_error_for(pack: &Pack, e: ExecError) -> ApiError {
+    match e {
+        ExecError::Run(quarry_db::RunError::Query(quarry_db::QueryError::Sql {
+            sqlstate,
+            message,
+            transient,
+            ..
+        })) if !pack.spec.raw_sql => {
+            if transient {
+                ApiError::DatabaseUnavailable
+            } else {
+                ApiError::Internal(anyhow::anyhow!(
+                    "operation {} failed: {message} ({sqlstate})",
+                    pack.spec.name
+                ))
+            }
+        }
+        other => other.into(),
+    }
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The answer under `key`: the hot copy, else the cache port (following a pointer
+/// to object storage). Cache failures are logged and treated as misses.
+async fn cached(st: &AppState, key: &str) -> Option<Bytes> {
+    if let Some(b) = st.hot.get(key) {
+        return Some(b);
+    }
+    let entry = match st.ports.cache.get(key).await {
+        Ok(e) => e?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cache read failed; answering from the database");
+            return None;
+        }
+    };
+    let bytes = match entry {
+        CachedValue::Inline(v) => Bytes::from(serde_json::to_vec(&v).ok()?),
+        CachedValue::Pointer { object_key } => match st.ports.objects.get(&object_key).await {
+            Ok(Some(b)) => Bytes::from(b),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cached object unreadable; answering from the database");
+                return None;
+            }
+        },
+    };
+    // The entry's remaining life is unknown here; keep the hot copy briefly.
+    st.hot.put(key.to_string(), bytes.clone(), Duration::from_secs(5));
+    Some(bytes)
+}
+
+/// Stores an answer: in memory at once, in the cache port in the background
+/// (large answers as an object with a pointer).
+pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Bytes) {
+    let ttl = Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds));
+    st.hot.put(key.to_string(), bytes.clone(), ttl);
+    let st = st.clone();
+    let key = key.to_string();
+    let op = pack.spec.name.clone();
+    tokio::spawn(async move {
+        let value = if bytes.len() > st.config.api.cache_inline_max_bytes {
+            let object_key = format!("cache/{key}.json");
+            if let Err(e) = st
+                .ports
+                .objects
+                .put(&object_key, bytes.to_vec(), "application/json")
+                .await
+            {
+                tracing::warn!(error = %e, "could not store a large cached answer");
+                return;
+            }
+            CachedValue::Pointer { object_key }
+        } else {
+            CachedValue::Inline(body)
+        };
+        if let Err(e) = st.ports.cache.put(&key, &op, &value, ttl).await {
+            tracing::warn!(error = %e, "could not store the answer in the cache");
+        }
+    });
+}
+
+fn with_cache_headers(
+    mut resp: Response,
+    etag: Option<&str>,
+    pack: &Pack,
+    hit: &'static str,
+) -> Response {
+    let h = resp.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static(hit));
+    match etag {
+        Some(etag) if pack.spec.cache_ttl_seconds > 0 => {
+            if let Ok(v) = HeaderValue::from_str(etag) {
+                h.insert(header::ETAG, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "private, max-age={}",
+                pack.spec.cache_ttl_seconds
+            )) {
+                h.insert(header::CACHE_CONTROL, v);
+            }
+        }
+        _ => {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+    resp
+}

@@ -1,0 +1,661 @@
+//! Jobs: submission and status handlers, the steps of one attempt (claim,
+//! execute, store the result, finish), and the in-process runner that drives
+//! them locally. On AWS, Step Functions drives the same steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use chrono::Utc;
+use quarry_core::jobs::{Backoff, Event, Job, JobError, JobResult, JobState, ResultFormat};
+use quarry_core::params::InputStyle;
+use quarry_core::ports::{PortError, PortResult, WorkflowStarter};
+use quarry_core::Pack;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::analytics::{self, ExecError};
+use crate::auth::{Principal, Scope};
+use crate::{results, ApiError, AppState};
+
+/// The local workflow starter: hands job ids to the in-process runner.
+pub struct LocalStarter {
+    tx: mpsc::UnboundedSender<String>,
+}
+
+/// A starter and the receiving end the runner takes.
+pub fn local_starter() -> (LocalStarter, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (LocalStarter { tx }, rx)
+}
+
+#[async_trait::async_trait]
+impl WorkflowStarter for LocalStarter {
+    async fn start(&self, job: &Job) -> PortResult<()> {
+        // Starting twice is harmless: the runner's claim is conditional.
+        self.tx
+            .send(job.id.clone())
+            .map_err(|_| PortError::Unavailable("the job runner has stopped".into()))
+    }
+}
+
+fn port_error(e: PortError) -> ApiError {
+    match e {
+        PortError::Unavailable(m) => {
+            tracing::error!(error = %m, "job store unavailable");
+            ApiError::DatabaseUnavailable
+        }
+        other => ApiError::Internal(anyhow::anyhow!("job store: {other}")),
+    }
+}
+
+/// Validates and persists a job, then starts it.
+pub async fn submit_job(
+    st: &AppState,
+    who: &Principal,
+    pack: &Pack,
+    input: &Map<String, Value>,
+    style: InputStyle,
+    format: ResultFormat,
+) -> Result<Job, ApiError> {
+    let resolved = pack
+        .resolve(input, style)
+        .map_err(ApiError::InvalidParameters)?;
+    // Stored in canonical JSON form, so the job runs with exactly what was validated.
+    let params: Map<String, Value> = resolved
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
+    let mut job = Job::new(
+        uuid::Uuid::new_v4().to_string(),
+        pack.spec.name.clone(),
+        pack.spec.version.clone(),
+        params,
+        format,
+        st.config.jobs.max_attempts,
+        Utc::now(),
+    );
+    job.owner = who.key_id.clone();
+    job.request_id = crate::problem::REQUEST_ID.try_with(Clone::clone).ok();
+    st.ports.jobs.create(&job).await.map_err(port_error)?;
+    metrics::counter!("quarry_jobs_total", "event" => "submitted").increment(1);
+    tracing::info!(job_id = %job.id, operation = %job.operation, "job submitted");
+    if let Err(e) = st.ports.starter.start(&job).await {
+        // The job is persisted and queued: a runner's poll (or recovery) picks it up.
+        tracing::warn!(job_id = %job.id, error = %e, "could not start the job now; it stays queued");
+    }
+    Ok(job)
+}
+
+/// The status document of a job.
+pub fn status_body(job: &Job) -> Value {
+    let result = job.result.as_ref().map(|r| match r {
+        JobResult::Inline { body } => json!({
+            "stored": false,
+            "format": job.format,
+            "row_count": body.get("row_count"),
+            "truncated": body.get("truncated"),
+        }),
+        JobResult::Stored {
+            format,
+            rows,
+            bytes,
+            truncated,
+            ..
+        } => json!({
+            "stored": true,
+            "format": format,
+            "row_count": rows,
+            "bytes": bytes,
+            "truncated": truncated,
+        }),
+    });
+    let mut links = json!({ "self": format!("/analytics/jobs/{}", job.id) });
+    if job.state == JobState::Succeeded {
+        links["result"] = json!(format!("/analytics/jobs/{}/result", job.id));
+    }
+    json!({
+        "job_id": job.id,
+        "operation": job.operation,
+        "operation_version": job.operation_version,
+        "parameters": job.parameters,
+        "state": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "duration_ms": job.duration_ms(),
+        "next_attempt_at": (job.state == JobState::Queued).then_some(job.next_attempt_at),
+        "error": job.error,
+        "result": result,
+        "links": links,
+    })
+}
+
+/// 202 Accepted with `Location` and the job's status.
+pub fn accepted(job: &Job, routed: bool) -> Response {
+    let mut body = status_body(job);
+    if routed {
+        body["message"] = json!(format!(
+            "operation `{}` is heavy, so it runs as a job; poll GET {} until it succeeds",
+            job.operation,
+            format!("/analytics/jobs/{}", job.id)
+        ));
+    }
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("/analytics/jobs/{}", job.id)) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `POST /analytics/jobs`.
+pub async fn submit(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Jobs, "submitting a job")?;
+    let req = analytics::parse_body(&headers, &body)?;
+    let pack = analytics::authorize(&st, &who, &req.operation)?;
+    let job = submit_job(
+        &st,
+        &who,
+        &pack,
+        &req.parameters,
+        InputStyle::Json,
+        req.format.unwrap_or_default(),
+    )
+    .await?;
+    Ok(accepted(&job, false))
+}
+
+/// Loads a job the caller may see (its owner, or an admin); 404 otherwise, so ids
+/// of other keys' jobs are not confirmed.
+async fn visible_job(st: &AppState, who: &Principal, id: &str) -> Result<Job, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "there is no job `{}`; job ids are returned by POST /analytics/jobs",
+            id.chars().take(64).collect::<String>()
+        ))
+    };
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let job = st
+        .ports
+        .jobs
+        .get(id)
+        .await
+        .map_err(port_error)?
+        .ok_or_else(not_found)?;
+    if who.has(Scope::Admin) || job.owner == who.key_id {
+        Ok(job)
+    } else {
+        Err(not_found())
+    }
+}
+
+/// `GET /analytics/jobs/{id}`.
+pub async fn status(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Jobs, "reading a job")?;
+    let job = visible_job(&st, &who, &id).await?;
+    let mut resp = Json(status_body(&job)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !job.state.is_terminal() {
+        let wait = (job.next_attempt_at - Utc::now()).num_seconds().clamp(1, 60);
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            h.insert(header::RETRY_AFTER, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `GET /analytics/jobs/{id}/result`: inline rows, or a redirect to a signed link.
+pub async fn result(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Scope::Jobs, "reading a job's result")?;
+    let job = visible_job(&st, &who, &id).await?;
+    match (&job.state, &job.result) {
+        (JobState::Succeeded, Some(JobResult::Inline { body })) => {
+            let bytes = results::render(body, job.format).map_err(ApiError::Internal)?;
+            let mut resp = bytes.into_response();
+            if let Ok(v) = HeaderValue::from_str(job.format.content_type()) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            Ok(resp)
+        }
+        (JobState::Succeeded, Some(JobResult::Stored { key, .. })) => {
+            let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);
+            let url = st
+                .ports
+                .objects
+                .signed_url(key, ttl)
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("signing a result link: {e}")))?;
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                h.insert(header::LOCATION, v);
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(resp)
+        }
+        (JobState::Failed, _) => Err(ApiError::Conflict {
+            detail: format!(
+                "job {} failed and has no result: {}",
+                job.id,
+                job.error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("no reason recorded")
+            ),
+            retry_after_secs: None,
+        }),
+        _ => Err(ApiError::Conflict {
+            detail: format!(
+                "job {} is {}; its result is available once it has succeeded",
+                job.id,
+                job.state.as_str()
+            ),
+            retry_after_secs: Some(1),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SignedQuery {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+/// `GET /results/{key}?expires=..&signature=..`: objects of the local store.
+pub async fn signed_object(
+    State(st): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    Query(q): Query<SignedQuery>,
+) -> Result<Response, ApiError> {
+    let (Some(expires), Some(sig)) = (q.expires, q.signature.as_deref()) else {
+        return Err(ApiError::LinkExpired);
+    };
+    if !st.ports.objects.verify_signed(&key, expires, sig) {
+        return Err(ApiError::LinkExpired);
+    }
+    let bytes = st
+        .ports
+        .objects
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading {key}: {e}")))?
+        .ok_or_else(|| ApiError::NotFound("the result has been deleted (results are kept for a limited time); submit the job again".into()))?;
+    let format = key
+        .rsplit('.')
+        .next()
+        .and_then(ResultFormat::parse)
+        .unwrap_or_default();
+    let mut resp = bytes.into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(format.content_type()) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    let file = key.rsplit('/').next().unwrap_or("result");
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------
+// The steps of one attempt. Step Functions calls them one by one on AWS; the
+// local runner calls `run_attempt`, which chains them.
+
+/// Step 1: claim a queued job (queued → running, attempts + 1, leased).
+/// `Ok(None)` when someone else claimed it first or it is not due.
+pub async fn claim(st: &AppState, job: &Job) -> PortResult<Option<Job>> {
+    if job.state != JobState::Queued {
+        return Ok(None);
+    }
+    let running = job.claimed(Utc::now(), Duration::from_secs(st.config.jobs.lease_seconds));
+    match st.ports.jobs.transition(job, &running).await {
+        Ok(()) => Ok(Some(running)),
+        Err(PortError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The rows of an executed attempt, before they are stored.
+pub struct Executed {
+    pub body: Value,
+    pub data_version: i64,
+}
+
+/// Step 2: run the operation. Errors are classified transient or permanent.
+pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
+    let packs = st.packs();
+    let pack = packs.get(&job.operation).cloned().ok_or_else(|| JobError {
+        code: "operation_removed".into(),
+        message: format!(
+            "operation `{}` no longer exists on this server; submit a current operation",
+            job.operation
+        ),
+        transient: false,
+    })?;
+    match analytics::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
+        Ok((body, data_version)) => Ok(Executed { body, data_version }),
+        Err(e) => Err(classify(&pack, e)),
+    }
+}
+
+fn classify(pack: &Pack, e: ExecError) -> JobError {
+    use quarry_db::{QueryError, RunError};
+    let (code, message, transient) = match e {
+        ExecError::Pool => (
+            "database_unavailable",
+            "no database connection was available".to_string(),
+            true,
+        ),
+        ExecError::Run(RunError::Params(p)) => (
+            "invalid_parameters",
+            format!(
+                "the parameters are no longer valid for this operation: {}",
+                p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
+            false,
+        ),
+        ExecError::Run(RunError::CustomSqlDisabled(n)) => (
+            "forbidden",
+            format!("operation `{n}` runs caller-supplied SQL and is disabled on this server"),
+            false,
+        ),
+        ExecError::Run(RunError::Render(m)) => {
+            tracing::error!(error = %m, operation = %pack.spec.name, "render failed in a job");
+            ("internal", "the operation could not be prepared".to_string(), false)
+        }
+        ExecError::Run(RunError::Query(QueryError::Timeout(d))) => (
+            "timeout",
+            format!(
+                "the query ran past the operation's timeout of {} s; narrow the parameters",
+                d.as_secs()
+            ),
+            false,
+        ),
+        ExecError::Run(RunError::Query(QueryError::Unavailable(e))) => {
+            tracing::warn!(error = %e, "database connection lost during a job");
+            (
+                "database_unavailable",
+                "the database connection was lost".to_string(),
+                true,
+            )
+        }
+        ExecError::Run(RunError::Query(QueryError::Sql {
+            sqlstate,
+            message,
+            transient,
+            ..
+        })) => {
+            if transient {
+                (
+                    "database_unavailable",
+                    format!("a transient database error (SQLSTATE {sqlstate})"),
+                    true,
+                )
+            } else if pack.spec.raw_sql {
+                (
+                    "sql_error",
+                    format!("the database rejected the query: {message} (SQLSTATE {sqlstate})"),
+                    false,
+                )
+            } else {
+                tracing::error!(sqlstate = %sqlstate, error = %message, operation = %pack.spec.name, "operation SQL failed in a job");
+                (
+                    "internal",
+                    format!("the operation failed in the database (SQLSTATE {sqlstate}); the server log has details"),
+                    false,
+                )
+            }
+        }
+        ExecError::Run(RunError::Query(e @ QueryError::UnsupportedType { .. })) => {
+            ("internal", e.to_string(), false)
+        }
+    };
+    JobError {
+        code: code.into(),
+        message,
+        transient,
+    }
+}
+
+/// Step 3: keep the result — inline when small, else as an object in `format`.
+pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobResult, JobError> {
+    let rows = ex.body.get("row_count").and_then(Value::as_u64).unwrap_or(0);
+    let truncated = ex
+        .body
+        .get("truncated")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    // A cacheable operation's answer also fills the cache for synchronous calls.
+    let packs = st.packs();
+    if let Some(pack) = packs.get(&job.operation) {
+        if pack.spec.cache_ttl_seconds > 0 && rows <= st.config.jobs.inline_max_rows {
+            if let Ok(params) = pack.resolve(&job.parameters, InputStyle::Json) {
+                let key = quarry_core::cache::cache_key(pack, &params, Some(ex.data_version));
+                if let Ok(b) = serde_json::to_vec(&ex.body) {
+                    st.hot.put(
+                        key.clone(),
+                        Bytes::from(b),
+                        Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds)),
+                    );
+                }
+                let _ = st
+                    .ports
+                    .cache
+                    .put(
+                        &key,
+                        &pack.spec.name,
+                        &quarry_core::ports::CachedValue::Inline(ex.body.clone()),
+                        Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds)),
+                    )
+                    .await;
+            }
+        }
+    }
+    if rows <= st.config.jobs.inline_max_rows {
+        return Ok(JobResult::Inline { body: ex.body });
+    }
+    let bytes = results::render(&ex.body, job.format).map_err(|e| {
+        tracing::error!(error = %e, job_id = %job.id, "could not serialize a result");
+        JobError {
+            code: "internal".into(),
+            message: "the result could not be serialized".into(),
+            transient: false,
+        }
+    })?;
+    let key = format!("results/{}.{}", job.id, job.format.extension());
+    let len = bytes.len() as u64;
+    st.ports
+        .objects
+        .put(&key, bytes, job.format.content_type())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, job_id = %job.id, "storing a result failed");
+            JobError {
+                code: "storage_unavailable".into(),
+                message: "the result could not be stored".into(),
+                transient: true,
+            }
+        })?;
+    Ok(JobResult::Stored {
+        key,
+        format: job.format,
+        rows,
+        bytes: len,
+        truncated,
+    })
+}
+
+/// Step 4: record the outcome (succeeded, re-queued after backoff, or failed)
+/// and notify when the job is finished.
+pub async fn finish(
+    st: &AppState,
+    running: &Job,
+    outcome: Result<JobResult, JobError>,
+) -> PortResult<Job> {
+    let now = Utc::now();
+    let next = match outcome {
+        Ok(r) => running.succeeded(now, r),
+        Err(e) => {
+            let b = Backoff {
+                base: Duration::from_millis(st.config.jobs.backoff_base_ms),
+                max: Duration::from_millis(st.config.jobs.backoff_max_ms),
+            };
+            running.after_failure(now, e, b.delay(running.attempts, rand::random::<f64>()))
+        }
+    };
+    st.ports.jobs.transition(running, &next).await?;
+    match next.state {
+        JobState::Succeeded => {
+            metrics::counter!("quarry_jobs_total", "event" => "succeeded").increment(1)
+        }
+        JobState::Failed => metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1),
+        _ => metrics::counter!("quarry_jobs_total", "event" => "retried").increment(1),
+    }
+    if next.state == JobState::Queued {
+        tracing::warn!(job_id = %next.id, attempt = next.attempts, error = ?next.error, retry_at = %next.next_attempt_at, "job attempt failed; retrying");
+    } else {
+        tracing::info!(job_id = %next.id, state = next.state.as_str(), attempts = next.attempts, "job finished");
+        notify_finished(st, &next).await;
+    }
+    Ok(next)
+}
+
+async fn notify_finished(st: &AppState, job: &Job) {
+    let ev = Event::for_job(uuid::Uuid::new_v4().to_string(), job, Utc::now());
+    if let Err(e) = st.ports.notifier.publish(&ev).await {
+        tracing::error!(error = %e, job_id = %job.id, "could not publish the job event");
+    }
+}
+
+/// One attempt, start to end, with the lease renewed while it runs.
+pub async fn run_attempt(st: Arc<AppState>, job: Job) {
+    let running = match claim(&st, &job).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "could not claim a job");
+            return;
+        }
+    };
+    tracing::info!(job_id = %running.id, attempt = running.attempts, operation = %running.operation, "job attempt started");
+    let lease = Duration::from_secs(st.config.jobs.lease_seconds);
+    let heartbeat = {
+        let st = st.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let mut renewed = running.clone();
+                renewed.lease_expires_at = Some(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
+                if let Err(e) = st.ports.jobs.transition(&running, &renewed).await {
+                    tracing::warn!(job_id = %running.id, error = %e, "could not renew the job's lease");
+                }
+            }
+        })
+    };
+    let outcome = match execute(&st, &running).await {
+        Ok(ex) => store_result(&st, &running, ex).await,
+        Err(e) => Err(e),
+    };
+    heartbeat.abort();
+    if let Err(e) = finish(&st, &running, outcome).await {
+        tracing::error!(job_id = %running.id, error = %e, "could not record a job's outcome; recovery will retry it when its lease expires");
+    }
+}
+
+/// Re-queues (or fails) jobs whose runner vanished.
+pub async fn recover(st: &AppState) -> PortResult<usize> {
+    let now = Utc::now();
+    let mut n = 0;
+    for job in st.ports.jobs.expired(now).await? {
+        let next = job.recovered(now);
+        match st.ports.jobs.transition(&job, &next).await {
+            Ok(()) => {
+                n += 1;
+                tracing::warn!(job_id = %job.id, state = next.state.as_str(), "recovered an interrupted job");
+                if next.state == JobState::Failed {
+                    metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1);
+                    notify_finished(st, &next).await;
+                }
+            }
+            Err(PortError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The in-process runner: runs due jobs with bounded concurrency, woken by
+/// submissions and by a poll that also recovers interrupted jobs.
+pub async fn runner(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<String>) {
+    let permits = Arc::new(Semaphore::new(st.config.jobs.concurrency));
+    let poll = Duration::from_millis(st.config.jobs.poll_interval_ms.max(50));
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            r = rx.recv() => if r.is_none() { return },
+            _ = tokio::time::sleep(poll) => {}
+        }
+        if let Err(e) = recover(&st).await {
+            tracing::warn!(error = %e, "job recovery failed");
+        }
+        let free = permits.available_permits();
+        if free > 0 {
+            match st.ports.jobs.due(Utc::now(), free as u32).await {
+                Ok(due) => {
+                    for job in due {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let st = st.clone();
+                        tokio::spawn(async move {
+                            run_attempt(st, job).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list due jobs"),
+            }
+        }
+        if last_sweep.elapsed() > Duration::from_secs(600) {
+            last_sweep = std::time::Instant::now();
+            if let Some(sweeper) = &st.ports.sweeper {
+                sweeper.sweep(&st).await;
+            }
+        }
+    }
+}
+
+/// Housekeeping of the local stores (expired cache rows, old jobs and results).
+#[async_trait::async_trait]
+pub trait Sweeper: Send + Sync {
+    async fn sweep(&self, st: &AppState);
+}

@@ -1,0 +1,137 @@
+//! The local runtime: the ports as a folder, Postgres tables, the in-process
+//! runner, the log and webhooks; and the background tasks `quarry serve` runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use quarry_core::PackSet;
+use quarry_db::store::{PgCache, PgJobStore};
+
+use crate::auth::{Auth, AuthMode};
+use crate::jobs::{self, Sweeper};
+use crate::notify::LocalNotifier;
+use crate::results::HotCache;
+use crate::storage::{signing_key, FolderStore};
+use crate::{pool, AppState, Config, Ports};
+
+/// The running local runtime.
+pub struct Local {
+    pub state: Arc<AppState>,
+    runner_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+}
+
+struct LocalSweeper {
+    cache: Arc<PgCache>,
+    jobs: Arc<PgJobStore>,
+    store: Arc<FolderStore>,
+}
+
+#[async_trait::async_trait]
+impl Sweeper for LocalSweeper {
+    async fn sweep(&self, st: &AppState) {
+        match self.cache.sweep().await {
+            Ok(n) if n > 0 => tracing::info!(entries = n, "swept expired cache entries"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cache sweep failed"),
+        }
+        let age = Duration::from_secs(st.config.jobs.retention_hours * 3600);
+        match self.jobs.sweep(age).await {
+            Ok(keys) => {
+                for k in &keys {
+                    let _ = self.store.delete(k).await;
+                }
+                if !keys.is_empty() {
+                    tracing::info!(results = keys.len(), "deleted old job results");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "job sweep failed"),
+        }
+    }
+}
+
+impl Local {
+    /// Builds the state: pools as reader and writer of `database_url` (owner URL),
+    /// the local ports, and the key set. `loopback` says whether the listen
+    /// address is loopback (open access is possible only then).
+    pub async fn build(
+        config: Config,
+        database_url: &str,
+        packs: PackSet,
+        loopback: bool,
+    ) -> anyhow::Result<Local> {
+        let reader_url = quarry_db::reader_url(database_url)?;
+        let reader = pool(&reader_url, config.api.pool_size)?;
+        let writer = pool(
+            &quarry_db::writer_url(database_url)?,
+            config.api.pool_size.min(8),
+        )?;
+        let store = Arc::new(FolderStore::new(
+            config.results_dir(),
+            signing_key(config.storage.signing_key.as_deref(), &config.data_dir)?,
+        )?);
+        let cache = Arc::new(PgCache::new(writer.clone()));
+        let job_store = Arc::new(PgJobStore::new(writer.clone()));
+        let (starter, rx) = jobs::local_starter();
+        let auth = Auth::new(
+            AuthMode::Keys { loopback },
+            config.api.rate_limit_per_second,
+            config.api.rate_limit_burst,
+        );
+        {
+            let c = writer.get().await.map_err(|e| {
+                anyhow::anyhow!("cannot connect to the database as the writer role: {e}")
+            })?;
+            auth.set_keys(quarry_db::store::active_keys(&c).await?);
+        }
+        let data_version = quarry_db::version::follow(reader_url);
+        let ports = Ports {
+            cache: cache.clone(),
+            jobs: job_store.clone(),
+            objects: store.clone(),
+            notifier: Arc::new(LocalNotifier::new(config.notify.clone())?),
+            starter: Arc::new(starter),
+            sweeper: Some(Arc::new(LocalSweeper {
+                cache,
+                jobs: job_store,
+                store,
+            })),
+        };
+        let state = Arc::new(AppState {
+            packs: ArcSwap::from_pointee(packs),
+            reader,
+            writer,
+            ports,
+            auth,
+            config,
+            data_version,
+            hot: HotCache::new(64 << 20),
+        });
+        Ok(Local {
+            state,
+            runner_rx: Some(rx),
+        })
+    }
+
+    /// Starts the job runner, key refresh and pack reload in the background.
+    pub fn start_background(&mut self) -> anyhow::Result<()> {
+        if let Some(rx) = self.runner_rx.take() {
+            tokio::spawn(jobs::runner(self.state.clone(), rx));
+        }
+        let st = self.state.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(st.config.auth.refresh_seconds.max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                match st.writer.get().await {
+                    Ok(c) => match quarry_db::store::active_keys(&c).await {
+                        Ok(keys) => st.auth.set_keys(keys),
+                        Err(e) => tracing::warn!(error = %e, "could not refresh API keys"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "could not refresh API keys"),
+                }
+            }
+        });
+        crate::reload::spawn(self.state.clone())
+    }
+}

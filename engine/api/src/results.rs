@@ -1,0 +1,133 @@
+//! Result bodies: the JSON answer of an operation, its NDJSON and CSV forms,
+//! and the in-process hot cache of serialized answers.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quarry_core::jobs::ResultFormat;
+use serde_json::{Map, Value};
+
+/// A serialized answer kept in memory until `expires`.
+#[derive(Clone)]
+pub struct HotEntry {
+    pub body: Bytes,
+    pub expires: Instant,
+}
+
+#[derive(Clone)]
+pub struct ByBytes;
+
+impl quick_cache::Weighter<String, HotEntry> for ByBytes {
+    fn weight(&self, key: &String, val: &HotEntry) -> u64 {
+        (key.len() + val.body.len()) as u64
+    }
+}
+
+/// Recent answers by cache key (the key includes the data version, so entries of
+/// older data are simply never asked for again and age out).
+pub struct HotCache {
+    inner: quick_cache::sync::Cache<String, HotEntry, ByBytes>,
+}
+
+impl HotCache {
+    /// A cache holding at most `bytes` of answers.
+    pub fn new(bytes: u64) -> Self {
+        HotCache {
+            inner: quick_cache::sync::Cache::with_weighter(4096, bytes.max(1), ByBytes),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        let e = self.inner.get(key)?;
+        if e.expires > Instant::now() {
+            Some(e.body)
+        } else {
+            self.inner.remove(key);
+            None
+        }
+    }
+
+    pub fn put(&self, key: String, body: Bytes, ttl: Duration) {
+        self.inner.insert(
+            key,
+            HotEntry {
+                body,
+                expires: Instant::now() + ttl,
+            },
+        );
+    }
+}
+
+fn column_names(body: &Value) -> Vec<String> {
+    body.get("columns")
+        .and_then(Value::as_array)
+        .map(|cols| {
+            cols.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn rows(body: &Value) -> &[Value] {
+    body.get("rows")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// Serializes an answer body (`{columns, rows, ...}`) as `format`.
+pub fn render(body: &Value, format: ResultFormat) -> anyhow::Result<Vec<u8>> {
+    match format {
+        ResultFormat::Json => Ok(serde_json::to_vec(body)?),
+        ResultFormat::Ndjson => {
+            let mut out = Vec::new();
+            for r in rows(body) {
+                serde_json::to_writer(&mut out, r)?;
+                out.push(b'\n');
+            }
+            Ok(out)
+        }
+        ResultFormat::Csv => {
+            let names = column_names(body);
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(&names)?;
+            for r in rows(body) {
+                let obj = r.as_object().cloned().unwrap_or_else(Map::new);
+                w.write_record(names.iter().map(|n| match obj.get(n) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                }))?;
+            }
+            Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_and_ndjson_follow_the_columns() {
+        let body = json!({
+            "columns": [{"name": "a", "pg_type": "text"}, {"name": "b", "pg_type": "numeric"}],
+            "rows": [{"a": "x,y", "b": 1.5}, {"a": null, "b": 2}],
+        });
+        let csv = String::from_utf8(render(&body, ResultFormat::Csv).expect("csv")).expect("utf8");
+        assert_eq!(csv, "a,b\n\"x,y\",1.5\n,2\n");
+        let nd = String::from_utf8(render(&body, ResultFormat::Ndjson).expect("nd")).expect("utf8");
+        assert_eq!(nd, "{\"a\":\"x,y\",\"b\":1.5}\n{\"a\":null,\"b\":2}\n");
+    }
+
+    #[test]
+    fn hot_entries_expire() {
+        let c = HotCache::new(1 << 20);
+        c.put("k".into(), Bytes::from_static(b"x"), Duration::from_secs(60));
+        c.put("gone".into(), Bytes::from_static(b"y"), Duration::ZERO);
+        assert_eq!(c.get("k").as_deref(), Some(&b"x"[..]));
+        assert!(c.get("gone").is_none());
+    }
+}

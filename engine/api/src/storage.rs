@@ -1,0 +1,182 @@
+//! The local object store: a folder, with links signed by HMAC-SHA256 that the
+//! API itself serves at `/results/{key}?expires=..&signature=..`.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use quarry_core::ports::{ObjectStore, PortError, PortResult};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Objects as files under `root`; keys are relative paths of safe segments.
+pub struct FolderStore {
+    root: PathBuf,
+    signing_key: Vec<u8>,
+}
+
+impl FolderStore {
+    pub fn new(root: PathBuf, signing_key: Vec<u8>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&root).map_err(|e| {
+            anyhow::anyhow!("cannot create the results folder {}: {e}", root.display())
+        })?;
+        Ok(FolderStore { root, signing_key })
+    }
+
+    fn path(&self, key: &str) -> PortResult<PathBuf> {
+        let rel = Path::new(key);
+        let safe = !key.is_empty()
+            && rel.components().all(|c| matches!(c, Component::Normal(_)))
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        if !safe {
+            return Err(PortError::Invalid(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn signature(&self, key: &str, expires: i64) -> String {
+        let mut mac = match HmacSha256::new_from_slice(&self.signing_key) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Removes an object; missing objects are fine.
+    pub async fn delete(&self, key: &str) -> PortResult<()> {
+        let p = self.path(key)?;
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(PortError::Unavailable(format!("deleting {key}: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FolderStore {
+    async fn put(&self, key: &str, body: Vec<u8>, _content_type: &str) -> PortResult<()> {
+        let p = self.path(key)?;
+        if let Some(dir) = p.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| PortError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        // Write beside, then rename: a reader never sees half an object.
+        let tmp = p.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&tmp, body)
+            .await
+            .map_err(|e| PortError::Unavailable(format!("writing {}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &p)
+            .await
+            .map_err(|e| PortError::Unavailable(format!("storing {key}: {e}")))
+    }
+
+    async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        let p = self.path(key)?;
+        match tokio::fs::read(&p).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PortError::Unavailable(format!("reading {key}: {e}"))),
+        }
+    }
+
+    async fn signed_url(&self, key: &str, ttl: Duration) -> PortResult<String> {
+        self.path(key)?;
+        let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+        Ok(format!(
+            "/results/{key}?expires={expires}&signature={}",
+            self.signature(key, expires)
+        ))
+    }
+
+    fn verify_signed(&self, key: &str, expires: i64, signature: &str) -> bool {
+        if expires < chrono::Utc::now().timestamp() {
+            return false;
+        }
+        let Ok(sig) = hex::decode(signature) else {
+            return false;
+        };
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.signing_key) else {
+            return false;
+        };
+        mac.update(key.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        mac.verify_slice(&sig).is_ok()
+    }
+}
+
+/// The signing key: configured, or generated once into `<data_dir>/signing.key`.
+pub fn signing_key(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = configured {
+        if k.len() < 32 {
+            anyhow::bail!("storage.signing_key must have at least 32 characters");
+        }
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = data_dir.join("signing.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if let Ok(k) = hex::decode(existing.trim()) {
+            if k.len() >= 32 {
+                return Ok(k);
+            }
+        }
+        anyhow::bail!(
+            "{} is not a valid signing key; delete it to generate a new one",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let key: [u8; 32] = rand::random();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = opts
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    f.write_all(hex::encode(key).as_bytes())?;
+    Ok(key.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signed_links_verify_and_tampering_fails() {
+        let dir = std::env::temp_dir().join(format!("quarry-store-{}", uuid::Uuid::new_v4()));
+        let s = FolderStore::new(dir.clone(), b"k".repeat(32)).expect("store");
+        s.put("results/a.json", b"[1]".to_vec(), "application/json")
+            .await
+            .expect("put");
+        assert_eq!(s.get("results/a.json").await.expect("get"), Some(b"[1]".to_vec()));
+        assert_eq!(s.get("results/none.json").await.expect("get"), None);
+        let url = s
+            .signed_url("results/a.json", Duration::from_secs(60))
+            .await
+            .expect("url");
+        let q = url.split_once('?').map(|x| x.1).unwrap_or_default();
+        let pairs: std::collections::HashMap<_, _> = url::form_urlencoded::parse(q.as_bytes()).collect();
+        let exp: i64 = pairs["expires"].parse().expect("expires");
+        assert!(s.verify_signed("results/a.json", exp, &pairs["signature"]));
+        assert!(!s.verify_signed("results/b.json", exp, &pairs["signature"]));
+        assert!(!s.verify_signed("results/a.json", exp + 1, &pairs["signature"]));
+        assert!(!s.verify_signed("results/a.json", 1, &pairs["signature"]));
+        assert!(s.put("../escape", vec![], "x").await.is_err());
+        assert!(s.get("/etc/passwd").await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

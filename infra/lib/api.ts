@@ -1,0 +1,294 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
+import { Construct } from 'constructs';
+import { QuarryConfig } from './config';
+import { Database } from './database';
+import { QuarryFunction } from './function';
+import { Jobs } from './jobs';
+import { acknowledge, acknowledgeFindings } from './nag';
+import { Network } from './network';
+import { Notifications } from './notifications';
+import { Storage } from './storage';
+
+export const STAGE_NAME = 'prod';
+
+/** Body of POST /analytics and POST /analytics/jobs (the engine checks the parameters themselves). */
+export const OPERATION_NAME_PATTERN = '^[a-z][a-z0-9_]{0,63}$';
+
+export interface ApiProps {
+  readonly config: QuarryConfig;
+  readonly network: Network;
+  readonly storage: Storage;
+  readonly database: Database;
+  readonly notifications: Notifications;
+  readonly jobs: Jobs;
+  readonly environment: Record<string, string>;
+}
+
+/**
+ * quarry-api behind an API Gateway REST API (stage `prod`, Lambda proxy).
+ *
+ * - Routes: the REST API issue's, each declared (no greedy proxy), so an unknown
+ *   path is answered by the gateway. GET /metrics is not exposed: metrics reach
+ *   CloudWatch as Embedded Metric Format logs.
+ * - API keys via a usage plan (throttle and monthly quota) on every route but
+ *   GET /health and GET /openapi.json; stage-wide throttling as well.
+ * - Request validation: JSON Schema models for the POST bodies, the required
+ *   `operation` query parameter of GET /analytics.
+ * - CORS: preflight answered by the gateway; the gateway's own 4XX/5XX answers
+ *   carry CORS headers and a problem+json body like the API's.
+ * - Access logs (JSON) and execution logs (errors), X-Ray, and a WAF web ACL
+ *   (AWS common and known-bad-input rules, a per-IP rate limit).
+ */
+export class Api extends Construct {
+  readonly fn: QuarryFunction;
+  readonly restApi: apigw.RestApi;
+  readonly apiKey: apigw.IApiKey;
+  readonly accessLogs: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: ApiProps) {
+    super(scope, id);
+    const { config, network, storage, database, notifications, jobs } = props;
+
+    this.fn = new QuarryFunction(this, 'Api', {
+      config,
+      network,
+      name: 'api',
+      description: 'Quarry REST API (axum via lambda_http) behind API Gateway',
+      memorySize: 512,
+      timeout: Duration.seconds(29), // API Gateway's integration timeout
+      environment: { ...props.environment, QUARRY_STATE_MACHINE_ARN: jobs.stateMachine.stateMachineArn },
+    });
+    database.connect(this.fn, ['reader']);
+    this.fn.allow(
+      'CacheItems',
+      ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+      [storage.cacheTable.tableArn],
+    );
+    this.fn.allow(
+      'JobRows',
+      ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:ConditionCheckItem'],
+      [storage.jobsTable.tableArn],
+    );
+    // Presigned result links are signed with this role, so it needs GetObject;
+    // cache values over DynamoDB's 400 KB item limit are kept in the same bucket.
+    const resultObjects = storage.resultsBucket.arnForObjects('*');
+    this.fn.allow('ResultObjects', ['s3:GetObject', 's3:PutObject'], [resultObjects]);
+    acknowledgeFindings(
+      this.fn.role,
+      'AwsSolutions-IAM5',
+      'Resource',
+      [resultObjects],
+      'Result and oversized-cache objects are keyed by job id or cache key, known only at run time; the grant is GetObject/PutObject on the objects of the results bucket only.',
+    );
+    this.fn.allow('StartJobs', ['states:StartExecution'], [jobs.stateMachine.stateMachineArn]);
+    notifications.allowPublish(this.fn, notifications.alarmTopic, 'PublishSystemErrors');
+
+    this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
+      logGroupName: `/aws/apigateway/${config.prefix}-api/access`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    });
+
+    const corsHeaders = ['Content-Type', 'X-Api-Key', 'Authorization', 'If-None-Match', 'X-Request-Id'];
+    this.restApi = new apigw.RestApi(this, 'RestApi', {
+      restApiName: `${config.prefix}-api`,
+      description: 'Quarry analytics REST API',
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      cloudWatchRole: true,
+      cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN,
+      apiKeySourceType: apigw.ApiKeySourceType.HEADER,
+      deployOptions: {
+        stageName: STAGE_NAME,
+        accessLogDestination: new apigw.LogGroupLogDestination(this.accessLogs),
+        accessLogFormat: apigw.AccessLogFormat.jsonWithStandardFields(),
+        loggingLevel: apigw.MethodLoggingLevel.ERROR,
+        dataTraceEnabled: false,
+        metricsEnabled: true,
+        tracingEnabled: true,
+        // Ceiling for all callers together; the usage plan limits each key.
+        throttlingRateLimit: config.apiStageRateLimit,
+        throttlingBurstLimit: config.apiStageBurstLimit,
+      },
+      defaultCorsPreflightOptions: {
+        allowOrigins: config.corsAllowOrigins,
+        allowMethods: ['GET', 'POST', 'OPTIONS'],
+        allowHeaders: corsHeaders,
+        exposeHeaders: ['ETag', 'X-Cache', 'X-Request-Id', 'Location'],
+        maxAge: Duration.hours(1),
+      },
+      defaultMethodOptions: { apiKeyRequired: true },
+    });
+
+    // The gateway's own errors (unknown route, missing key, throttled, invalid
+    // body, integration failure): CORS headers so browsers can read them, and a
+    // problem+json body shaped like the API's. Templates here are plain
+    // substitution (not VTL); messageString comes quoted.
+    // Access-Control-Allow-Origin holds one origin: with several configured, the
+    // gateway's errors carry none (the preflight still answers each of them).
+    const errorHeaders: Record<string, string> = {
+      'Access-Control-Allow-Headers': `'${corsHeaders.join(',')}'`,
+      'Content-Type': "'application/problem+json'",
+    };
+    if (config.corsAllowOrigins.length === 1) {
+      errorHeaders['Access-Control-Allow-Origin'] = `'${config.corsAllowOrigins[0]}'`;
+    }
+    const problem =
+      '{"type":"about:blank","title":$context.error.messageString,"code":"$context.error.responseType","request_id":"$context.requestId"}';
+    for (const [id, type] of [
+      ['Default4xx', apigw.ResponseType.DEFAULT_4XX],
+      ['Default5xx', apigw.ResponseType.DEFAULT_5XX],
+    ] as const) {
+      this.restApi.addGatewayResponse(id, {
+        type,
+        responseHeaders: errorHeaders,
+        templates: { 'application/json': problem },
+      });
+    }
+
+    const validateBody = this.restApi.addRequestValidator('BodyValidator', {
+      requestValidatorName: 'body',
+      validateRequestBody: true,
+      validateRequestParameters: true,
+    });
+    const validateParams = this.restApi.addRequestValidator('ParamsValidator', {
+      requestValidatorName: 'parameters',
+      validateRequestBody: false,
+      validateRequestParameters: true,
+    });
+    const operationRequest = (modelName: string, title: string): apigw.Model =>
+      this.restApi.addModel(modelName, {
+        modelName,
+        contentType: 'application/json',
+        description: title,
+        schema: {
+          schema: apigw.JsonSchemaVersion.DRAFT4,
+          title,
+          type: apigw.JsonSchemaType.OBJECT,
+          required: ['operation'],
+          additionalProperties: false,
+          properties: {
+            operation: { type: apigw.JsonSchemaType.STRING, pattern: OPERATION_NAME_PATTERN },
+            parameters: { type: apigw.JsonSchemaType.OBJECT },
+          },
+        },
+      });
+    const analyticsModel = operationRequest('AnalyticsRequest', 'Run an operation now');
+    const jobModel = operationRequest('JobRequest', 'Submit an operation as a job');
+
+    const integration = new apigw.LambdaIntegration(this.fn.function, {
+      proxy: true,
+      // One invoke permission for this API's routes rather than one per method.
+      scopePermissionToMethod: false,
+    });
+    const root = this.restApi.root;
+    const open = { apiKeyRequired: false };
+
+    root.addResource('health').addMethod('GET', integration, open);
+    root.addResource('openapi.json').addMethod('GET', integration, open);
+
+    const operations = root.addResource('operations');
+    operations.addMethod('GET', integration);
+    operations.addResource('{name}').addMethod('GET', integration, {
+      requestParameters: { 'method.request.path.name': true },
+      requestValidator: validateParams,
+    });
+
+    const analytics = root.addResource('analytics');
+    analytics.addMethod('GET', integration, {
+      requestParameters: { 'method.request.querystring.operation': true },
+      requestValidator: validateParams,
+    });
+    analytics.addMethod('POST', integration, {
+      requestModels: { 'application/json': analyticsModel },
+      requestValidator: validateBody,
+    });
+
+    const jobsResource = analytics.addResource('jobs');
+    jobsResource.addMethod('POST', integration, {
+      requestModels: { 'application/json': jobModel },
+      requestValidator: validateBody,
+    });
+    const job = jobsResource.addResource('{id}');
+    job.addMethod('GET', integration, {
+      requestParameters: { 'method.request.path.id': true },
+      requestValidator: validateParams,
+    });
+    job.addResource('result').addMethod('GET', integration, {
+      requestParameters: { 'method.request.path.id': true },
+      requestValidator: validateParams,
+    });
+
+    const plan = this.restApi.addUsagePlan('UsagePlan', {
+      name: `${config.prefix}-default`,
+      description: 'Default callers of the Quarry API',
+      throttle: { rateLimit: config.apiRateLimit, burstLimit: config.apiBurstLimit },
+      quota: { limit: config.apiMonthlyQuota, period: apigw.Period.MONTH },
+      apiStages: [{ api: this.restApi, stage: this.restApi.deploymentStage }],
+    });
+    this.apiKey = this.restApi.addApiKey('DefaultKey', {
+      apiKeyName: `${config.prefix}-default`,
+      description: 'Default Quarry API key (read it with aws apigateway get-api-key --include-value)',
+    });
+    plan.addApiKey(this.apiKey);
+
+    if (config.waf) this.addWaf(config);
+
+    acknowledge(
+      this.restApi,
+      'AwsSolutions-APIG4',
+      'Callers are identified by API keys in a usage plan (throttle and quota), as the original design has it; GET /health, GET /openapi.json and the CORS preflights are public on purpose. User-level authorization (IAM or Cognito) is a product decision not taken yet.',
+    );
+    acknowledge(this.restApi, 'AwsSolutions-COG4', 'No Cognito user pool: the API uses API keys (see AwsSolutions-APIG4).');
+    if (!config.waf) {
+      acknowledge(this.restApi, 'AwsSolutions-APIG3', 'WAF turned off with -c waf=false (dev stacks); the default stack has one.');
+    }
+    acknowledgeFindings(
+      this.restApi,
+      'AwsSolutions-IAM4',
+      'Policy',
+      [iam.ManagedPolicy.fromAwsManagedPolicyName('service-role/AmazonAPIGatewayPushToCloudWatchLogs').managedPolicyArn],
+      'API Gateway account-level CloudWatch role (one per account and region) that execution logging needs; AmazonAPIGatewayPushToCloudWatchLogs is the policy AWS documents for it and covers the log groups API Gateway names itself.',
+    );
+  }
+
+  private addWaf(config: QuarryConfig): void {
+    const visibility = (metricName: string): wafv2.CfnWebACL.VisibilityConfigProperty => ({
+      cloudWatchMetricsEnabled: true,
+      metricName,
+      sampledRequestsEnabled: true,
+    });
+    const managed = (name: string, priority: number): wafv2.CfnWebACL.RuleProperty => ({
+      name,
+      priority,
+      overrideAction: { none: {} },
+      statement: { managedRuleGroupStatement: { vendorName: 'AWS', name } },
+      visibilityConfig: visibility(name),
+    });
+    const acl = new wafv2.CfnWebACL(this, 'WebAcl', {
+      name: `${config.prefix}-api`,
+      description: 'Quarry API: AWS common and known-bad-input rules, per-IP rate limit',
+      scope: 'REGIONAL',
+      defaultAction: { allow: {} },
+      visibilityConfig: visibility(`${config.prefix}-api`),
+      rules: [
+        {
+          name: 'rate-limit-per-ip',
+          priority: 0,
+          action: { block: {} },
+          statement: { rateBasedStatement: { limit: config.wafRateLimitPer5Min, aggregateKeyType: 'IP' } },
+          visibilityConfig: visibility('rate-limit-per-ip'),
+        },
+        managed('AWSManagedRulesCommonRuleSet', 1),
+        managed('AWSManagedRulesKnownBadInputsRuleSet', 2),
+      ],
+    });
+    new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
+      resourceArn: this.restApi.deploymentStage.stageArn,
+      webAclArn: acl.attrArn,
+    });
+  }
+}

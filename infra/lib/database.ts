@@ -1,0 +1,212 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { Construct, IDependable } from 'constructs';
+import { QuarryConfig } from './config';
+import { QuarryFunction } from './function';
+import { acknowledge } from './nag';
+import { Network } from './network';
+
+export const DATABASE_NAME = 'quarry';
+export const DATABASE_PORT = 5432;
+
+/** The three PostgreSQL roles of `engine/db/sql/roles.sql`. */
+export type DbRole = 'owner' | 'writer' | 'reader';
+export const ROLE_NAMES: Record<DbRole, string> = {
+  owner: 'quarry_owner',
+  writer: 'quarry_writer',
+  reader: 'quarry_reader',
+};
+
+/**
+ * Characters kept out of generated passwords (the rotation functions' defaults):
+ * nothing that needs quoting in a connection string or a shell.
+ */
+const EXCLUDE_CHARACTERS = " %+~`#$&*()|[]{}:;<>?!'/@\"\\";
+
+export interface DatabaseProps {
+  readonly config: QuarryConfig;
+  readonly network: Network;
+}
+
+/**
+ * RDS PostgreSQL in the isolated database subnets: encrypted storage, automated
+ * backups, deletion protection (off for dev stacks), TLS forced by the parameter
+ * group, pg_trgm available (a trusted extension on RDS; the migration creates it).
+ *
+ * One Secrets Manager secret per database role. The owner secret is the master
+ * user (`quarry_owner`, which owns every schema object; only the migrate function
+ * reads it); the writer and reader secrets hold the login roles the migration
+ * creates and whose passwords it sets from these secrets. Each secret rotates
+ * with Secrets Manager's hosted single-user PostgreSQL rotation, whose functions
+ * run in the compute subnets and reach the database and the Secrets Manager
+ * endpoint through their own security group.
+ */
+export class Database extends Construct {
+  readonly instance: rds.DatabaseInstance;
+  readonly securityGroup: ec2.SecurityGroup;
+  readonly secrets: Record<DbRole, secretsmanager.ISecret>;
+  readonly rotationSecurityGroup: ec2.SecurityGroup;
+  private readonly rotations: secretsmanager.RotationSchedule[] = [];
+
+  constructor(scope: Construct, id: string, props: DatabaseProps) {
+    super(scope, id);
+    const { config, network } = props;
+    const removalPolicy = config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.SNAPSHOT;
+
+    this.securityGroup = new ec2.SecurityGroup(this, 'Sg', {
+      vpc: network.vpc,
+      description: 'PostgreSQL: 5432 from the Quarry functions and the rotation functions only',
+      allowAllOutbound: false,
+    });
+
+    const major = config.dbEngineVersion.split('.')[0];
+    const engine = rds.DatabaseInstanceEngine.postgres({
+      version: rds.PostgresEngineVersion.of(config.dbEngineVersion, major),
+    });
+    const parameterGroup = new rds.ParameterGroup(this, 'Parameters', {
+      engine,
+      description: 'Quarry: TLS only, slow statements logged',
+      parameters: {
+        'rds.force_ssl': '1',
+        log_min_duration_statement: '1000',
+      },
+    });
+
+    const ownerCredentials = rds.Credentials.fromGeneratedSecret(ROLE_NAMES.owner, {
+      secretName: `${config.prefix}/db/owner`,
+      excludeCharacters: EXCLUDE_CHARACTERS,
+    });
+
+    // The exported PostgreSQL logs land in log groups created here with a
+    // retention (instead of CDK's LogRetention custom resource).
+    const instanceIdentifier = `${config.prefix}-db`;
+    const logExports = ['postgresql', 'upgrade'];
+    const logGroups = logExports.map(
+      (kind) =>
+        new logs.LogGroup(this, `Logs${kind[0].toUpperCase()}${kind.slice(1)}`, {
+          logGroupName: `/aws/rds/instance/${instanceIdentifier}/${kind}`,
+          retention: config.logRetentionDays as logs.RetentionDays,
+          removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+        }),
+    );
+
+    this.instance = new rds.DatabaseInstance(this, 'Instance', {
+      instanceIdentifier,
+      engine,
+      instanceType: new ec2.InstanceType(config.dbInstanceClass),
+      vpc: network.vpc,
+      vpcSubnets: network.databaseSubnets,
+      securityGroups: [this.securityGroup],
+      port: DATABASE_PORT,
+      databaseName: DATABASE_NAME,
+      credentials: ownerCredentials,
+      parameterGroup,
+      storageEncrypted: true,
+      storageType: rds.StorageType.GP3,
+      allocatedStorage: config.dbAllocatedStorageGiB,
+      maxAllocatedStorage: config.dbMaxAllocatedStorageGiB,
+      multiAz: config.dbMultiAz,
+      publiclyAccessible: false,
+      backupRetention: Duration.days(config.dbBackupRetentionDays),
+      deleteAutomatedBackups: config.dev,
+      deletionProtection: !config.dev,
+      removalPolicy,
+      autoMinorVersionUpgrade: true,
+      copyTagsToSnapshot: true,
+      cloudwatchLogsExports: logExports,
+    });
+    for (const group of logGroups) this.instance.node.addDependency(group);
+
+    this.rotationSecurityGroup = network.functionSecurityGroup(
+      this,
+      'RotationSg',
+      'secret rotation functions',
+    );
+    this.allowFrom(this.rotationSecurityGroup);
+
+    const writer = new rds.DatabaseSecret(this, 'WriterSecret', {
+      username: ROLE_NAMES.writer,
+      secretName: `${config.prefix}/db/writer`,
+      dbname: DATABASE_NAME,
+      excludeCharacters: EXCLUDE_CHARACTERS,
+    }).attach(this.instance);
+    const reader = new rds.DatabaseSecret(this, 'ReaderSecret', {
+      username: ROLE_NAMES.reader,
+      secretName: `${config.prefix}/db/reader`,
+      dbname: DATABASE_NAME,
+      excludeCharacters: EXCLUDE_CHARACTERS,
+    }).attach(this.instance);
+    this.secrets = { owner: this.instance.secret!, writer, reader };
+
+    for (const role of ['owner', 'writer', 'reader'] as DbRole[]) {
+      this.rotations.push(
+        new secretsmanager.RotationSchedule(this, `Rotation${role[0].toUpperCase()}${role.slice(1)}`, {
+          secret: this.secrets[role],
+          automaticallyAfter: Duration.days(config.secretRotationDays),
+          hostedRotation: secretsmanager.HostedRotation.postgreSqlSingleUser({
+            functionName: `${config.prefix}-rotate-db-${role}`,
+            vpc: network.vpc,
+            vpcSubnets: network.computeSubnets,
+            securityGroups: [this.rotationSecurityGroup],
+            excludeCharacters: EXCLUDE_CHARACTERS,
+          }),
+        }),
+      );
+    }
+
+    acknowledge(
+      this.instance,
+      'AwsSolutions-RDS6',
+      'Database users authenticate with per-role passwords kept in Secrets Manager and rotated (issue 6 allows either); IAM database authentication would be a second, unused way in.',
+    );
+    acknowledge(
+      this.instance,
+      'AwsSolutions-RDS11',
+      'The standard port is kept (the functions are configured with 5432); the instance is in subnets with no route out, and its security group admits only the Quarry and rotation functions.',
+    );
+    if (!config.dbMultiAz) {
+      acknowledge(
+        this.instance,
+        'AwsSolutions-RDS3',
+        'Single-AZ by default to keep the default stack cheap (automated backups give point-in-time restore); production sets -c dbMultiAz=true.',
+      );
+    }
+    if (config.dev) {
+      acknowledge(
+        this.instance,
+        'AwsSolutions-RDS10',
+        'Dev stack (-c dev=true): deletion protection is off on purpose so the stack can be destroyed.',
+      );
+    }
+  }
+
+  /** Lets a function's security group reach PostgreSQL (ingress here, egress there). */
+  allowFrom(sg: ec2.ISecurityGroup): void {
+    this.instance.connections.allowDefaultPortFrom(sg, 'PostgreSQL from a Quarry function');
+  }
+
+  /**
+   * Lets a function reach PostgreSQL and read the secrets of `roles` (GetSecretValue
+   * on those secret ARNs only), and sets QUARRY_DB_SECRET_<ROLE>_ARN for each.
+   */
+  connect(fn: QuarryFunction, roles: DbRole[]): void {
+    this.allowFrom(fn.securityGroup);
+    for (const role of roles) {
+      const title = role[0].toUpperCase() + role.slice(1);
+      fn.allow(`Read${title}DbSecret`, ['secretsmanager:GetSecretValue'], [this.secrets[role].secretArn]);
+      fn.function.addEnvironment(`QUARRY_DB_SECRET_${role.toUpperCase()}_ARN`, this.secrets[role].secretArn);
+    }
+  }
+
+  /**
+   * The writer and reader rotations must wait for the migration that creates
+   * those roles with the secrets' passwords, else the first rotation (which
+   * runs as soon as the schedule exists) cannot log in.
+   */
+  rotationsAfter(dependency: IDependable): void {
+    for (const rotation of this.rotations) rotation.node.addDependency(dependency);
+  }
+}

@@ -1,0 +1,115 @@
+import * as fs from 'fs';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { FunctionName, QuarryConfig, lambdaZip } from './config';
+import { acknowledgeFindings } from './nag';
+import { Network } from './network';
+
+export interface QuarryFunctionProps {
+  readonly config: QuarryConfig;
+  readonly network: Network;
+  /** The binary is `quarry-<name>`, its zip `<lambdaDir>/quarry-<name>/bootstrap.zip`. */
+  readonly name: FunctionName;
+  readonly description: string;
+  readonly memorySize: number;
+  readonly timeout: Duration;
+  readonly environment: Record<string, string>;
+  readonly reservedConcurrentExecutions?: number;
+}
+
+/**
+ * One Rust function: provided.al2023 on arm64 from the cargo-lambda zip (never a
+ * Docker build), in the compute subnets with its own security group, its own log
+ * group, and its own role. The role starts with only what Lambda itself needs
+ * (write to its own log group, manage its VPC interfaces, X-Ray); each construct
+ * that hands the function a resource adds a statement naming that resource.
+ */
+export class QuarryFunction extends Construct {
+  readonly function: lambda.Function;
+  readonly role: iam.Role;
+  readonly securityGroup: ec2.SecurityGroup;
+  readonly logGroup: logs.LogGroup;
+  readonly functionName: string;
+
+  constructor(scope: Construct, id: string, props: QuarryFunctionProps) {
+    super(scope, id);
+    const { config, network } = props;
+    this.functionName = `${config.prefix}-${props.name}`;
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `/aws/lambda/${this.functionName}`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    });
+
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `Execution role of ${this.functionName}`,
+    });
+    this.role.addToPolicy(
+      new iam.PolicyStatement({
+        sid: 'OwnLogGroup',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [this.logGroup.logGroupArn],
+      }),
+    );
+    // The statement of the AWS managed AWSLambdaVPCAccessExecutionRole, inline so
+    // that nothing else comes with it. ec2:Describe* has no resource-level
+    // permissions, and Lambda creates and deletes the interfaces of its
+    // Hyperplane ENIs on the function's behalf with whatever ids it picks.
+    this.role.addToPolicy(
+      new iam.PolicyStatement({
+        sid: 'VpcNetworkInterfaces',
+        actions: [
+          'ec2:CreateNetworkInterface',
+          'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeSubnets',
+          'ec2:DeleteNetworkInterface',
+          'ec2:AssignPrivateIpAddresses',
+          'ec2:UnassignPrivateIpAddresses',
+        ],
+        resources: ['*'],
+      }),
+    );
+
+    this.securityGroup = network.functionSecurityGroup(this, 'Sg', this.functionName);
+
+    this.function = new lambda.Function(this, 'Function', {
+      functionName: this.functionName,
+      description: props.description,
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture: lambda.Architecture.ARM_64,
+      handler: 'bootstrap',
+      code: lambda.Code.fromAsset(lambdaZip(config, props.name, fs.existsSync)),
+      memorySize: props.memorySize,
+      timeout: props.timeout,
+      role: this.role,
+      logGroup: this.logGroup,
+      loggingFormat: lambda.LoggingFormat.TEXT,
+      tracing: lambda.Tracing.ACTIVE,
+      vpc: network.vpc,
+      vpcSubnets: network.computeSubnets,
+      securityGroups: [this.securityGroup],
+      environment: props.environment,
+      reservedConcurrentExecutions: props.reservedConcurrentExecutions,
+      recursiveLoop: lambda.RecursiveLoop.TERMINATE,
+    });
+
+    acknowledgeFindings(
+      this.role,
+      'AwsSolutions-IAM5',
+      'Resource',
+      ['*'],
+      'Resource * only where AWS requires it: ec2:DescribeNetworkInterfaces/DescribeSubnets have no resource-level permissions and Lambda manages the VPC interfaces of the function under ids it picks (the statement of the AWS managed AWSLambdaVPCAccessExecutionRole, inline); X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.',
+    );
+  }
+
+  /** Adds a statement to the function's own policy. */
+  allow(sid: string, actions: string[], resources: string[]): void {
+    this.role.addToPolicy(new iam.PolicyStatement({ sid, actions, resources }));
+  }
+}

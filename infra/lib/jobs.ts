@@ -1,0 +1,252 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import { QuarryConfig } from './config';
+import { Database } from './database';
+import { QuarryFunction } from './function';
+import { acknowledgeFindings } from './nag';
+import { Network } from './network';
+import { Notifications } from './notifications';
+import { Storage } from './storage';
+
+export interface JobsProps {
+  readonly config: QuarryConfig;
+  readonly network: Network;
+  readonly storage: Storage;
+  readonly database: Database;
+  readonly notifications: Notifications;
+  readonly environment: Record<string, string>;
+}
+
+/** Error names the quarry-jobs handler raises (its Lambda errorType). */
+export const TRANSIENT_ERROR = 'Quarry.Transient';
+export const PERMANENT_ERROR = 'Quarry.Permanent';
+/** The error an execution ends with when the job failed (after notifying). */
+export const JOB_FAILED_ERROR = 'Quarry.JobFailed';
+
+/**
+ * Errors of the Lambda service itself (the invoke failed or was throttled; the
+ * handler's own result was never produced). They are retried on every step, in a
+ * retrier of their own; errors from the handler are retried only when it names
+ * them transient.
+ */
+export const LAMBDA_SERVICE_ERRORS = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.TooManyRequestsException',
+];
+
+/** State names (the local state-machine tests address task handlers by these). */
+export const STATES = {
+  initialise: 'Initialise',
+  execute: 'Execute',
+  storeResult: 'StoreResult',
+  complete: 'Complete',
+  notifySuccess: 'NotifySuccess',
+  markFailed: 'MarkFailed',
+  notifyFailure: 'NotifyFailure',
+  jobFailed: 'JobFailed',
+} as const;
+
+/**
+ * Analytics jobs: the quarry-jobs function (one dispatcher for every step) and a
+ * Standard state machine:
+ *
+ *   Initialise -> Execute -> StoreResult -> Complete -> NotifySuccess
+ *        \___________\___________\___________\__ Catch -> MarkFailed -> NotifyFailure -> JobFailed
+ *
+ * Each task sends `{"step": ..., "job_id": ...}` plus what that step needs, and
+ * keeps the (small) answer at `$.<initialised|executed|stored|completed|failed>`;
+ * results travel as S3 keys. `Quarry.Transient` is retried with exponential backoff
+ * and full jitter; `Quarry.Permanent` and anything else is caught at once.
+ * Logging (ALL, with execution data) and X-Ray tracing are on.
+ */
+export class Jobs extends Construct {
+  readonly fn: QuarryFunction;
+  readonly stateMachine: sfn.StateMachine;
+  readonly stateMachineName: string;
+  readonly logGroup: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: JobsProps) {
+    super(scope, id);
+    const { config, network, storage, database, notifications } = props;
+    this.stateMachineName = `${config.prefix}-analytics-job`;
+
+    this.fn = new QuarryFunction(this, 'Jobs', {
+      config,
+      network,
+      name: 'jobs',
+      description: 'Quarry analytics job steps (initialise, execute, store_result, complete, fail)',
+      memorySize: 1024,
+      timeout: Duration.minutes(15),
+      environment: props.environment,
+    });
+    database.connect(this.fn, ['reader']);
+    this.fn.allow(
+      'JobRows',
+      ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:ConditionCheckItem'],
+      [storage.jobsTable.tableArn],
+    );
+    const resultObjects = storage.resultsBucket.arnForObjects('*');
+    this.fn.allow('ResultObjects', ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'], [resultObjects]);
+    acknowledgeFindings(
+      this.fn.role,
+      'AwsSolutions-IAM5',
+      'Resource',
+      [resultObjects],
+      'Result objects are keyed by job id, known only at run time; the grant is Get/Put/AbortMultipartUpload on the objects of the results bucket only (a bucket of its own whose objects expire).',
+    );
+    notifications.allowPublish(this.fn, notifications.alarmTopic, 'PublishSystemErrors');
+
+    const step = (
+      stateName: string,
+      stepName: string,
+      payload: Record<string, unknown>,
+      resultPath: string,
+      comment: string,
+    ): tasks.LambdaInvoke => {
+      const task = new tasks.LambdaInvoke(this, stateName, {
+        stateName,
+        comment,
+        lambdaFunction: this.fn.function,
+        payloadResponseOnly: true,
+        retryOnServiceExceptions: false,
+        payload: sfn.TaskInput.fromObject({ step: stepName, job_id: sfn.JsonPath.stringAt('$.job_id'), ...payload }),
+        resultPath,
+      });
+      task.addRetry({
+        errors: [TRANSIENT_ERROR],
+        interval: Duration.seconds(2),
+        backoffRate: 2,
+        maxAttempts: 4,
+        maxDelay: Duration.seconds(60),
+        jitterStrategy: sfn.JitterType.FULL,
+      });
+      task.addRetry({
+        errors: LAMBDA_SERVICE_ERRORS,
+        interval: Duration.seconds(2),
+        backoffRate: 2,
+        maxAttempts: 3,
+        jitterStrategy: sfn.JitterType.FULL,
+      });
+      return task;
+    };
+
+    const operation = sfn.JsonPath.stringAt('$.operation');
+    const parameters = sfn.JsonPath.objectAt('$.parameters');
+
+    const initialise = step(
+      STATES.initialise,
+      'initialise',
+      { operation, parameters, execution_id: sfn.JsonPath.stringAt('$$.Execution.Id') },
+      '$.initialised',
+      'Job row to RUNNING (conditional: state only moves forward)',
+    );
+    const execute = step(
+      STATES.execute,
+      'execute',
+      { operation, parameters },
+      '$.executed',
+      'Run the operation as quarry_reader; rows go to S3, the answer is their key',
+    );
+    const storeResult = step(
+      STATES.storeResult,
+      'store_result',
+      { operation, executed: sfn.JsonPath.objectAt('$.executed') },
+      '$.stored',
+      'Record where the result is (inline or S3 key) on the job row',
+    );
+    const complete = step(
+      STATES.complete,
+      'complete',
+      { stored: sfn.JsonPath.objectAt('$.stored') },
+      '$.completed',
+      'Job row to SUCCEEDED',
+    );
+    const markFailed = step(
+      STATES.markFailed,
+      'fail',
+      { error: sfn.JsonPath.objectAt('$.error') },
+      '$.failed',
+      'Job row to FAILED with the error',
+    );
+
+    const notifySuccess = new tasks.SnsPublish(this, STATES.notifySuccess, {
+      stateName: STATES.notifySuccess,
+      topic: notifications.jobsTopic,
+      subject: 'Quarry job succeeded',
+      message: sfn.TaskInput.fromObject({
+        event: 'job.succeeded',
+        job_id: sfn.JsonPath.stringAt('$.job_id'),
+        operation,
+        result: sfn.JsonPath.objectAt('$.stored'),
+      }),
+      messageAttributes: { event: { value: 'job.succeeded' } },
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    const notifyFailure = new tasks.SnsPublish(this, STATES.notifyFailure, {
+      stateName: STATES.notifyFailure,
+      topic: notifications.jobsTopic,
+      subject: 'Quarry job failed',
+      message: sfn.TaskInput.fromObject({
+        event: 'job.failed',
+        job_id: sfn.JsonPath.stringAt('$.job_id'),
+        operation,
+        error: sfn.JsonPath.objectAt('$.error'),
+      }),
+      messageAttributes: { event: { value: 'job.failed' } },
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    const jobFailed = new sfn.Fail(this, STATES.jobFailed, {
+      stateName: STATES.jobFailed,
+      comment: 'The execution fails (and counts in ExecutionsFailed) with the original error',
+      errorPath: '$.error.Error',
+      causePath: '$.error.Cause',
+    });
+
+    markFailed.next(notifyFailure).next(jobFailed);
+    // If even the failure bookkeeping fails, the notification still goes out.
+    markFailed.addCatch(notifyFailure, { errors: [sfn.Errors.ALL], resultPath: '$.fail_error' });
+    for (const task of [initialise, execute, storeResult, complete]) {
+      task.addCatch(markFailed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    }
+
+    const definition = sfn.Chain.start(initialise).next(execute).next(storeResult).next(complete).next(notifySuccess);
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `/aws/vendedlogs/states/${this.stateMachineName}`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    });
+
+    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName: this.stateMachineName,
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      comment: 'Quarry analytics job: initialise, execute, store result, complete, notify',
+      definitionBody: sfn.DefinitionBody.fromChainable(definition),
+      timeout: Duration.hours(1),
+      tracingEnabled: true,
+      logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
+    });
+    // SNS publishes to the encrypted jobs topic need the key.
+    notifications.key.grant(this.stateMachine.role, 'kms:GenerateDataKey', 'kms:Decrypt');
+
+    acknowledgeFindings(
+      this.stateMachine.role,
+      'AwsSolutions-IAM5',
+      'Resource',
+      ['*'],
+      'Resource * only where AWS requires it: X-Ray PutTraceSegments/PutTelemetryRecords/GetSamplingRules/GetSamplingTargets and the CloudWatch Logs vended-log delivery actions (logs:CreateLogDelivery, ...) have no resource-level permissions.',
+    );
+    acknowledgeFindings(
+      this.stateMachine.role,
+      'AwsSolutions-IAM5',
+      'Resource',
+      [`${this.fn.function.functionArn}:*`],
+      'lambda:InvokeFunction on quarry-jobs and its versions/aliases (<arn>:*), as the CDK LambdaInvoke task grants it; no other function.',
+    );
+  }
+}
