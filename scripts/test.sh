@@ -14,15 +14,16 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 log "building"
 cargo build --workspace -q
 
-log "generated files are current (schemas/, docs/schema.md)"
+log "generated files are current (schemas/, docs/schema.md, docs/configuration.md)"
 ./target/debug/quarry schema --check
+./target/debug/quarry config docs --check
 docs_db="quarry_docs_$$"
 psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $docs_db"
 trap 'psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $docs_db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 ./target/debug/quarry --database-url "$docs_url" migrate >/dev/null
 ./target/debug/quarry --database-url "$docs_url" docs --check
-./target/debug/quarry check --offline queries/ mappings/
+./target/debug/quarry check --offline queries/ mappings/ tests/fixtures/packs/
 
 log "tests"
 cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true

@@ -174,30 +174,47 @@ export class Jobs extends Construct {
       'Job row to FAILED with the error',
     );
 
+    // Notifications are CloudEvents 1.0 JSON with the envelope of the local
+    // notifier's events (engine/core/src/jobs.rs, Event): type
+    // quarry.job.succeeded / quarry.job.failed, source quarry/jobs, subject = job
+    // id. `data` is what the state machine knows: job id, operation, state, the
+    // stored result's location or the error, and the API links. The id is the
+    // execution ARN plus the outcome, so a repeated publish can be deduplicated.
+    const jobId = sfn.JsonPath.stringAt('$.job_id');
+    const jobEvent = (outcome: 'succeeded' | 'failed', detail: Record<string, unknown>): sfn.TaskInput =>
+      sfn.TaskInput.fromObject({
+        specversion: '1.0',
+        id: sfn.JsonPath.format(`{}/${outcome}`, sfn.JsonPath.executionId),
+        type: `quarry.job.${outcome}`,
+        source: 'quarry/jobs',
+        subject: jobId,
+        time: sfn.JsonPath.stringAt('$$.State.EnteredTime'),
+        datacontenttype: 'application/json',
+        data: {
+          job_id: jobId,
+          operation,
+          state: outcome,
+          ...detail,
+          links: {
+            status: sfn.JsonPath.format('/analytics/jobs/{}', jobId),
+            result: sfn.JsonPath.format('/analytics/jobs/{}/result', jobId),
+          },
+        },
+      });
     const notifySuccess = new tasks.SnsPublish(this, STATES.notifySuccess, {
       stateName: STATES.notifySuccess,
       topic: notifications.jobsTopic,
       subject: 'Quarry job succeeded',
-      message: sfn.TaskInput.fromObject({
-        event: 'job.succeeded',
-        job_id: sfn.JsonPath.stringAt('$.job_id'),
-        operation,
-        result: sfn.JsonPath.objectAt('$.stored'),
-      }),
-      messageAttributes: { event: { value: 'job.succeeded' } },
+      message: jobEvent('succeeded', { result: sfn.JsonPath.objectAt('$.stored') }),
+      messageAttributes: { type: { value: 'quarry.job.succeeded' } },
       resultPath: sfn.JsonPath.DISCARD,
     });
     const notifyFailure = new tasks.SnsPublish(this, STATES.notifyFailure, {
       stateName: STATES.notifyFailure,
       topic: notifications.jobsTopic,
       subject: 'Quarry job failed',
-      message: sfn.TaskInput.fromObject({
-        event: 'job.failed',
-        job_id: sfn.JsonPath.stringAt('$.job_id'),
-        operation,
-        error: sfn.JsonPath.objectAt('$.error'),
-      }),
-      messageAttributes: { event: { value: 'job.failed' } },
+      message: jobEvent('failed', { error: sfn.JsonPath.objectAt('$.error') }),
+      messageAttributes: { type: { value: 'quarry.job.failed' } },
       resultPath: sfn.JsonPath.DISCARD,
     });
     const jobFailed = new sfn.Fail(this, STATES.jobFailed, {

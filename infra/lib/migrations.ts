@@ -8,7 +8,7 @@ import { Construct } from 'constructs';
 import { QuarryConfig, lambdaZip } from './config';
 import { DATABASE_NAME, Database } from './database';
 import { QuarryFunction } from './function';
-import { acknowledge, acknowledgeFindings } from './nag';
+import { acknowledgeFindings } from './nag';
 import { Network } from './network';
 
 export interface MigrationsProps {
@@ -93,11 +93,6 @@ export class Migrations extends Construct {
       'Resource',
       [`${this.fn.function.functionArn}:*`],
       'The Provider framework invokes quarry-migrate and its versions/aliases (<arn>:*), as CDK grants it; no other function.',
-    );
-    acknowledge(
-      provider,
-      'AwsSolutions-L1',
-      'The framework function is CDK code on the Node.js runtime this aws-cdk-lib version pins; it moves with aws-cdk-lib upgrades, not here.',
     );
   }
 }

@@ -6,6 +6,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { QuarryConfig } from './config';
+import { acknowledge } from './nag';
 
 export interface NetworkProps {
   readonly config: QuarryConfig;
@@ -46,6 +47,12 @@ export class Network extends Construct {
         { name: 'compute', subnetType: ec2.SubnetType.PRIVATE_ISOLATED, cidrMask: 22 },
       ],
     });
+
+    acknowledge(
+      this.vpc,
+      'CloudFormation-Validate::W3010',
+      'The AZ names come from context (default <region>a and <region>b) so that synth needs no account lookup; set -c availabilityZones=... for a region or account whose zones differ.',
+    );
 
     const flowLogs = new logs.LogGroup(this, 'FlowLogs', {
       retention: config.logRetentionDays as logs.RetentionDays,

@@ -32,16 +32,22 @@ export class Notifications extends Construct {
       removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
       pendingWindow: Duration.days(config.dev ? 7 : 30),
     });
-    // CloudWatch publishes alarm state changes to the encrypted alarm topic, and
-    // SNS needs this service principal to use the key for them; the condition
-    // limits it to this account's alarms.
+    // CloudWatch alarms of this stack (named <prefix>-...) publish to the
+    // encrypted alarm topic as the CloudWatch service principal: SNS needs the
+    // key for them, and the topic policy must admit them. Both are scoped to
+    // this account's alarms by name (confused-deputy conditions).
+    const stack = Stack.of(this);
+    const ourAlarms = {
+      StringEquals: { 'aws:SourceAccount': stack.account },
+      ArnLike: { 'aws:SourceArn': `arn:${stack.partition}:cloudwatch:${stack.region}:${stack.account}:alarm:${config.prefix}-*` },
+    };
     this.key.addToResourcePolicy(
       new iam.PolicyStatement({
         sid: 'CloudWatchAlarmsPublish',
         principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
-        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
         resources: ['*'],
-        conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
+        conditions: ourAlarms,
       }),
     );
 
@@ -57,6 +63,16 @@ export class Notifications extends Construct {
       masterKey: this.key,
       enforceSSL: true,
     });
+
+    this.alarmTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.alarmTopic.topicArn],
+        conditions: ourAlarms,
+      }),
+    );
 
     if (config.alarmEmail) {
       this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(config.alarmEmail));

@@ -132,13 +132,6 @@ export class QuarryStack extends Stack {
         [iam.ManagedPolicy.fromAwsManagedPolicyName('service-role/AWSLambdaBasicExecutionRole').managedPolicyArn],
         'CDK singleton that writes the raw bucket notification configuration during deploys; AWSLambdaBasicExecutionRole lets it write its own logs only.',
       );
-      acknowledgeFindings(
-        notifications,
-        'AwsSolutions-IAM5',
-        'Resource',
-        ['*'],
-        'CDK grants its notifications singleton s3:PutBucketNotification on *; it runs only during deploys, with this stack\'s notification configuration.',
-      );
     }
   }
 }

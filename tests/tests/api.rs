@@ -1,142 +1,19 @@
-//! Black-box HTTP tests: the real `quarry serve` on a loopback port, a fresh
-//! database, plain HTTP/1.1 requests written by hand on a TcpStream.
+//! Black-box HTTP tests of the synchronous API: the real `quarry serve` on a
+//! loopback port, a fresh database, plain HTTP/1.1 requests (see common/).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-use quarry_tests::{fixture_db, quarry_bin, repo_root, TestDb};
-use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(db: &TestDb, extra: &[&str]) -> Server {
-    let mut child = Command::new(quarry_bin())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .current_dir(repo_root())
-        .env("DATABASE_URL", &db.url)
-        .env_remove("QUARRY_ALLOW_CUSTOM_SQL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start quarry serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        addr.starts_with("127.0.0.1:"),
-        "unexpected first line: {line:?}"
-    );
-    Server { child, addr }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn request(
-    s: &Server,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    extra_headers: &[(&str, &str)],
-) -> Reply {
-    let mut stream = TcpStream::connect(&s.addr).expect("connect");
-    let body = body.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        s.addr,
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in extra_headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let payload = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    let body = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n.min(after.len())]);
-        rest = after.get(n + 2..).unwrap_or("");
-    }
-    out
-}
+use common::*;
+use quarry_tests::{fixture_db, quarry_bin, repo_root};
+use serde_json::json;
 
 #[tokio::test]
 async fn the_walkthrough_requests_work() {
     let db = fixture_db().await;
-    let s = serve(&db, &[]);
+    let (s, _data) = serve(&db, &[]);
     let h = request(&s, "GET", "/health", None, &[]);
     assert_eq!(h.status, 200);
     assert_eq!(
@@ -186,7 +63,7 @@ async fn the_walkthrough_requests_work() {
 #[tokio::test]
 async fn errors_are_problem_json() {
     let db = fixture_db().await;
-    let s = serve(&db, &[]);
+    let (s, _data) = serve(&db, &[]);
     let cases: [(&str, &str, Option<&str>, u16, &str); 7] = [
         (
             "POST",
@@ -261,7 +138,14 @@ async fn errors_are_problem_json() {
 #[tokio::test]
 async fn custom_sql_errors_name_the_sqlstate_when_enabled() {
     let db = fixture_db().await;
-    let s = serve(&db, &["--allow-custom-sql"]);
+    // Caller SQL needs the admin scope, which open access never has.
+    let key = quarry(
+        &db,
+        &["keys", "create", "--name", "ops", "--scope", "admin"],
+    );
+    let auth = format!("Bearer {}", key.trim());
+    let hdr = [("Authorization", auth.as_str())];
+    let (s, _data) = serve(&db, &["--allow-custom-sql"]);
     let r = request(
         &s,
         "POST",
@@ -269,7 +153,7 @@ async fn custom_sql_errors_name_the_sqlstate_when_enabled() {
         Some(
             r#"{"operation": "custom_complex_query", "parameters": {"query": "SELECT * FROM non_existent_table"}}"#,
         ),
-        &[],
+        &hdr,
     );
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(r.body["type"], json!("/problems/sql-error"));
@@ -288,7 +172,7 @@ async fn custom_sql_errors_name_the_sqlstate_when_enabled() {
         Some(
             r#"{"operation": "custom_complex_query", "parameters": {"query": "SELECT count(*) AS n FROM canonical.orders"}}"#,
         ),
-        &[],
+        &hdr,
     );
     assert_eq!(
         (ok.status, ok.body["rows"][0]["n"].clone()),
@@ -299,7 +183,7 @@ async fn custom_sql_errors_name_the_sqlstate_when_enabled() {
 #[tokio::test]
 async fn cache_hits_until_an_ingest_commits() {
     let db = fixture_db().await;
-    let s = serve(&db, &[]);
+    let (s, _data) = serve(&db, &[]);
     let path = "/analytics?operation=simple_demo&source_system=crm";
     let first = request(&s, "GET", path, None, &[]);
     assert_eq!(first.header("x-cache"), Some("miss"));
@@ -332,13 +216,183 @@ async fn cache_hits_until_an_ingest_commits() {
     assert_ne!(third.header("etag"), Some(etag.as_str()));
 }
 
-#[test]
-fn refuses_a_public_address_without_keys() {
-    let out = Command::new(quarry_bin())
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .current_dir(repo_root())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to listen"));
+#[tokio::test]
+async fn heavy_operations_on_the_sync_path_become_jobs() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let r = get(
+        &s,
+        "/analytics?operation=multi_dimensional_analytics&timeframe=3%20months",
+    );
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let loc = r.header("location").expect("Location").to_string();
+    assert_eq!(
+        loc,
+        format!(
+            "/analytics/jobs/{}",
+            r.body["job_id"].as_str().unwrap_or("")
+        )
+    );
+    assert!(r.header("retry-after").is_some());
+    let done = wait_job(&s, r.body["job_id"].as_str().unwrap_or(""), &[]);
+    assert_eq!(done["state"], json!("succeeded"), "{done:?}");
+    // The job filled the cache: the same call now answers at once.
+    let again = get(
+        &s,
+        "/analytics?operation=multi_dimensional_analytics&timeframe=3%20months",
+    );
+    assert_eq!(
+        (again.status, again.header("x-cache")),
+        (200, Some("hit")),
+        "{:?}",
+        again.body
+    );
+}
+
+#[tokio::test]
+async fn a_light_query_past_its_timeout_is_504() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let (s, _data) = serve(&db, &["--queries", q.0.to_str().unwrap_or_default()]);
+    let r = get(&s, "/analytics?operation=slow_light");
+    assert_eq!(r.status, 504, "{:?}", r.body);
+    assert_eq!(r.body["type"], json!("/problems/query-timeout"));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503() {
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    // The reader role points at a port where nothing listens.
+    let s = serve_with(
+        &db,
+        &[],
+        &[(
+            "QUARRY_READER_URL",
+            "postgres://quarry_reader@127.0.0.1:9/nowhere",
+        )],
+        &data.0,
+    );
+    let h = get(&s, "/health");
+    assert_eq!(
+        (h.status, h.body["database"].clone()),
+        (503, json!("unreachable"))
+    );
+    let r = get(&s, "/analytics?operation=simple_demo");
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["type"], json!("/problems/database-unavailable"));
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        !r.raw.contains("127.0.0.1:9"),
+        "no internal detail leaks: {}",
+        r.raw
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_every_operation_and_metrics_count_requests() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let doc = get(&s, "/openapi.json");
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], json!("3.1.0"));
+    let variants = doc.body["components"]["schemas"]["AnalyticsRequest"]["oneOf"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = variants
+        .iter()
+        .filter_map(|v| v["properties"]["operation"]["const"].as_str())
+        .collect();
+    assert_eq!(names.len(), 11, "{names:?}");
+    assert!(names.contains(&"customer_analysis"));
+    let ca = variants
+        .iter()
+        .find(|v| v["properties"]["operation"]["const"] == json!("customer_analysis"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        ca["properties"]["parameters"]["properties"]["group_by"]["enum"][0],
+        json!("industry")
+    );
+    for path in [
+        "/analytics/jobs",
+        "/analytics/jobs/{id}",
+        "/analytics/jobs/{id}/result",
+        "/metrics",
+    ] {
+        assert!(doc.body["paths"][path].is_object(), "{path} documented");
+    }
+    get(&s, "/analytics?operation=simple_demo");
+    let m = get(&s, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let line = m
+        .raw
+        .lines()
+        .find(|l| {
+            l.starts_with("quarry_http_requests_total{")
+                && l.contains("route=\"/analytics\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_default()
+        .to_string();
+    let n: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(n >= 1.0, "metrics: {line:?}");
+    assert!(
+        m.raw.contains("quarry_cache_requests_total"),
+        "cache metrics present"
+    );
+}
+
+#[tokio::test]
+async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[("QUARRY_RELOAD__DEBOUNCE_MS", "100")],
+        &data.0,
+    );
+    let title = |s: &Server| get(s, "/operations/slow_light").body["title"].clone();
+    assert_eq!(title(&s), json!("Test pack that overruns its timeout"));
+    let yaml = q.0.join("slow_light.yaml");
+    let text = std::fs::read_to_string(&yaml).expect("read");
+    std::fs::write(
+        &yaml,
+        text.replace(
+            "title: Test pack that overruns its timeout",
+            "title: Renamed",
+        ),
+    )
+    .expect("write");
+    wait_for("the reload", Duration::from_secs(10), || {
+        (title(&s) == json!("Renamed")).then_some(())
+    });
+    // A broken change is refused: the previous set keeps serving.
+    std::fs::write(&yaml, "name: slow_light\nversion: [\n").expect("write");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(title(&s), json!("Renamed"));
+    assert_eq!(
+        get(&s, "/operations").body["operations"]
+            .as_array()
+            .map(Vec::len),
+        Some(13)
+    );
+    // A new pack appears on SIGHUP too (the watcher may be off).
+    std::fs::write(&yaml, text).expect("restore");
+    let pid = s.child.id().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("the SIGHUP reload", Duration::from_secs(10), || {
+        (title(&s) == json!("Test pack that overruns its timeout")).then_some(())
+    });
 }

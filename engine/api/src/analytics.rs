@@ -119,7 +119,10 @@ pub async fn analytics_get(
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         if k == "operation" {
             op = Some(v.into_owned());
-        } else if params.insert(k.to_string(), Value::String(v.into_owned())).is_some() {
+        } else if params
+            .insert(k.to_string(), Value::String(v.into_owned()))
+            .is_some()
+        {
             return Err(ApiError::MalformedBody(format!(
                 "the query parameter `{k}` is given twice; give it once"
             )));
@@ -159,7 +162,10 @@ pub async fn analytics_post(
 
 /// Parses a JSON request body, naming what is wrong.
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") && !mime.ends_with("+json") {
             return Err(ApiError::MalformedBody(format!(
@@ -175,21 +181,23 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, 
 }
 
 /// Finds the pack and checks the caller may run it.
-pub fn authorize(
-    st: &AppState,
-    who: &Principal,
-    op: &str,
-) -> Result<Arc<Pack>, ApiError> {
+pub fn authorize(st: &AppState, who: &Principal, op: &str) -> Result<Arc<Pack>, ApiError> {
     let packs = st.packs();
-    let pack = packs.get(op).cloned().ok_or_else(|| ApiError::UnknownOperation {
-        name: op.chars().take(80).collect(),
-        known: packs.names().iter().map(|s| s.to_string()).collect(),
-    })?;
+    let pack = packs
+        .get(op)
+        .cloned()
+        .ok_or_else(|| ApiError::UnknownOperation {
+            name: op.chars().take(80).collect(),
+            known: packs.names().iter().map(|s| s.to_string()).collect(),
+        })?;
     if pack.spec.raw_sql {
         if !st.config.allow_custom_sql {
             return Err(quarry_db::RunError::CustomSqlDisabled(pack.spec.name.clone()).into());
         }
-        who.require(Scope::Admin, &format!("operation `{op}` (caller-supplied SQL)"))?;
+        who.require(
+            Scope::Admin,
+            &format!("operation `{op}` (caller-supplied SQL)"),
+        )?;
     }
     Ok(pack)
 }
@@ -218,7 +226,8 @@ async fn run(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
         {
-            metrics::counter!("quarry_cache_requests_total", "result" => "not_modified").increment(1);
+            metrics::counter!("quarry_cache_requests_total", "result" => "not_modified")
+                .increment(1);
             return Ok(with_cache_headers(
                 StatusCode::NOT_MODIFIED.into_response(),
                 Some(&etag),
@@ -333,14 +342,15 @@ async fn cached(st: &AppState, key: &str) -> Option<Bytes> {
         },
     };
     // The entry's remaining life is unknown here; keep the hot copy briefly.
-    st.hot.put(key.to_string(), bytes.clone(), Duration::from_secs(5));
+    st.hot
+        .put(key.to_string(), bytes.clone(), Duration::from_secs(5));
     Some(bytes)
 }
 
 /// Stores an answer: in memory at once, in the cache port in the background
 /// (large answers as an object with a pointer).
 pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Bytes) {
-    let ttl = Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds));
+    let ttl = Duration::from_secs(pack.spec.cache_ttl_seconds);
     st.hot.put(key.to_string(), bytes.clone(), ttl);
     let st = st.clone();
     let key = key.to_string();
@@ -380,10 +390,9 @@ fn with_cache_headers(
             if let Ok(v) = HeaderValue::from_str(etag) {
                 h.insert(header::ETAG, v);
             }
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "private, max-age={}",
-                pack.spec.cache_ttl_seconds
-            )) {
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("private, max-age={}", pack.spec.cache_ttl_seconds))
+            {
                 h.insert(header::CACHE_CONTROL, v);
             }
         }

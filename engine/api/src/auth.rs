@@ -138,12 +138,15 @@ impl Auth {
     }
 
     fn limiter(&self, bucket: &str, rate: Option<u32>) -> Arc<DefaultDirectRateLimiter> {
-        if let Some(l) = self.limiters.read().ok().and_then(|m| m.get(bucket).cloned()) {
+        if let Some(l) = self
+            .limiters
+            .read()
+            .ok()
+            .and_then(|m| m.get(bucket).cloned())
+        {
             return l;
         }
-        let per_second = rate
-            .and_then(NonZeroU32::new)
-            .unwrap_or(self.default_rate);
+        let per_second = rate.and_then(NonZeroU32::new).unwrap_or(self.default_rate);
         let burst = if rate.is_some() {
             per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN))
         } else {
@@ -187,11 +190,16 @@ impl Auth {
 
 fn presented_key(req: &Request) -> Option<&str> {
     let h = req.headers();
-    if let Some(v) = h.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = h
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim());
     }
-    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Paths anyone may call: liveness, the API description and signed links (the
@@ -221,7 +229,10 @@ pub async fn layer(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         metrics::counter!("quarry_rate_limited_total").increment(1);
         return e.into_response();
     }
-    tracing::debug!(key = principal.key_id.as_deref().unwrap_or("open"), "authenticated");
+    tracing::debug!(
+        key = principal.key_id.as_deref().unwrap_or("open"),
+        "authenticated"
+    );
     req.extensions_mut().insert(principal);
     next.run(req).await
 }

@@ -82,7 +82,7 @@ pub struct JobSettings {
 }
 
 /// `[storage]`: object storage for large results (a local folder).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     /// Folder for stored results; default `<data_dir>/results`.
@@ -174,15 +174,6 @@ impl Default for JobSettings {
     }
 }
 
-impl Default for StorageSettings {
-    fn default() -> Self {
-        StorageSettings {
-            results_dir: None,
-            signing_key: None,
-        }
-    }
-}
-
 impl Default for NotifySettings {
     fn default() -> Self {
         NotifySettings {
@@ -242,11 +233,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(
-            Env::prefixed("QUARRY_")
-                .split("__")
-                .filter(|k| ENV_KEYS.iter().any(|e| k.as_str().split('.').next() == Some(e))),
-        );
+        fig = fig.merge(Env::prefixed("QUARRY_").split("__").filter(|k| {
+            // The filter may see the key before or after `__` becomes `.`.
+            let first = k.as_str().split("__").next().unwrap_or("");
+            let first = first.split('.').next().unwrap_or("");
+            ENV_KEYS.iter().any(|e| e.eq_ignore_ascii_case(first))
+        }));
         let cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!(
@@ -327,7 +319,9 @@ pub fn reference_markdown() -> String {
             }
         }
     }
-    out.push_str("## Top level\n\n| Setting | Environment | Default | Meaning |\n|---|---|---|---|\n");
+    out.push_str(
+        "## Top level\n\n| Setting | Environment | Default | Meaning |\n|---|---|---|---|\n",
+    );
     for (name, prop) in &top {
         row(&mut out, "", name, prop, defaults.get(name));
     }
@@ -393,6 +387,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn file_and_environment_override_defaults_and_typos_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -219,7 +219,9 @@ pub async fn status(
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !job.state.is_terminal() {
-        let wait = (job.next_attempt_at - Utc::now()).num_seconds().clamp(1, 60);
+        let wait = (job.next_attempt_at - Utc::now())
+            .num_seconds()
+            .clamp(1, 60);
         if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
             h.insert(header::RETRY_AFTER, v);
         }
@@ -246,12 +248,10 @@ pub async fn result(
         }
         (JobState::Succeeded, Some(JobResult::Stored { key, .. })) => {
             let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);
-            let url = st
-                .ports
-                .objects
-                .signed_url(key, ttl)
-                .await
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("signing a result link: {e}")))?;
+            let url =
+                st.ports.objects.signed_url(key, ttl).await.map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("signing a result link: {e}"))
+                })?;
             let mut resp = StatusCode::SEE_OTHER.into_response();
             let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&url) {
@@ -321,7 +321,10 @@ pub async fn signed_object(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     Ok(resp)
 }
 
@@ -335,7 +338,10 @@ pub async fn claim(st: &AppState, job: &Job) -> PortResult<Option<Job>> {
     if job.state != JobState::Queued {
         return Ok(None);
     }
-    let running = job.claimed(Utc::now(), Duration::from_secs(st.config.jobs.lease_seconds));
+    let running = job.claimed(
+        Utc::now(),
+        Duration::from_secs(st.config.jobs.lease_seconds),
+    );
     match st.ports.jobs.transition(job, &running).await {
         Ok(()) => Ok(Some(running)),
         Err(PortError::Conflict(_)) => Ok(None),
@@ -378,7 +384,10 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
             "invalid_parameters",
             format!(
                 "the parameters are no longer valid for this operation: {}",
-                p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             false,
         ),
@@ -389,7 +398,11 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
         ),
         ExecError::Run(RunError::Render(m)) => {
             tracing::error!(error = %m, operation = %pack.spec.name, "render failed in a job");
-            ("internal", "the operation could not be prepared".to_string(), false)
+            (
+                "internal",
+                "the operation could not be prepared".to_string(),
+                false,
+            )
         }
         ExecError::Run(RunError::Query(QueryError::Timeout(d))) => (
             "timeout",
@@ -447,7 +460,11 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
 
 /// Step 3: keep the result — inline when small, else as an object in `format`.
 pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobResult, JobError> {
-    let rows = ex.body.get("row_count").and_then(Value::as_u64).unwrap_or(0);
+    let rows = ex
+        .body
+        .get("row_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     let truncated = ex
         .body
         .get("truncated")
@@ -463,7 +480,7 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
                     st.hot.put(
                         key.clone(),
                         Bytes::from(b),
-                        Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds)),
+                        Duration::from_secs(pack.spec.cache_ttl_seconds),
                     );
                 }
                 let _ = st
@@ -473,7 +490,7 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
                         &key,
                         &pack.spec.name,
                         &quarry_core::ports::CachedValue::Inline(ex.body.clone()),
-                        Duration::from_secs(u64::from(pack.spec.cache_ttl_seconds)),
+                        Duration::from_secs(pack.spec.cache_ttl_seconds),
                     )
                     .await;
             }
@@ -536,7 +553,9 @@ pub async fn finish(
         JobState::Succeeded => {
             metrics::counter!("quarry_jobs_total", "event" => "succeeded").increment(1)
         }
-        JobState::Failed => metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1),
+        JobState::Failed => {
+            metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1)
+        }
         _ => metrics::counter!("quarry_jobs_total", "event" => "retried").increment(1),
     }
     if next.state == JobState::Queued {
@@ -574,7 +593,8 @@ pub async fn run_attempt(st: Arc<AppState>, job: Job) {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 let mut renewed = running.clone();
-                renewed.lease_expires_at = Some(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
+                renewed.lease_expires_at =
+                    Some(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
                 if let Err(e) = st.ports.jobs.transition(&running, &renewed).await {
                     tracing::warn!(job_id = %running.id, error = %e, "could not renew the job's lease");
                 }

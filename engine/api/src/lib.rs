@@ -38,7 +38,9 @@ use quarry_core::{Pack, PackSet};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub use axum::Router;
@@ -136,15 +138,19 @@ impl AppState {
             .get()
             .await
             .map_err(|_| ApiError::DatabaseUnavailable)?;
-        Ok(c.query_one("SELECT version FROM canonical.data_version", &[])
-            .await
-            .map_err(|_| ApiError::DatabaseUnavailable)?
-            .get(0))
+        Ok(
+            c.query_one("SELECT version FROM canonical.data_version", &[])
+                .await
+                .map_err(|_| ApiError::DatabaseUnavailable)?
+                .get(0),
+        )
     }
 }
 
 /// The router with its layers.
 pub fn router(state: Arc<AppState>) -> Router {
+    // Install the metrics recorder before the first request records anything.
+    let _ = metrics_http::handle();
     let cfg = &state.config.api;
     let cors = cors_layer(&cfg.cors_allowed_origins);
     let mut r = Router::new()
@@ -164,9 +170,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; GET /openapi.json describes the API".into())
         })
-        .method_not_allowed_fallback(|| async {
-            ApiError::MethodNotAllowed
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), auth::layer))
         .layer(from_fn(metrics_http::layer))
         .with_state(state.clone())

@@ -32,13 +32,34 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
-            metrics::describe_counter!("quarry_http_requests_total", "HTTP requests by route, method and status.");
-            metrics::describe_histogram!("quarry_http_request_duration_seconds", "HTTP request latency by route.");
-            metrics::describe_counter!("quarry_cache_requests_total", "Cache lookups by result (hit, miss, not_modified).");
-            metrics::describe_counter!("quarry_jobs_total", "Job events: submitted, succeeded, failed, retried.");
-            metrics::describe_histogram!("quarry_query_seconds", "Database time of operations, by operation.");
-            metrics::describe_counter!("quarry_auth_failures_total", "Requests refused for missing or invalid credentials.");
-            metrics::describe_counter!("quarry_rate_limited_total", "Requests refused by the rate limiter.");
+            metrics::describe_counter!(
+                "quarry_http_requests_total",
+                "HTTP requests by route, method and status."
+            );
+            metrics::describe_histogram!(
+                "quarry_http_request_duration_seconds",
+                "HTTP request latency by route."
+            );
+            metrics::describe_counter!(
+                "quarry_cache_requests_total",
+                "Cache lookups by result (hit, miss, not_modified)."
+            );
+            metrics::describe_counter!(
+                "quarry_jobs_total",
+                "Job events: submitted, succeeded, failed, retried."
+            );
+            metrics::describe_histogram!(
+                "quarry_query_seconds",
+                "Database time of operations, by operation."
+            );
+            metrics::describe_counter!(
+                "quarry_auth_failures_total",
+                "Requests refused for missing or invalid credentials."
+            );
+            metrics::describe_counter!(
+                "quarry_rate_limited_total",
+                "Requests refused by the rate limiter."
+            );
             Some(handle)
         })
         .as_ref()

@@ -89,8 +89,12 @@ impl Notifier for LocalNotifier {
                     })
                     .await;
                 match outcome {
-                    Ok(()) => tracing::debug!(webhook = %url, event = %event_id, "webhook delivered"),
-                    Err(e) => tracing::error!(webhook = %url, event = %event_id, error = %e, attempts, "webhook delivery gave up"),
+                    Ok(()) => {
+                        tracing::debug!(webhook = %url, event = %event_id, "webhook delivered")
+                    }
+                    Err(e) => {
+                        tracing::error!(webhook = %url, event = %event_id, error = %e, attempts, "webhook delivery gave up")
+                    }
                 }
             });
         }

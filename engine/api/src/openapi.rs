@@ -117,9 +117,15 @@ pub fn document(packs: &PackSet) -> Value {
         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStatus" } } },
     });
     let analytics_errors: &[(&str, &str)] = &[
-        ("400", "Unknown operation, malformed request, or an SQL error in caller SQL"),
+        (
+            "400",
+            "Unknown operation, malformed request, or an SQL error in caller SQL",
+        ),
         ("401", "Missing or invalid API key"),
-        ("403", "The key lacks the scope this needs, or custom SQL is disabled"),
+        (
+            "403",
+            "The key lacks the scope this needs, or custom SQL is disabled",
+        ),
         ("413", "Body too large"),
         ("414", "Query string too long"),
         ("422", "Missing or invalid parameters (see `errors`)"),
@@ -130,7 +136,10 @@ pub fn document(packs: &PackSet) -> Value {
     let mut get_ok = Map::new();
     get_ok.insert("200".into(), answer_ok("The operation's answer"));
     get_ok.insert("202".into(), accepted.clone());
-    get_ok.insert("304".into(), json!({ "description": "Not modified (If-None-Match matched the ETag)" }));
+    get_ok.insert(
+        "304".into(),
+        json!({ "description": "Not modified (If-None-Match matched the ETag)" }),
+    );
     let mut submit_ok = Map::new();
     submit_ok.insert(
         "202".into(),

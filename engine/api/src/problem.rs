@@ -28,9 +28,14 @@ pub enum ApiError {
     /// No or an invalid credential (401).
     Unauthorized(String),
     /// Too many requests for this key (429).
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// The resource exists but is not in a state that allows this (409).
-    Conflict { detail: String, retry_after_secs: Option<u64> },
+    Conflict {
+        detail: String,
+        retry_after_secs: Option<u64>,
+    },
     /// The path exists but not with this method (405).
     MethodNotAllowed,
     /// A result link that is invalid or expired (403).

@@ -125,7 +125,11 @@ mod tests {
     #[test]
     fn hot_entries_expire() {
         let c = HotCache::new(1 << 20);
-        c.put("k".into(), Bytes::from_static(b"x"), Duration::from_secs(60));
+        c.put(
+            "k".into(),
+            Bytes::from_static(b"x"),
+            Duration::from_secs(60),
+        );
         c.put("gone".into(), Bytes::from_static(b"y"), Duration::ZERO);
         assert_eq!(c.get("k").as_deref(), Some(&b"x"[..]));
         assert!(c.get("gone").is_none());

@@ -162,14 +162,18 @@ mod tests {
         s.put("results/a.json", b"[1]".to_vec(), "application/json")
             .await
             .expect("put");
-        assert_eq!(s.get("results/a.json").await.expect("get"), Some(b"[1]".to_vec()));
+        assert_eq!(
+            s.get("results/a.json").await.expect("get"),
+            Some(b"[1]".to_vec())
+        );
         assert_eq!(s.get("results/none.json").await.expect("get"), None);
         let url = s
             .signed_url("results/a.json", Duration::from_secs(60))
             .await
             .expect("url");
         let q = url.split_once('?').map(|x| x.1).unwrap_or_default();
-        let pairs: std::collections::HashMap<_, _> = url::form_urlencoded::parse(q.as_bytes()).collect();
+        let pairs: std::collections::HashMap<_, _> =
+            url::form_urlencoded::parse(q.as_bytes()).collect();
         let exp: i64 = pairs["expires"].parse().expect("expires");
         assert!(s.verify_signed("results/a.json", exp, &pairs["signature"]));
         assert!(!s.verify_signed("results/b.json", exp, &pairs["signature"]));

@@ -343,7 +343,9 @@ impl Event {
         };
         let (rows, stored) = match &job.result {
             Some(JobResult::Stored { rows, .. }) => (Some(*rows), true),
-            Some(JobResult::Inline { body }) => (body.get("row_count").and_then(Value::as_u64), false),
+            Some(JobResult::Inline { body }) => {
+                (body.get("row_count").and_then(Value::as_u64), false)
+            }
             None => (None, false),
         };
         Event {
@@ -435,12 +437,21 @@ mod tests {
         j = j.after_failure(now, transient.clone(), Duration::from_secs(2));
         assert_eq!(j.state, JobState::Queued);
         assert_eq!(j.next_attempt_at, now + chrono::Duration::seconds(2));
-        j = j.claimed(now, Duration::from_secs(60)).after_failure(now, transient.clone(), Duration::ZERO);
+        j = j.claimed(now, Duration::from_secs(60)).after_failure(
+            now,
+            transient.clone(),
+            Duration::ZERO,
+        );
         assert_eq!(j.state, JobState::Queued);
-        j = j.claimed(now, Duration::from_secs(60)).after_failure(now, transient, Duration::ZERO);
+        j = j
+            .claimed(now, Duration::from_secs(60))
+            .after_failure(now, transient, Duration::ZERO);
         assert_eq!(j.state, JobState::Failed);
         assert_eq!(j.attempts, 3);
-        assert_eq!(j.error.as_ref().map(|e| e.code.as_str()), Some("attempts_exhausted"));
+        assert_eq!(
+            j.error.as_ref().map(|e| e.code.as_str()),
+            Some("attempts_exhausted")
+        );
     }
 
     #[test]

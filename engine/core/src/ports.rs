@@ -41,7 +41,13 @@ pub trait Cache: Send + Sync {
     /// The entry under `key`, if present and not expired.
     async fn get(&self, key: &str) -> PortResult<Option<CachedValue>>;
     /// Stores `value` under `key` for `ttl`, replacing any earlier entry.
-    async fn put(&self, key: &str, operation: &str, value: &CachedValue, ttl: Duration) -> PortResult<()>;
+    async fn put(
+        &self,
+        key: &str,
+        operation: &str,
+        value: &CachedValue,
+        ttl: Duration,
+    ) -> PortResult<()>;
 }
 
 /// Where jobs are persisted. Every write of an existing job is conditional: it

@@ -15,7 +15,7 @@ CREATE TABLE quarry.jobs (
     next_attempt_at   timestamptz NOT NULL,
     lease_expires_at  timestamptz,
     error             jsonb,
-    result            jsonb,
+    result            json,
     owner             text,
     request_id        text
 );
@@ -73,3 +73,6 @@ BEGIN
 END $$;
 CREATE TRIGGER data_version_notify AFTER UPDATE ON quarry.data_version
     FOR EACH ROW EXECUTE FUNCTION quarry.notify_data_version();
+
+-- Cached answers are served as stored: json keeps their key order, jsonb would not.
+ALTER TABLE quarry.cache ALTER COLUMN body TYPE json USING body::json;

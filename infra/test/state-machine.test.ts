@@ -1,0 +1,224 @@
+import { ExecutionError, StateMachine } from 'aws-local-stepfunctions';
+import { STATES } from '../lib/jobs';
+import { deployedDefinition } from './support/asl';
+import { FakeJobs, JobsHandler, StepInput, invokeEndpoint } from './support/jobs';
+import { synthesize } from './support/stack';
+
+/**
+ * The synthesized analytics-job state machine, run locally by
+ * aws-local-stepfunctions: the definition is the one CloudFormation would
+ * deploy, its Lambda tasks call a jobs handler (the in-memory FakeJobs here, the
+ * real quarry-jobs when QUARRY_JOBS_INVOKE_URL is set) and its SNS tasks are
+ * recorded instead of published.
+ */
+
+type EventLog = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
+
+const definition = deployedDefinition(synthesize().template);
+const LAMBDA_TASKS = [STATES.initialise, STATES.execute, STATES.storeResult, STATES.complete, STATES.markFailed];
+
+const JOB = {
+  job_id: 'job-0001',
+  operation: 'customer_analysis',
+  parameters: { metric: 'lifetime_value', group_by: 'industry' },
+};
+
+interface Outcome {
+  output?: any;
+  error?: ExecutionError & { cause?: Error };
+  events: EventLog[];
+  published: Array<{ state: string; message: any; subject: string; topic: string }>;
+}
+
+async function run(jobs: JobsHandler, input: Record<string, unknown> = JOB): Promise<Outcome> {
+  const published: Outcome['published'] = [];
+  const publish = (state: string) => (params: any) => {
+    published.push({ state, message: params.Message, subject: params.Subject, topic: params.TopicArn });
+    return { MessageId: `message-${published.length}` };
+  };
+  const machine = new StateMachine(definition);
+  const jobId = String(input.job_id);
+  const execution = machine.run(input as any, {
+    overrides: {
+      taskResourceLocalHandlers: {
+        ...Object.fromEntries(LAMBDA_TASKS.map((s) => [s, (i: any) => jobs(i as StepInput) as any])),
+        [STATES.notifySuccess]: publish(STATES.notifySuccess),
+        [STATES.notifyFailure]: publish(STATES.notifyFailure),
+      },
+      // Real retries wait 2 s, 4 s, ... with full jitter; here they do not wait.
+      retryIntervalOverrides: Object.fromEntries(LAMBDA_TASKS.map((s) => [s, 0])),
+    },
+    context: {
+      Execution: {
+        // The API starts executions named after the job id.
+        Id: `arn:aws:states:us-east-1:123456789012:execution:quarry-analytics-job:${jobId}`,
+        Name: jobId,
+        Input: input as any,
+        StartTime: new Date().toISOString(),
+      },
+      // Step Functions fills $$.State per state; the local runner takes a fixed one.
+      State: { EnteredTime: new Date().toISOString() },
+    },
+  });
+  const events: EventLog[] = [];
+  const drained = (async () => {
+    for await (const e of execution.eventLogs) events.push(e);
+  })();
+  const outcome: Outcome = { events, published };
+  try {
+    outcome.output = await execution.result;
+  } catch (e) {
+    outcome.error = e as Outcome['error'];
+  }
+  await drained;
+  return outcome;
+}
+
+const retriesOf = (o: Outcome, state: string): number =>
+  o.events.filter((e) => e.type === 'StateRetried' && 'state' in e && e.state.name === state).length;
+
+describe('analytics job state machine, run locally', () => {
+  test('success: initialise, execute, store result, complete, then a quarry.job.succeeded event', async () => {
+    const jobs = new FakeJobs();
+    const o = await run(jobs.handler);
+
+    expect(o.error).toBeUndefined();
+    expect(jobs.steps()).toEqual(['initialise', 'execute', 'store_result', 'complete']);
+    expect(jobs.calls[0]).toEqual({
+      step: 'initialise',
+      job_id: 'job-0001',
+      operation: 'customer_analysis',
+      parameters: JOB.parameters,
+      execution_id: 'arn:aws:states:us-east-1:123456789012:execution:quarry-analytics-job:job-0001',
+    });
+    // results travel as S3 keys from one step to the next
+    expect(jobs.calls[2]).toMatchObject({ step: 'store_result', executed: { result_key: 'results/job-0001/rows.json' } });
+    expect(jobs.calls[3]).toMatchObject({ step: 'complete', stored: { result_key: 'results/job-0001/rows.json' } });
+    expect(jobs.rows.get('job-0001')!.status).toBe('SUCCEEDED');
+
+    const execution = 'arn:aws:states:us-east-1:123456789012:execution:quarry-analytics-job:job-0001';
+    expect(o.published).toEqual([
+      {
+        state: STATES.notifySuccess,
+        topic: 'arn:aws:sns:us-east-1:123456789012:quarry-jobs',
+        subject: 'Quarry job succeeded',
+        message: {
+          specversion: '1.0',
+          id: `${execution}/succeeded`,
+          type: 'quarry.job.succeeded',
+          source: 'quarry/jobs',
+          subject: 'job-0001',
+          time: expect.any(String),
+          datacontenttype: 'application/json',
+          data: {
+            job_id: 'job-0001',
+            operation: 'customer_analysis',
+            state: 'succeeded',
+            result: { job_id: 'job-0001', result_key: 'results/job-0001/rows.json', row_count: 1200, inline: false },
+            links: { status: '/analytics/jobs/job-0001', result: '/analytics/jobs/job-0001/result' },
+          },
+        },
+      },
+    ]);
+    expect(o.output.completed).toEqual({ job_id: 'job-0001', status: 'SUCCEEDED' });
+    expect(JSON.stringify(o.output).length).toBeLessThan(4096); // far below the 256 KB state limit
+  });
+
+  test('a transient failure of execute is retried, and the job then succeeds', async () => {
+    const jobs = new FakeJobs().failNext('execute', 'Quarry.Transient', 1, 'connection reset');
+    const o = await run(jobs.handler);
+
+    expect(o.error).toBeUndefined();
+    expect(jobs.steps()).toEqual(['initialise', 'execute', 'execute', 'store_result', 'complete']);
+    expect(retriesOf(o, STATES.execute)).toBe(1);
+    expect(o.published.map((p) => p.message.type)).toEqual(['quarry.job.succeeded']);
+  });
+
+  test('a permanent failure is not retried: the job is marked failed, a quarry.job.failed event goes out, the execution fails', async () => {
+    const jobs = new FakeJobs().failNext('execute', 'Quarry.Permanent', 1, 'relation "canonical.nope" does not exist');
+    const o = await run(jobs.handler);
+
+    expect(jobs.steps()).toEqual(['initialise', 'execute', 'fail']);
+    expect(retriesOf(o, STATES.execute)).toBe(0);
+    expect(jobs.calls[2]).toEqual({
+      step: 'fail',
+      job_id: 'job-0001',
+      error: { Error: 'Quarry.Permanent', Cause: 'relation "canonical.nope" does not exist' },
+    });
+    expect(jobs.rows.get('job-0001')!.status).toBe('FAILED');
+    expect(o.published).toEqual([
+      expect.objectContaining({
+        state: STATES.notifyFailure,
+        subject: 'Quarry job failed',
+        message: expect.objectContaining({
+          type: 'quarry.job.failed',
+          subject: 'job-0001',
+          data: {
+            job_id: 'job-0001',
+            operation: 'customer_analysis',
+            state: 'failed',
+            error: { Error: 'Quarry.Permanent', Cause: 'relation "canonical.nope" does not exist' },
+            links: { status: '/analytics/jobs/job-0001', result: '/analytics/jobs/job-0001/result' },
+          },
+        }),
+      }),
+    ]);
+    // The execution ends FAILED with the original error (it counts in ExecutionsFailed).
+    expect(o.error).toBeInstanceOf(ExecutionError);
+    expect(o.error!.cause!.name).toBe('Quarry.Permanent');
+    const failed = o.events.find((e) => e.type === 'ExecutionFailed') as any;
+    expect(failed.Error).toBe('Quarry.Permanent');
+  });
+
+  test('transient failures that outlast the retries end in the failure path', async () => {
+    const jobs = new FakeJobs().failNext('execute', 'Quarry.Transient', 5, 'database unavailable');
+    const o = await run(jobs.handler);
+
+    expect(jobs.steps()).toEqual(['initialise', ...Array(5).fill('execute'), 'fail']);
+    expect(retriesOf(o, STATES.execute)).toBe(4);
+    expect(o.published.map((p) => [p.message.type, p.message.data.error.Error])).toEqual([['quarry.job.failed', 'Quarry.Transient']]);
+    expect(o.error!.cause!.name).toBe('Quarry.Transient');
+  });
+
+  test('an error the handler does not name (e.g. a Lambda timeout) is caught, not retried', async () => {
+    const jobs = new FakeJobs().failNext('store_result', 'Sandbox.Timedout', 1, 'Task timed out after 900.00 seconds');
+    const o = await run(jobs.handler);
+
+    expect(jobs.steps()).toEqual(['initialise', 'execute', 'store_result', 'fail']);
+    expect(o.published.map((p) => p.message.type)).toEqual(['quarry.job.failed']);
+    expect(o.error!.cause!.name).toBe('Sandbox.Timedout');
+  });
+
+  test('a throttled invoke (Lambda service error) is retried by its own retrier', async () => {
+    const jobs = new FakeJobs().failNext('initialise', 'Lambda.TooManyRequestsException', 1, 'Rate exceeded');
+    const o = await run(jobs.handler);
+
+    expect(o.error).toBeUndefined();
+    expect(jobs.steps()).toEqual(['initialise', 'initialise', 'execute', 'store_result', 'complete']);
+    expect(retriesOf(o, STATES.initialise)).toBe(1);
+  });
+
+  test('if even the failure bookkeeping fails, the failure notification still goes out', async () => {
+    const jobs = new FakeJobs()
+      .failNext('complete', 'Quarry.Permanent', 1, 'job row changed underneath')
+      .failNext('fail', 'Quarry.Permanent', 1, 'jobs table unavailable');
+    const o = await run(jobs.handler);
+
+    expect(jobs.steps()).toEqual(['initialise', 'execute', 'store_result', 'complete', 'fail']);
+    expect(o.published.map((p) => [p.state, p.message.data.error.Error])).toEqual([[STATES.notifyFailure, 'Quarry.Permanent']]);
+    expect(o.output).toBeUndefined();
+    expect(o.error!.cause!.name).toBe('Quarry.Permanent');
+  });
+});
+
+// With the Rust side built, run the success path against the real handler:
+//   cargo lambda watch &   (with the quarry-jobs environment of the stack)
+//   QUARRY_JOBS_INVOKE_URL=http://127.0.0.1:9000 npx jest test/state-machine.test.ts
+const realHandlerUrl = process.env.QUARRY_JOBS_INVOKE_URL;
+(realHandlerUrl ? describe : describe.skip)('with the real quarry-jobs handler (QUARRY_JOBS_INVOKE_URL)', () => {
+  test('success path', async () => {
+    const o = await run(invokeEndpoint(realHandlerUrl!), { ...JOB, job_id: `local-${Date.now()}` });
+    expect(o.error).toBeUndefined();
+    expect(o.published.map((p) => p.message.type)).toEqual(['quarry.job.succeeded']);
+  });
+});

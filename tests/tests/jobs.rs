@@ -1,0 +1,365 @@
+//! Black-box tests of jobs: the whole life of a job over HTTP, a retry after a
+//! real transient failure (the job's database connection is terminated), large
+//! results stored and downloaded through signed links, a server killed
+//! mid-job, and webhook notifications.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use quarry_tests::{admin_url, fixture_db, TestDb};
+use serde_json::{json, Value};
+
+fn job_id(r: &Reply) -> String {
+    r.body["job_id"].as_str().unwrap_or_default().to_string()
+}
+
+/// Terminates the backend running the test pack's pg_sleep (a real lost connection).
+async fn terminate_sleeping_backend(db: &TestDb) -> bool {
+    let admin = quarry_db::connect(&admin_url()).await.expect("admin");
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
+            &[&db.name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    n > 0
+}
+
+#[tokio::test]
+async fn the_walkthrough_job_commands_work() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{ "operation": "multi_dimensional_analytics", "parameters": { "timeframe": "3 months" } }"#,
+    );
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = job_id(&r);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/analytics/jobs/{id}").as_str())
+    );
+    assert_eq!(r.body["state"], json!("queued"));
+    let done = wait_job(&s, &id, &[]);
+    assert_eq!(done["state"], json!("succeeded"), "{done:?}");
+    assert_eq!(done["attempts"], json!(1));
+    assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+    assert_eq!(
+        done["links"]["result"],
+        json!(format!("/analytics/jobs/{id}/result"))
+    );
+    let res = get(&s, &format!("/analytics/jobs/{id}/result"));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["operation"], json!("multi_dimensional_analytics"));
+    assert_eq!(
+        res.body["rows"].as_array().map(Vec::len),
+        res.body["row_count"].as_u64().map(|n| n as usize)
+    );
+
+    // Any operation can be a job (the walkthrough's second job).
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{ "operation": "customer_analysis", "parameters": { "metric": "lifetime_value", "group_by": "industry" } }"#,
+    );
+    assert_eq!(r.status, 202);
+    let done = wait_job(&s, &job_id(&r), &[]);
+    assert_eq!(done["result"]["row_count"], json!(11));
+
+    // Errors: unknown job, invalid parameters at submit, a result before it exists.
+    let nf = get(&s, "/analytics/jobs/00000000-0000-4000-8000-000000000000");
+    assert_eq!(
+        (nf.status, nf.body["type"].clone()),
+        (404, json!("/problems/not-found"))
+    );
+    assert_eq!(get(&s, "/analytics/jobs/not-a-uuid").status, 404);
+    let bad = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "customer_analysis", "parameters": {"group_by": "bogus"}}"#,
+    );
+    assert_eq!(bad.status, 422);
+    let q = queries_with_test_packs();
+    drop(s);
+    let (s, _data) = serve(&db, &["--queries", q.0.to_str().unwrap_or_default()]);
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "slow_job", "parameters": {"seconds": 2}}"#,
+    );
+    let early = get(&s, &format!("/analytics/jobs/{}/result", job_id(&r)));
+    assert_eq!(early.status, 409, "{:?}", early.body);
+    assert!(early.header("retry-after").is_some());
+    let running = get(&s, &format!("/analytics/jobs/{}", job_id(&r)));
+    assert!(
+        running.header("retry-after").is_some(),
+        "Retry-After while it runs"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_a_permanent_one_is_not() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[
+            ("QUARRY_JOBS__BACKOFF_BASE_MS", "100"),
+            ("QUARRY_JOBS__POLL_INTERVAL_MS", "100"),
+        ],
+        &data.0,
+    );
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "slow_job", "parameters": {"seconds": 3}}"#,
+    );
+    let id = job_id(&r);
+    wait_for("the attempt to run", Duration::from_secs(20), || {
+        (get(&s, &format!("/analytics/jobs/{id}")).body["state"] == json!("running")).then_some(())
+    });
+    // Let the query start, then cut its connection.
+    let mut cut = false;
+    for _ in 0..40 {
+        if terminate_sleeping_backend(&db).await {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut, "the job's query was found and terminated");
+    let done = wait_job(&s, &id, &[]);
+    assert_eq!(done["state"], json!("succeeded"), "{done:?}");
+    assert_eq!(
+        done["attempts"],
+        json!(2),
+        "one retry after the lost connection"
+    );
+    assert_eq!(done["result"]["row_count"], json!(11));
+
+    // A permanent failure (a query timeout here is an SQL-level cancel of a light
+    // pack run as a job) fails at once, with its reason.
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "slow_light", "parameters": {"seconds": 3}}"#,
+    );
+    let done = wait_job(&s, &job_id(&r), &[]);
+    assert_eq!(done["state"], json!("failed"));
+    assert_eq!(done["attempts"], json!(1));
+    assert_eq!(done["error"]["code"], json!("timeout"));
+    assert_eq!(
+        get(&s, &format!("/analytics/jobs/{}/result", job_id(&r))).status,
+        409
+    );
+}
+
+#[tokio::test]
+async fn large_results_are_stored_and_served_through_expiring_signed_links() {
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &[],
+        &[
+            ("QUARRY_JOBS__INLINE_MAX_ROWS", "5"),
+            ("QUARRY_JOBS__LINK_TTL_SECONDS", "2"),
+        ],
+        &data.0,
+    );
+    for (format, check) in [
+        ("csv", "organization_id"),
+        ("ndjson", "{\"segment\""),
+        ("json", "\"rows\""),
+    ] {
+        let r = post(
+            &s,
+            "/analytics/jobs",
+            &format!(
+                r#"{{"operation": "customer_analysis", "parameters": {{}}, "format": "{format}"}}"#
+            ),
+        );
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let done = wait_job(&s, &job_id(&r), &[]);
+        assert_eq!(done["result"]["stored"], json!(true), "{done:?}");
+        assert_eq!(done["result"]["row_count"], json!(11));
+        let res = get(&s, &format!("/analytics/jobs/{}/result", job_id(&r)));
+        assert_eq!(res.status, 303);
+        let link = res.header("location").expect("signed link").to_string();
+        assert!(link.contains("signature="), "{link}");
+        let file = get(&s, &link);
+        assert_eq!(file.status, 200, "{}", file.raw);
+        assert!(
+            file.raw.contains(check),
+            "{format}: {}",
+            &file.raw[..file.raw.len().min(200)]
+        );
+        match format {
+            "csv" => assert_eq!(file.raw.lines().count(), 12, "header + 11 rows"),
+            "ndjson" => assert_eq!(file.raw.lines().count(), 11),
+            _ => assert_eq!(file.body["rows"].as_array().map(Vec::len), Some(11)),
+        }
+        // Tampering with the link is refused.
+        let tampered = link.replace("signature=", "signature=00");
+        assert_eq!(get(&s, &tampered).status, 403);
+        if format == "json" {
+            std::thread::sleep(Duration::from_millis(3100));
+            let expired = get(&s, &link);
+            assert_eq!(
+                (expired.status, expired.body["type"].clone()),
+                (403, json!("/problems/link-expired"))
+            );
+            // A fresh link works again.
+            let again = get(&s, &format!("/analytics/jobs/{}/result", job_id(&r)));
+            assert_eq!(
+                get(&s, again.header("location").unwrap_or_default()).status,
+                200
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_job_resumes_it_after_restart() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let env = [
+        ("QUARRY_JOBS__LEASE_SECONDS", "2"),
+        ("QUARRY_JOBS__POLL_INTERVAL_MS", "200"),
+    ];
+    let qdir = q.0.to_str().unwrap_or_default().to_string();
+    let s = serve_with(&db, &["--queries", &qdir], &env, &data.0);
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "slow_job", "parameters": {"seconds": 2}}"#,
+    );
+    let id = job_id(&r);
+    wait_for("the attempt to run", Duration::from_secs(20), || {
+        (get(&s, &format!("/analytics/jobs/{id}")).body["state"] == json!("running")).then_some(())
+    });
+    s.kill();
+    let s = serve_with(&db, &["--queries", &qdir], &env, &data.0);
+    let done = wait_job(&s, &id, &[]);
+    assert_eq!(done["state"], json!("succeeded"), "{done:?}");
+    assert_eq!(done["attempts"], json!(2), "resumed by a second attempt");
+
+    // With no attempts left, the job fails with a reason instead of staying running.
+    s.kill();
+    let env1 = [
+        ("QUARRY_JOBS__LEASE_SECONDS", "2"),
+        ("QUARRY_JOBS__POLL_INTERVAL_MS", "200"),
+        ("QUARRY_JOBS__MAX_ATTEMPTS", "1"),
+    ];
+    let s = serve_with(&db, &["--queries", &qdir], &env1, &data.0);
+    let r = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "slow_job", "parameters": {"seconds": 3}}"#,
+    );
+    let id = job_id(&r);
+    wait_for("the attempt to run", Duration::from_secs(20), || {
+        (get(&s, &format!("/analytics/jobs/{id}")).body["state"] == json!("running")).then_some(())
+    });
+    s.kill();
+    let s = serve_with(&db, &["--queries", &qdir], &env1, &data.0);
+    let done = wait_job(&s, &id, &[]);
+    assert_eq!(done["state"], json!("failed"));
+    let msg = done["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("server stopped while attempt 1 of 1 was running"),
+        "{msg}"
+    );
+}
+
+/// A webhook receiver on loopback: answers 500 to the first request, 200 after,
+/// and hands every body (with its signature header) to the test.
+fn webhook_receiver() -> (String, mpsc::Receiver<(String, Option<String>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = true;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut len = 0usize;
+            let mut sig = None;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("x-quarry-signature:") {
+                    sig = line.split_once(':').map(|x| x.1.trim().to_string());
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let status = if first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            if !first {
+                let _ = tx.send((String::from_utf8_lossy(&body).to_string(), sig));
+            }
+            first = false;
+        }
+    });
+    (format!("http://{addr}/hook"), rx)
+}
+
+#[tokio::test]
+async fn finished_jobs_notify_webhooks_with_retries_and_a_signature() {
+    let db = fixture_db().await;
+    let (url, rx) = webhook_receiver();
+    let hooks = format!("[\"{url}\"]");
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &[],
+        &[
+            ("QUARRY_NOTIFY__WEBHOOKS", &hooks),
+            ("QUARRY_NOTIFY__WEBHOOK_SECRET", "s3cret"),
+        ],
+        &data.0,
+    );
+    let r = post(&s, "/analytics/jobs", r#"{"operation": "simple_demo"}"#);
+    let id = job_id(&r);
+    wait_job(&s, &id, &[]);
+    let (body, sig) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a webhook delivery after one failed attempt");
+    let ev: Value = serde_json::from_str(&body).expect("event JSON");
+    assert_eq!(ev["type"], json!("quarry.job.succeeded"));
+    assert_eq!(ev["specversion"], json!("1.0"));
+    assert_eq!(ev["subject"], json!(id));
+    assert_eq!(ev["data"]["operation"], json!("simple_demo"));
+    assert_eq!(ev["data"]["state"], json!("succeeded"));
+    assert_eq!(
+        sig,
+        Some(quarry_api::notify::signature("s3cret", body.as_bytes()))
+    );
+}

@@ -1,0 +1,263 @@
+//! Black-box tests of authentication, scopes, rate limiting and CORS against a
+//! real server with keys made by `quarry keys create`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quarry_tests::fixture_db;
+use serde_json::json;
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {}", key.trim())
+}
+
+#[tokio::test]
+async fn keys_scopes_and_ownership() {
+    let db = fixture_db().await;
+    let read = quarry(
+        &db,
+        &["keys", "create", "--name", "analyst", "--scope", "read"],
+    );
+    let jobs = quarry(
+        &db,
+        &[
+            "keys", "create", "--name", "batch", "--scope", "read", "--scope", "jobs",
+        ],
+    );
+    let other = quarry(
+        &db,
+        &["keys", "create", "--name", "other", "--scope", "jobs"],
+    );
+    let admin = quarry(
+        &db,
+        &["keys", "create", "--name", "ops", "--scope", "admin"],
+    );
+    let list = quarry(&db, &["keys", "list", "--json"]);
+    assert!(!list.contains(read.trim()), "secrets are never listed");
+    let (read, jobs, other, admin) = (bearer(&read), bearer(&jobs), bearer(&other), bearer(&admin));
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--allow-custom-sql"],
+        &[("QUARRY_AUTH__REFRESH_SECONDS", "1")],
+        &data.0,
+    );
+
+    // No key, a wrong key: 401 with WWW-Authenticate. Health stays open.
+    assert_eq!(get(&s, "/health").status, 200);
+    let r = get(&s, "/analytics?operation=simple_demo");
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (401, json!("/problems/unauthorized"))
+    );
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    let forged =
+        "Bearer qk_000000000000_0000000000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(
+        request(&s, "GET", "/operations", None, &[("Authorization", forged)]).status,
+        401
+    );
+
+    // read: light operations, yes; jobs, no; heavy operation (a job), no.
+    let h = [("Authorization", read.as_str())];
+    assert_eq!(
+        request(&s, "GET", "/analytics?operation=simple_demo", None, &h).status,
+        200
+    );
+    let x = [("X-Api-Key", read.trim_start_matches("Bearer "))];
+    assert_eq!(
+        request(&s, "GET", "/operations", None, &x).status,
+        200,
+        "X-Api-Key works too"
+    );
+    let r = request(
+        &s,
+        "POST",
+        "/analytics/jobs",
+        Some(r#"{"operation": "simple_demo"}"#),
+        &h,
+    );
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (403, json!("/problems/forbidden"))
+    );
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("`jobs` scope"));
+    assert_eq!(
+        request(
+            &s,
+            "GET",
+            "/analytics?operation=multi_dimensional_analytics",
+            None,
+            &h
+        )
+        .status,
+        403
+    );
+    // Custom SQL needs admin.
+    let sql =
+        r#"{"operation": "custom_complex_query", "parameters": {"query": "SELECT 1 AS one"}}"#;
+    assert_eq!(request(&s, "POST", "/analytics", Some(sql), &h).status, 403);
+    let a = [("Authorization", admin.as_str())];
+    assert_eq!(request(&s, "POST", "/analytics", Some(sql), &a).status, 200);
+
+    // Jobs are visible to their owner and admins only.
+    let j = [("Authorization", jobs.as_str())];
+    let r = request(
+        &s,
+        "POST",
+        "/analytics/jobs",
+        Some(r#"{"operation": "simple_demo"}"#),
+        &j,
+    );
+    assert_eq!(r.status, 202);
+    let id = r.body["job_id"].as_str().unwrap_or_default().to_string();
+    let path = format!("/analytics/jobs/{id}");
+    wait_job(&s, &id, &j);
+    assert_eq!(
+        request(&s, "GET", &path, None, &[("Authorization", other.as_str())]).status,
+        404
+    );
+    assert_eq!(request(&s, "GET", &path, None, &a).status, 200);
+
+    // Revocation takes effect within auth.refresh_seconds.
+    let id_of = |b: &str| {
+        b.trim_start_matches("Bearer qk_")
+            .split('_')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    quarry(&db, &["keys", "revoke", &id_of(&read)]);
+    wait_for("the revocation", Duration::from_secs(10), || {
+        (request(&s, "GET", "/operations", None, &h).status == 401).then_some(())
+    });
+}
+
+#[tokio::test]
+async fn each_key_is_rate_limited_on_its_own() {
+    let db = fixture_db().await;
+    let slow = bearer(&quarry(
+        &db,
+        &[
+            "keys", "create", "--name", "slow", "--scope", "read", "--rate", "2",
+        ],
+    ));
+    let fast = bearer(&quarry(
+        &db,
+        &["keys", "create", "--name", "fast", "--scope", "read"],
+    ));
+    let (s, _data) = serve(&db, &[]);
+    let h = [("Authorization", slow.as_str())];
+    let mut limited = None;
+    for _ in 0..12 {
+        let r = request(&s, "GET", "/operations", None, &h);
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a 429 within 12 rapid requests at 2/s");
+    assert_eq!(r.body["type"], json!("/problems/rate-limited"));
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Another key is not affected.
+    assert_eq!(
+        request(
+            &s,
+            "GET",
+            "/operations",
+            None,
+            &[("Authorization", fast.as_str())]
+        )
+        .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        request(&s, "GET", "/operations", None, &h).status,
+        200,
+        "the limit refills"
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_only_configured_origins() {
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &[],
+        &[(
+            "QUARRY_API__CORS_ALLOWED_ORIGINS",
+            "[\"https://app.example\"]",
+        )],
+        &data.0,
+    );
+    let pre = request(
+        &s,
+        "OPTIONS",
+        "/analytics",
+        None,
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "content-type,authorization",
+            ),
+        ],
+    );
+    assert_eq!(pre.status, 200);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let r = request(
+        &s,
+        "GET",
+        "/health",
+        None,
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = request(
+        &s,
+        "GET",
+        "/health",
+        None,
+        &[("Origin", "https://app.example")],
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}
+
+#[test]
+fn open_access_is_for_loopback_only() {
+    let out = std::process::Command::new(quarry_tests::quarry_bin())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .current_dir(quarry_tests::repo_root())
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to listen") && err.contains("quarry keys create"),
+        "{err}"
+    );
+}
