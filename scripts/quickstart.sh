@@ -23,6 +23,14 @@ The API is starting on http://$listen (Ctrl-C stops it). In another terminal:
        -d '{"operation": "customer_analysis", "parameters": {"metric": "lifetime_value", "group_by": "industry"}}'
   curl -X POST http://$listen/analytics -H "Content-Type: application/json" -d '{"operation": "invalid_operation"}'
   curl http://$listen/operations
+Jobs (heavy operations, or anything you submit as a job):
+  curl -i -X POST http://$listen/analytics/jobs -H "Content-Type: application/json" \\
+       -d '{ "operation": "multi_dimensional_analytics", "parameters": { "timeframe": "3 months" } }'
+  curl http://$listen/analytics/jobs/JOB_ID            # the job_id from the answer above
+  curl -L http://$listen/analytics/jobs/JOB_ID/result
+  curl -X POST http://$listen/analytics/jobs -H "Content-Type: application/json" \\
+       -d '{ "operation": "customer_analysis", "parameters": { "metric": "lifetime_value", "group_by": "industry" }, "format": "csv" }'
+Also: curl http://$listen/openapi.json    curl http://$listen/metrics
 
 The command line works on the same database (settings in .quarry/env if generated):
   ./target/release/quarry query revenue_analysis -p view=customers --max-rows 10

@@ -27,6 +27,10 @@ docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 
 log "tests"
 cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true
+log "schemathesis against /openapi.json"
+scripts/schemathesis.sh 2>&1 | tee .quarry/schemathesis.log | grep -E "Test cases:|generated|issues found|No issues|❌" || true
+st_ok=0; grep -q "No issues found" .quarry/schemathesis.log && st_ok=1
 # Summary line for CI readers: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' .quarry/test.log
+[ "$st_ok" = 1 ] || { echo "schemathesis found problems: see .quarry/schemathesis.log"; exit 1; }
 ! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log

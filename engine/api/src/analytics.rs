@@ -304,6 +304,9 @@ fn sql_error_for(pack: &Pack, e: ExecError) -> ApiError {
                 ))
             }
         }
+        ExecError::Run(quarry_db::RunError::Query(
+            e @ quarry_db::QueryError::UnsupportedType { .. },
+        )) if pack.spec.raw_sql => ApiError::UnsupportedResult(e.to_string()),
         other => other.into(),
     }
 }

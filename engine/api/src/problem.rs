@@ -36,6 +36,8 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: Option<u64>,
     },
+    /// Caller SQL returned a column type results cannot carry (400).
+    UnsupportedResult(String),
     /// The path exists but not with this method (405).
     MethodNotAllowed,
     /// A result link that is invalid or expired (403).
@@ -113,6 +115,12 @@ impl ApiError {
                 format!("this key has used its request rate; retry after {retry_after_secs} s"),
             ),
             Conflict { detail, .. } => (StatusCode::CONFLICT, "conflict", "Conflict", detail.clone()),
+            UnsupportedResult(m) => (
+                StatusCode::BAD_REQUEST,
+                "unsupported-result-type",
+                "Unsupported result type",
+                m.clone(),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
