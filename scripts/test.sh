@@ -30,7 +30,12 @@ cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running
 log "schemathesis against /openapi.json"
 scripts/schemathesis.sh 2>&1 | tee .quarry/schemathesis.log | grep -E "Test cases:|generated|issues found|No issues|❌" || true
 st_ok=0; grep -q "No issues found" .quarry/schemathesis.log && st_ok=1
+log "infra/: CDK app checks (jest, cdk-nag, synth offline, cfn-lint)"
+infra_ok=1
+bash infra/scripts/check.sh > .quarry/infra.log 2>&1 || infra_ok=0
+grep -E "^Tests:|^Test Suites:|cfn-lint|errors" .quarry/infra.log | tail -6 || true
 # Summary line for CI readers: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' .quarry/test.log
+[ "$infra_ok" = 1 ] || { echo "infra checks failed: see .quarry/infra.log"; exit 1; }
 [ "$st_ok" = 1 ] || { echo "schemathesis found problems: see .quarry/schemathesis.log"; exit 1; }
 ! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log

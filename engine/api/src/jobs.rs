@@ -639,6 +639,7 @@ pub async fn runner(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<String>) 
     let permits = Arc::new(Semaphore::new(st.config.jobs.concurrency));
     let poll = Duration::from_millis(st.config.jobs.poll_interval_ms.max(50));
     let mut last_sweep = std::time::Instant::now();
+    let mut store_down = false;
     loop {
         tokio::select! {
             r = rx.recv() => if r.is_none() { return },
@@ -662,8 +663,23 @@ pub async fn runner(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<String>) 
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not list due jobs"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list due jobs");
+                    if !store_down {
+                        // Once per outage, not once per poll.
+                        store_down = true;
+                        let ev = Event::system_error(
+                            uuid::Uuid::new_v4().to_string(),
+                            "job-runner",
+                            "the job store is unreachable; jobs wait until it is back",
+                            Utc::now(),
+                        );
+                        let _ = st.ports.notifier.publish(&ev).await;
+                    }
+                    continue;
+                }
             }
+            store_down = false;
         }
         if last_sweep.elapsed() > Duration::from_secs(600) {
             last_sweep = std::time::Instant::now();

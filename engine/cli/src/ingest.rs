@@ -207,19 +207,36 @@ fn print_report(r: &FileReport) {
 }
 
 /// `quarry watch`: ingests what lands in an inbox folder laid out like the bucket.
+/// Where and how `watch` works.
+pub struct Watch {
+    pub inbox: PathBuf,
+    /// Loaded and duplicate files go here.
+    pub done: PathBuf,
+    /// Failed files go here, each with `<name>.error.txt`.
+    pub failed: PathBuf,
+    /// Pause between scans.
+    pub interval: std::time::Duration,
+    /// Scan once and return.
+    pub once: bool,
+    /// Failed files are also published as system error events.
+    pub notifier: Option<Arc<dyn quarry_core::ports::Notifier>>,
+}
+
 /// After its ingest commits, a file moves to `DONE/` (loaded or duplicate) or
 /// `FAILED/` (with `<name>.error.txt` beside it), keeping its key path. A restart
 /// in between is safe: the file is still in the inbox, and the ledger makes its
 /// second ingest a duplicate, after which it moves.
-pub async fn watch(
-    database_url: &str,
-    mappings_dir: &Path,
-    inbox: &Path,
-    done: &Path,
-    failed: &Path,
-    interval: std::time::Duration,
-    once: bool,
-) -> Result<ExitCode> {
+pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result<ExitCode> {
+    let Watch {
+        inbox,
+        done,
+        failed,
+        interval,
+        once,
+        notifier,
+    } = w;
+    let (inbox, done, failed, interval, once) =
+        (inbox.as_path(), done.as_path(), failed.as_path(), *interval, *once);
     let mappings = load_mappings(mappings_dir)?;
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?).await?;
     tracing::info!(inbox = %inbox.display(), "watching for files");
@@ -255,6 +272,17 @@ pub async fn watch(
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            if let (Some(err), Some(n)) = (&report.error, &notifier) {
+                let ev = quarry_core::jobs::Event::system_error(
+                    uuid::Uuid::new_v4().to_string(),
+                    "ingest",
+                    &format!("file {} failed to load: {err}", job.key),
+                    chrono::Utc::now(),
+                );
+                if let Err(e) = n.publish(&ev).await {
+                    tracing::warn!(error = %e, "could not publish the ingest failure");
+                }
             }
             if let Some(err) = &report.error {
                 let mut note = target.clone().into_os_string();

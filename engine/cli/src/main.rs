@@ -498,16 +498,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_default();
             let done = done.unwrap_or_else(|| parent.join("done"));
             let failed = failed.unwrap_or_else(|| parent.join("failed"));
-            ingest::watch(
-                &cli.database_url,
-                &cli.mappings,
-                &inbox,
-                &done,
-                &failed,
-                std::time::Duration::from_secs(interval.max(1)),
+            let w = ingest::Watch {
+                inbox,
+                done,
+                failed,
+                interval: std::time::Duration::from_secs(interval.max(1)),
                 once,
-            )
-            .await
+                notifier: None,
+            };
+            ingest::watch(&cli.database_url, &cli.mappings, &w).await
         }
         Command::Quarantine { action } => {
             quarantine(&cli.database_url, &cli.mappings, action).await
@@ -622,21 +621,33 @@ async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> 
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
         let url = database_url.to_string();
+        let notifier = local.state.ports.notifier.clone();
         tokio::spawn(async move {
-            let done = parent.join("done");
-            let failed = parent.join("failed");
-            if let Err(e) = ingest::watch(
-                &url,
-                &mappings,
-                &inbox,
-                &done,
-                &failed,
-                std::time::Duration::from_secs(2),
-                false,
-            )
-            .await
-            {
-                tracing::error!(error = %format!("{e:#}"), "the inbox watcher stopped");
+            let w = ingest::Watch {
+                inbox,
+                done: parent.join("done"),
+                failed: parent.join("failed"),
+                interval: std::time::Duration::from_secs(2),
+                once: false,
+                notifier: Some(notifier.clone()),
+            };
+            // The watcher restarts after any failure (database down, folder gone),
+            // with a growing pause, and reports each failure as a system event.
+            let mut pause = std::time::Duration::from_secs(1);
+            loop {
+                if let Err(e) = ingest::watch(&url, &mappings, &w).await {
+                    let msg = format!("{e:#}");
+                    tracing::error!(error = %msg, retry_in_s = pause.as_secs(), "the inbox watcher failed; restarting");
+                    let ev = quarry_core::jobs::Event::system_error(
+                        uuid::Uuid::new_v4().to_string(),
+                        "inbox-watcher",
+                        "the inbox watcher failed and is restarting; see the server log",
+                        chrono::Utc::now(),
+                    );
+                    let _ = notifier.publish(&ev).await;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(60));
             }
         });
     }
