@@ -235,8 +235,13 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
         once,
         notifier,
     } = w;
-    let (inbox, done, failed, interval, once) =
-        (inbox.as_path(), done.as_path(), failed.as_path(), *interval, *once);
+    let (inbox, done, failed, interval, once) = (
+        inbox.as_path(),
+        done.as_path(),
+        failed.as_path(),
+        *interval,
+        *once,
+    );
     let mappings = load_mappings(mappings_dir)?;
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?).await?;
     tracing::info!(inbox = %inbox.display(), "watching for files");
