@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# The AWS adapters are tested against a local AWS emulator (moto server).
+MOTO_VERSION="5.2.1"
+if ! python3 -c "import moto.server, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null; then
+    log "installing moto[server] $MOTO_VERSION from PyPI"
+    python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,489 @@
+//! # quarry-aws
+//!
+//! The AWS runtime: the engine's ports on S3 ([`S3Store`]), DynamoDB
+//! ([`DynamoCache`], [`DynamoJobStore`]), SNS ([`SnsNotifier`]) and Step
+//! Functions ([`SfnStarter`]). Endpoints follow the standard `AWS_ENDPOINT_URL`
+//! variables, so the same code runs against a local emulator (moto) in tests.
+//!
+//! This crate is outside the default build (`cargo build` at the root skips
+//! it): the AWS SDK costs minutes of compile time that the local runtime does
+//! not need.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::{DateTime, Utc};
+use quarry_core::jobs::{Event, Job};
+use quarry_core::ports::{
+    Cache, CachedValue, JobStore, Notifier, ObjectStore, PortError, PortResult, WorkflowStarter,
+};
+
+/// The shared SDK configuration: region, credentials and endpoint from the
+/// environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_from_env().await
+}
+
+fn unavailable<E: std::error::Error + 'static>(what: &str, e: E) -> PortError {
+    PortError::Unavailable(format!(
+        "{what}: {}",
+        aws_sdk_s3::error::DisplayErrorContext(&e)
+    ))
+}
+
+fn epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Results and oversized cache values in one S3 bucket.
+#[derive(Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(config: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        // Emulators (and S3-compatible stores) serve path-style addresses only.
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let conf = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// Streams an object to a local file (ingest reads uploads this way, so a
+    /// large export never sits in memory).
+    pub async fn download(
+        &self,
+        bucket: &str,
+        key: &str,
+        to: &std::path::Path,
+    ) -> anyhow::Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading s3://{bucket}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let mut body = out.body.into_async_read();
+        let mut file = tokio::fs::File::create(to).await?;
+        let n = tokio::io::copy(&mut body, &mut file).await?;
+        file.flush().await?;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> PortResult<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| unavailable("S3 PutObject", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| PortError::Unavailable(format!("S3 GetObject body: {e}")))?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) => {
+                // Without s3:ListBucket a missing key answers 403, not 404.
+                let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || e.raw_response()
+                        .is_some_and(|r| matches!(r.status().as_u16(), 403 | 404));
+                if missing {
+                    Ok(None)
+                } else {
+                    Err(unavailable("S3 GetObject", e))
+                }
+            }
+        }
+    }
+
+    async fn signed_url(&self, key: &str, ttl: Duration) -> PortResult<String> {
+        let cfg = PresigningConfig::expires_in(ttl)
+            .map_err(|e| PortError::Invalid(format!("presigning: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| unavailable("S3 presign", e))?;
+        Ok(req.uri().to_string())
+    }
+}
+
+/// Largest cache value kept in the item itself; DynamoDB items stop at 400 KB.
+const DYNAMO_INLINE_MAX: usize = 350 * 1024;
+
+/// The result cache on DynamoDB: `key` (S), `operation` (S), `body` (S, JSON) or
+/// `pointer` (S, an object key), `expires_at` (N, epoch seconds; the table's TTL
+/// attribute). DynamoDB deletes expired items lazily, so reads ignore them too.
+pub struct DynamoCache {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    objects: S3Store,
+}
+
+impl DynamoCache {
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, objects: S3Store) -> Self {
+        DynamoCache {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+            objects,
+        }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[async_trait]
+impl Cache for DynamoCache {
+    async fn get(&self, key: &str) -> PortResult<Option<CachedValue>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("key", s(key))
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB GetItem (cache)", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let expires = item
+            .get("expires_at")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        if expires <= epoch(SystemTime::now()) {
+            return Ok(None);
+        }
+        if let Some(p) = item.get("pointer").and_then(|v| v.as_s().ok()) {
+            return Ok(Some(CachedValue::Pointer {
+                object_key: p.clone(),
+            }));
+        }
+        let body = item
+            .get("body")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| PortError::Unavailable("cache item without a body".into()))?;
+        serde_json::from_str(body)
+            .map(|v| Some(CachedValue::Inline(v)))
+            .map_err(|e| PortError::Unavailable(format!("cache item body is not JSON: {e}")))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        operation: &str,
+        value: &CachedValue,
+        ttl: Duration,
+    ) -> PortResult<()> {
+        let expires = epoch(SystemTime::now() + ttl);
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", s(key))
+            .item("operation", s(operation))
+            .item("expires_at", n(expires));
+        req = match value {
+            CachedValue::Pointer { object_key } => req.item("pointer", s(object_key)),
+            CachedValue::Inline(v) => {
+                let text = v.to_string();
+                if text.len() > DYNAMO_INLINE_MAX {
+                    let object_key = format!("cache/{key}.json");
+                    self.objects
+                        .put(&object_key, text.into_bytes(), "application/json")
+                        .await?;
+                    req.item("pointer", s(&object_key))
+                } else {
+                    req.item("body", s(&text))
+                }
+            }
+        };
+        req.send()
+            .await
+            .map_err(|e| unavailable("DynamoDB PutItem (cache)", e))?;
+        Ok(())
+    }
+}
+
+/// The job store on DynamoDB: `id` (S), `state` (S), `attempts` (N), `doc` (S,
+/// the job as JSON) and `expires_at` (N, the retention TTL). Every write of an
+/// existing job is conditional on the state and attempts read, so state only
+/// moves forward.
+pub struct DynamoJobStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    retention: Duration,
+}
+
+impl DynamoJobStore {
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        retention: Duration,
+    ) -> Self {
+        DynamoJobStore {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+            retention,
+        }
+    }
+
+    fn item(&self, job: &Job) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
+        let doc = serde_json::to_string(job)
+            .map_err(|e| PortError::Invalid(format!("job not serializable: {e}")))?;
+        let base: DateTime<Utc> = job.finished_at.unwrap_or(job.submitted_at);
+        let expires = base.timestamp() + self.retention.as_secs() as i64;
+        Ok([
+            ("id".to_string(), s(&job.id)),
+            ("state".to_string(), s(job.state.as_str())),
+            ("attempts".to_string(), n(i64::from(job.attempts))),
+            ("doc".to_string(), s(&doc)),
+            ("expires_at".to_string(), n(expires)),
+        ]
+        .into_iter()
+        .collect())
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoJobStore {
+    async fn create(&self, job: &Job) -> PortResult<()> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(job)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(PortError::Conflict(format!("job {} exists", job.id)))
+            }
+            Err(e) => Err(unavailable("DynamoDB PutItem (job)", e)),
+        }
+    }
+
+    async fn get(&self, id: &str) -> PortResult<Option<Job>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB GetItem (job)", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let doc = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| PortError::Unavailable("job item without a doc".into()))?;
+        serde_json::from_str(doc)
+            .map(Some)
+            .map_err(|e| PortError::Unavailable(format!("job item doc is invalid: {e}")))
+    }
+
+    async fn transition(&self, current: &Job, next: &Job) -> PortResult<()> {
+        if current.state != next.state && !current.state.can_move_to(next.state) {
+            return Err(PortError::Conflict(format!(
+                "job {}: {} → {} is not a legal transition",
+                current.id,
+                current.state.as_str(),
+                next.state.as_str()
+            )));
+        }
+        if current.state.is_terminal() || next.attempts < current.attempts {
+            return Err(PortError::Conflict(format!(
+                "job {} is {} and can no longer change",
+                current.id,
+                current.state.as_str()
+            )));
+        }
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(next)?))
+            .condition_expression("#st = :st AND attempts = :att")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":st", s(current.state.as_str()))
+            .expression_attribute_values(":att", n(i64::from(current.attempts)))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(PortError::Conflict(format!(
+                    "job {} changed since it was read",
+                    current.id
+                )))
+            }
+            Err(e) => Err(unavailable("DynamoDB PutItem (job)", e)),
+        }
+    }
+
+    /// On AWS, Step Functions schedules attempts and retries; nothing polls the
+    /// store (and the functions' IAM policies grant no Scan), so there is never a
+    /// due job to hand out here.
+    async fn due(&self, _now: DateTime<Utc>, _limit: u32) -> PortResult<Vec<Job>> {
+        Ok(Vec::new())
+    }
+
+    /// On AWS, an interrupted attempt is Step Functions' to retry or fail (task
+    /// timeouts and Catch), not a poller's.
+    async fn expired(&self, _now: DateTime<Utc>) -> PortResult<Vec<Job>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Events to an SNS topic, with the event type as a message attribute (for
+/// subscription filter policies). The payload is the same CloudEvents JSON the
+/// local notifier logs and posts.
+pub struct SnsNotifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsNotifier {
+    pub fn new(config: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> Self {
+        SnsNotifier {
+            client: aws_sdk_sns::Client::new(config),
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for SnsNotifier {
+    async fn publish(&self, event: &Event) -> PortResult<()> {
+        let body = serde_json::to_string(event)
+            .map_err(|e| PortError::Invalid(format!("event not serializable: {e}")))?;
+        let kind = serde_json::to_value(event.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let attr = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(kind)
+            .build()
+            .map_err(|e| PortError::Invalid(format!("SNS attribute: {e}")))?;
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(body)
+            .message_attributes("type", attr)
+            .send()
+            .await
+            .map_err(|e| unavailable("SNS Publish", e))?;
+        Ok(())
+    }
+}
+
+/// Starts one Step Functions execution per job, named after the job id, so a
+/// repeated start (a retried submit) cannot run the job twice.
+pub struct SfnStarter {
+    client: aws_sdk_sfn::Client,
+    state_machine_arn: String,
+}
+
+impl SfnStarter {
+    pub fn new(config: &aws_config::SdkConfig, state_machine_arn: impl Into<String>) -> Self {
+        SfnStarter {
+            client: aws_sdk_sfn::Client::new(config),
+            state_machine_arn: state_machine_arn.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl WorkflowStarter for SfnStarter {
+    async fn start(&self, job: &Job) -> PortResult<()> {
+        let input = serde_json::json!({
+            "job_id": job.id,
+            "operation": job.operation,
+            "parameters": job.parameters,
+        });
+        let r = self
+            .client
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(&job.id)
+            .input(input.to_string())
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_execution_already_exists()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable("Step Functions StartExecution", e)),
+        }
+    }
+}
