@@ -61,15 +61,7 @@ pub async fn execute(
     style: InputStyle,
     timeout: Option<Duration>,
 ) -> Result<(Value, i64), ExecError> {
-    let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
-    let data_version: i64 = reader
-        .query_one("SELECT version FROM canonical.data_version", &[])
-        .await
-        .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
-        .get(0);
-    let client: &mut tokio_postgres::Client = &mut reader;
-    let result = quarry_db::execute_pack(
-        client,
+    let (resolved, q, limits) = quarry_db::ops::prepare(
         pack,
         input,
         style,
@@ -79,13 +71,43 @@ pub async fn execute(
             ..Default::default()
         },
     )
-    .await;
-    if pack.spec.raw_sql {
-        // Caller SQL may have changed session settings: never hand the connection on as it is.
+    .map_err(ExecError::Run)?;
+    let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
+    // The version the answer is keyed by is known before the query starts: from
+    // the listener when it runs, else read here.
+    let known = *st.data_version.borrow();
+    let data_version: i64 = match known {
+        Some(v) => v,
+        None => reader
+            .query_one("SELECT version FROM canonical.data_version", &[])
+            .await
+            .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
+            .get(0),
+    };
+    let result = if pack.spec.raw_sql {
+        let client: &mut tokio_postgres::Client = &mut reader;
+        let r = quarry_db::run(client, &q, limits).await;
+        // Caller SQL may have changed session settings: never hand the connection
+        // on as it is. DISCARD ALL also drops prepared statements, so forget them.
+        reader.statement_cache.clear();
+        let client: &mut tokio_postgres::Client = &mut reader;
         if client.batch_execute("DISCARD ALL").await.is_err() {
             let _ = deadpool_postgres::Object::take(reader);
         }
-    }
+        r
+    } else {
+        // Pack SQL comes from a bounded set of templates: cache its statements per
+        // connection, so a hot operation is parsed and planned once, not per call.
+        let stmt = reader
+            .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
+            .await
+            .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
+        let client: &mut tokio_postgres::Client = &mut reader;
+        quarry_db::run_prepared(client, Some(stmt), &q, limits).await
+    };
+    let result = result
+        .map(|out| (resolved, out))
+        .map_err(quarry_db::RunError::from);
     let (resolved, out) = result.map_err(ExecError::Run)?;
     metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
         .record(out.elapsed_ms as f64 / 1000.0);

@@ -118,26 +118,44 @@ pub async fn run(
     q: &RenderedQuery,
     limits: QueryLimits,
 ) -> Result<QueryOutput, QueryError> {
+    run_prepared(client, None, q, limits).await
+}
+
+/// The Postgres types of a rendered query's binds, in `$n` order (what a
+/// statement cache prepares with).
+pub fn bind_types(q: &RenderedQuery) -> Vec<Type> {
+    q.binds.iter().map(|b| pg_type(b.pg_type)).collect()
+}
+
+/// [`run`] with a statement already prepared for `q` on this connection (from a
+/// statement cache, so a hot operation is parsed once per connection), or
+/// `None` to prepare it here.
+pub async fn run_prepared(
+    client: &mut Client,
+    prepared: Option<tokio_postgres::Statement>,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<QueryOutput, QueryError> {
     let started = Instant::now();
     let tx = client.build_transaction().read_only(true).start().await?;
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
-    ))
-    .await?;
-    let types: Vec<Type> = q.binds.iter().map(|b| pg_type(b.pg_type)).collect();
-    let stmt = tx
-        .prepare_typed(&q.sql, &types)
-        .await
-        .map_err(|e| classify(e, limits.timeout))?;
+    let settings = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
+    let stmt = match prepared {
+        Some(stmt) => stmt,
+        None => tx
+            .prepare_typed(&q.sql, &bind_types(q))
+            .await
+            .map_err(|e| classify(e, limits.timeout))?,
+    };
     let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    // A portal fetches at most max_rows + 1 rows: the database stops there, and the
-    // extra row tells us the result was cut.
-    let portal = tx
-        .bind(&stmt, &refs)
-        .await
-        .map_err(|e| classify(e, limits.timeout))?;
+    // The settings and the bind go out together (tokio-postgres pipelines requests
+    // polled together, in order): one round trip. A portal fetches at most
+    // max_rows + 1 rows: the database stops there, and the extra row tells us the
+    // result was cut.
+    let (set, portal) = futures_util::join!(tx.batch_execute(&settings), tx.bind(&stmt, &refs));
+    set.map_err(|e| classify(e, limits.timeout))?;
+    let portal = portal.map_err(|e| classify(e, limits.timeout))?;
     let fetch = i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX);
     let stream = tx
         .query_portal_raw(&portal, fetch)
@@ -165,8 +183,10 @@ pub async fn run(
         }
         rows.push(row_to_json(&row)?);
     }
-    // Read-only: nothing to keep. Rolling back also ends a truncated portal.
-    let _ = tx.rollback().await;
+    // Read-only: nothing to keep. Dropping the transaction queues its ROLLBACK
+    // (which also ends a truncated portal) ahead of the connection's next request,
+    // without waiting for it here.
+    drop(tx);
     Ok(QueryOutput {
         columns,
         rows,

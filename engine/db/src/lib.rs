@@ -16,7 +16,7 @@ pub mod version;
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
 
-pub use exec::{run, OutColumn, QueryError, QueryLimits, QueryOutput};
+pub use exec::{bind_types, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput};
 pub use migrate::{migrate, READER_ROLE, WRITER_ROLE};
 pub use ops::{execute_pack, CallOptions, RunError};
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use quarry_core::params::{InputStyle, ParamError, ResolvedParams};
+use quarry_core::render::RenderedQuery;
 use quarry_core::Pack;
 use tokio_postgres::Client;
 
@@ -33,15 +34,14 @@ pub struct CallOptions {
     pub allow_raw_sql: bool,
 }
 
-/// Validates `input`, renders the pack and runs it on `reader` (a connection as
-/// the reader role). Returns the resolved parameters with the rows.
-pub async fn execute_pack(
-    reader: &mut Client,
+/// Validates `input` and renders the pack: the resolved parameters, the SQL with
+/// its binds, and the limits it runs under.
+pub fn prepare(
     pack: &Pack,
     input: &serde_json::Map<String, serde_json::Value>,
     style: InputStyle,
     opts: CallOptions,
-) -> Result<(ResolvedParams, QueryOutput), RunError> {
+) -> Result<(ResolvedParams, RenderedQuery, QueryLimits), RunError> {
     if pack.spec.raw_sql && !opts.allow_raw_sql {
         return Err(RunError::CustomSqlDisabled(pack.spec.name.clone()));
     }
@@ -54,6 +54,19 @@ pub async fn execute_pack(
             .max_rows
             .map_or(pack.spec.max_rows, |m| m.min(pack.spec.max_rows)),
     };
+    Ok((params, q, limits))
+}
+
+/// Validates `input`, renders the pack and runs it on `reader` (a connection as
+/// the reader role). Returns the resolved parameters with the rows.
+pub async fn execute_pack(
+    reader: &mut Client,
+    pack: &Pack,
+    input: &serde_json::Map<String, serde_json::Value>,
+    style: InputStyle,
+    opts: CallOptions,
+) -> Result<(ResolvedParams, QueryOutput), RunError> {
+    let (params, q, limits) = prepare(pack, input, style, opts)?;
     let out = run(reader, &q, limits).await?;
     Ok((params, out))
 }

@@ -44,11 +44,13 @@ impl PgCache {
 impl Cache for PgCache {
     async fn get(&self, key: &str) -> PortResult<Option<CachedValue>> {
         let c = client(&self.pool, "cache").await?;
+        // Prepared once per connection: the cache sits on every request's path.
+        let stmt = c
+            .prepare_cached("SELECT body FROM quarry.cache WHERE key = $1 AND expires_at > now()")
+            .await
+            .map_err(|e| unavailable("reading the cache", e))?;
         let row = c
-            .query_opt(
-                "SELECT body FROM quarry.cache WHERE key = $1 AND expires_at > now()",
-                &[&key],
-            )
+            .query_opt(&stmt, &[&key])
             .await
             .map_err(|e| unavailable("reading the cache", e))?;
         Ok(row.map(|r| {
@@ -74,15 +76,18 @@ impl Cache for PgCache {
             CachedValue::Pointer { object_key } => json!({ "$quarry_pointer": object_key }),
         };
         let c = client(&self.pool, "cache").await?;
-        c.execute(
-            "INSERT INTO quarry.cache (key, operation, body, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-             ON CONFLICT (key) DO UPDATE
-               SET body = EXCLUDED.body, expires_at = EXCLUDED.expires_at, created_at = now()",
-            &[&key, &operation, &body, &ttl.as_secs_f64()],
-        )
-        .await
-        .map_err(|e| unavailable("writing the cache", e))?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO quarry.cache (key, operation, body, expires_at)
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                 ON CONFLICT (key) DO UPDATE
+                   SET body = EXCLUDED.body, expires_at = EXCLUDED.expires_at, created_at = now()",
+            )
+            .await
+            .map_err(|e| unavailable("writing the cache", e))?;
+        c.execute(&stmt, &[&key, &operation, &body, &ttl.as_secs_f64()])
+            .await
+            .map_err(|e| unavailable("writing the cache", e))?;
         Ok(())
     }
 }
