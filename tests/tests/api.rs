@@ -396,3 +396,27 @@ async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
         (title(&s) == json!("Test pack that overruns its timeout")).then_some(())
     });
 }
+
+#[tokio::test]
+async fn large_answers_are_cached_as_objects_behind_a_pointer() {
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    // Every answer is "large" here: the cache keeps a pointer to an object.
+    let env = [("QUARRY_API__CACHE_INLINE_MAX_BYTES", "100")];
+    let s = serve_with(&db, &[], &env, &data.0);
+    let path = "/analytics?operation=customer_analysis";
+    let first = get(&s, path);
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    wait_for("the cached object", Duration::from_secs(10), || {
+        std::fs::read_dir(data.0.join("results/cache"))
+            .ok()?
+            .next()
+            .map(|_| ())
+    });
+    // A new server has no in-memory copy: the hit comes through the pointer.
+    s.kill();
+    let s = serve_with(&db, &[], &env, &data.0);
+    let again = get(&s, path);
+    assert_eq!(again.header("x-cache"), Some("hit"), "{:?}", again.body);
+    assert_eq!(again.body, first.body);
+}

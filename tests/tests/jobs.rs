@@ -363,3 +363,44 @@ async fn finished_jobs_notify_webhooks_with_retries_and_a_signature() {
         Some(quarry_api::notify::signature("s3cret", body.as_bytes()))
     );
 }
+
+#[tokio::test]
+async fn a_failed_inbox_file_is_published_as_a_system_error() {
+    let db = fixture_db().await;
+    let (url, rx) = webhook_receiver();
+    let hooks = format!("[\"{url}\"]");
+    let data = TempDir::new("data");
+    let inbox_root = TempDir::new("inbox");
+    let inbox = inbox_root.0.join("inbox");
+    std::fs::create_dir_all(inbox.join("crm-data")).expect("inbox");
+    let s = serve_with(
+        &db,
+        &["--inbox", inbox.to_str().unwrap_or_default()],
+        &[("QUARRY_NOTIFY__WEBHOOKS", &hooks)],
+        &data.0,
+    );
+    // Not JSON at all: the whole file fails, and operations hear about it.
+    std::fs::write(
+        inbox.join("crm-data/accounts-broken.json"),
+        "this is not json",
+    )
+    .expect("write");
+    let (body, _) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a system error event");
+    let ev: Value = serde_json::from_str(&body).expect("event JSON");
+    assert_eq!(ev["type"], json!("quarry.system.error"));
+    assert_eq!(ev["data"]["component"], json!("ingest"));
+    assert!(
+        ev["data"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("crm-data/accounts-broken.json"),
+        "{ev}"
+    );
+    assert!(inbox_root
+        .0
+        .join("failed/crm-data/accounts-broken.json")
+        .exists());
+    drop(s);
+}

@@ -507,7 +507,7 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
             transient: false,
         }
     })?;
-    let key = format!("results/{}.{}", job.id, job.format.extension());
+    let key = format!("jobs/{}.{}", job.id, job.format.extension());
     let len = bytes.len() as u64;
     st.ports
         .objects

@@ -220,6 +220,9 @@ pub struct Watch {
     pub once: bool,
     /// Failed files are also published as system error events.
     pub notifier: Option<Arc<dyn quarry_core::ports::Notifier>>,
+    /// Print a report per file on stdout (the `watch` command); inside `serve`
+    /// reports go to the log only, so a closed stdout cannot stop the watcher.
+    pub print: bool,
 }
 
 /// After its ingest commits, a file moves to `DONE/` (loaded or duplicate) or
@@ -234,6 +237,7 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
         interval,
         once,
         notifier,
+        print,
     } = w;
     let (inbox, done, failed, interval, once) = (
         inbox.as_path(),
@@ -266,7 +270,11 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
                 Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
             });
             let report = ingest_file(&mut client, mapping, &job.key, open, None).await?;
-            print_report(&report);
+            if *print {
+                print_report(&report);
+            } else {
+                tracing::info!(key = %job.key, status = ?report.status, error = report.error.as_deref().unwrap_or(""), "inbox file processed");
+            }
             let target_root = if report.status == FileStatus::Failed {
                 failed
             } else {

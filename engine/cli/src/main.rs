@@ -505,6 +505,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 interval: std::time::Duration::from_secs(interval.max(1)),
                 once,
                 notifier: None,
+                print: true,
             };
             ingest::watch(&cli.database_url, &cli.mappings, &w).await
         }
@@ -630,6 +631,7 @@ async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> 
                 interval: std::time::Duration::from_secs(2),
                 once: false,
                 notifier: Some(notifier.clone()),
+                print: false,
             };
             // The watcher restarts after any failure (database down, folder gone),
             // with a growing pause, and reports each failure as a system event.
