@@ -124,6 +124,30 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
 }
 
 impl AppState {
+    /// Assembles the state from its parts (each runtime picks the ports). A
+    /// `data_version` receiver that stays `None` makes every request read the
+    /// version from the database (right where no listener can run, as in Lambda).
+    pub fn new(
+        packs: PackSet,
+        reader: Pool,
+        writer: Pool,
+        ports: Ports,
+        auth: auth::Auth,
+        config: Config,
+        data_version: watch::Receiver<Option<i64>>,
+    ) -> AppState {
+        AppState {
+            packs: ArcSwap::from_pointee(packs),
+            reader,
+            writer,
+            ports,
+            auth,
+            config,
+            data_version,
+            hot: results::HotCache::new(64 << 20),
+        }
+    }
+
     pub fn packs(&self) -> Arc<PackSet> {
         self.packs.load_full()
     }

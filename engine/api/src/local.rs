@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use quarry_core::PackSet;
 use quarry_db::store::{PgCache, PgJobStore};
 
 use crate::auth::{Auth, AuthMode};
 use crate::jobs::{self, Sweeper};
 use crate::notify::LocalNotifier;
-use crate::results::HotCache;
 use crate::storage::{signing_key, FolderStore};
 use crate::{pool, AppState, Config, Ports};
 
@@ -97,16 +95,15 @@ impl Local {
                 store,
             })),
         };
-        let state = Arc::new(AppState {
-            packs: ArcSwap::from_pointee(packs),
+        let state = Arc::new(AppState::new(
+            packs,
             reader,
             writer,
             ports,
             auth,
             config,
             data_version,
-            hot: HotCache::new(64 << 20),
-        });
+        ));
         Ok(Local {
             state,
             runner_rx: Some(rx),

@@ -9,6 +9,8 @@
 //! it): the AWS SDK costs minutes of compile time that the local runtime does
 //! not need.
 
+pub mod api;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;

@@ -2,107 +2,20 @@
 //! `moto[server]`, installed by the README's test command) on loopback. Every
 //! call below is a real SDK call over HTTP.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
 use chrono::Utc;
-use quarry_aws::{DynamoCache, DynamoJobStore, S3Store, SfnStarter, SnsNotifier};
+use common::*;
+use quarry_aws::{DynamoCache, DynamoJobStore, SfnStarter, SnsNotifier};
 use quarry_core::jobs::{Event, Job, JobResult, ResultFormat};
 use quarry_core::ports::{
     Cache, CachedValue, JobStore, Notifier, ObjectStore, PortError, WorkflowStarter,
 };
 use serde_json::json;
-
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a moto server on a free loopback port and points the SDK at it.
-fn moto() -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m moto.server (pip install 'moto[server]'; scripts/test.sh installs it)");
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto server did not start; is moto[server] installed? (scripts/test.sh installs it)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn config(m: &Moto) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&m.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "moto",
-        ))
-        .load()
-        .await
-}
-
-fn s3_store(cfg: &aws_config::SdkConfig, bucket: &str) -> S3Store {
-    // Path-style addressing, as S3Store picks when AWS_ENDPOINT_URL is set.
-    std::env::set_var("AWS_ENDPOINT_URL_S3", "set-by-test");
-    S3Store::new(cfg, bucket)
-}
-
-async fn make_table(cfg: &aws_config::SdkConfig, name: &str, key: &str) {
-    aws_sdk_dynamodb::Client::new(cfg)
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attr"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
-}
 
 /// GET over plain HTTP/1.1 (what a caller holding a presigned link does).
 fn http_get(url: &str) -> (u16, String) {
