@@ -132,7 +132,39 @@ async fn errors_are_problem_json() {
     );
     assert_eq!(r.body["errors"][0]["parameter"], json!("group_by"));
     let huge = format!("/analytics?operation=simple_demo&x={}", "a".repeat(9000));
-    assert_eq!(request(&s, "GET", &huge, None, &[]).status, 414);
+    let r = get(&s, &huge);
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (414, json!("/problems/query-too-long"))
+    );
+    let big = format!(
+        r#"{{"operation": "simple_demo", "parameters": {{"x": "{}"}}}}"#,
+        "a".repeat(70_000)
+    );
+    for path in ["/analytics", "/analytics/jobs"] {
+        let r = post(&s, path, &big);
+        assert_eq!(
+            (r.status, r.body["type"].clone()),
+            (413, json!("/problems/payload-too-large")),
+            "{path}"
+        );
+    }
+    let r = request(&s, "DELETE", "/analytics", None, &[]);
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (405, json!("/problems/method-not-allowed"))
+    );
+    let r = request(
+        &s,
+        "POST",
+        "/analytics",
+        Some("operation=simple_demo"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (400, json!("/problems/malformed-request"))
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -163,8 +164,9 @@ pub async fn analytics_post(
     State(st): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body_bytes(&st, body)?;
     let req = parse_body(&headers, &body)?;
     if req.format.is_some() {
         return Err(ApiError::MalformedBody(
@@ -180,6 +182,17 @@ pub async fn analytics_post(
         InputStyle::Json,
     )
     .await
+}
+
+/// The body, or the problem with it (over the size limit: 413).
+pub fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(st.config.api.max_body_bytes)
+        } else {
+            ApiError::MalformedBody(format!("the request body could not be read: {e}"))
+        }
+    })
 }
 
 /// Parses a JSON request body, naming what is wrong.

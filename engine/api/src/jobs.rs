@@ -164,9 +164,10 @@ pub async fn submit(
     State(st): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Jobs, "submitting a job")?;
+    let body = analytics::body_bytes(&st, body)?;
     let req = analytics::parse_body(&headers, &body)?;
     let pack = analytics::authorize(&st, &who, &req.operation)?;
     let job = submit_job(

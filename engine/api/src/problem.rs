@@ -38,6 +38,8 @@ pub enum ApiError {
     },
     /// Caller SQL returned a column type results cannot carry (400).
     UnsupportedResult(String),
+    /// The body is larger than the limit (413).
+    PayloadTooLarge(usize),
     /// The path exists but not with this method (405).
     MethodNotAllowed,
     /// A result link that is invalid or expired (403).
@@ -120,6 +122,12 @@ impl ApiError {
                 "unsupported-result-type",
                 "Unsupported result type",
                 m.clone(),
+            ),
+            PayloadTooLarge(n) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+                format!("the request body has more than {n} bytes; send fewer or smaller parameters"),
             ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
