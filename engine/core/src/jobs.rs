@@ -269,6 +269,28 @@ impl Job {
         )
     }
 
+    /// Whether a store may replace `self` by `next`: a legal state change (or the
+    /// same state, for a lease renewal), never out of a finished state, and never
+    /// fewer attempts. Every job store checks this before its conditional write.
+    pub fn check_transition(&self, next: &Job) -> Result<(), String> {
+        if self.state != next.state && !self.state.can_move_to(next.state) {
+            return Err(format!(
+                "job {}: {} → {} is not a legal transition",
+                self.id,
+                self.state.as_str(),
+                next.state.as_str()
+            ));
+        }
+        if self.state.is_terminal() || next.attempts < self.attempts {
+            return Err(format!(
+                "job {} is {} and can no longer change",
+                self.id,
+                self.state.as_str()
+            ));
+        }
+        Ok(())
+    }
+
     /// Milliseconds from the first start to the finish, when both are known.
     pub fn duration_ms(&self) -> Option<i64> {
         Some((self.finished_at? - self.started_at?).num_milliseconds())

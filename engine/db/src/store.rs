@@ -219,21 +219,9 @@ impl JobStore for PgJobStore {
     }
 
     async fn transition(&self, current: &Job, next: &Job) -> PortResult<()> {
-        if current.state != next.state && !current.state.can_move_to(next.state) {
-            return Err(PortError::Conflict(format!(
-                "job {}: {} → {} is not a legal transition",
-                current.id,
-                current.state.as_str(),
-                next.state.as_str()
-            )));
-        }
-        if current.state.is_terminal() || next.attempts < current.attempts {
-            return Err(PortError::Conflict(format!(
-                "job {} is {} and can no longer change",
-                current.id,
-                current.state.as_str()
-            )));
-        }
+        current
+            .check_transition(next)
+            .map_err(PortError::Conflict)?;
         let c = client(&self.pool, "job store").await?;
         let n = c
             .execute(
