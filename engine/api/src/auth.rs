@@ -58,12 +58,22 @@ pub enum AuthMode {
     /// Keys from the key table; with none configured and a loopback address,
     /// read and jobs access is open.
     Keys { loopback: bool },
+    /// No key table to read (a runtime holding only the reader role, as the API
+    /// function on AWS): each presented key is checked with
+    /// `quarry_auth.check_key` and remembered for [`CHECKED_KEY_TTL`]. Never open.
+    Checked,
 }
+
+/// How long a key checked in the database is trusted before it is checked again
+/// (so a revocation takes effect within this time).
+pub const CHECKED_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The active keys and the rate limiters.
 pub struct Auth {
     mode: AuthMode,
     keys: RwLock<HashMap<String, ApiKey>>,
+    /// With [`AuthMode::Checked`]: when each remembered key was checked.
+    checked_at: RwLock<HashMap<String, std::time::Instant>>,
     limiters: RwLock<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     default_rate: NonZeroU32,
     burst: NonZeroU32,
@@ -75,6 +85,7 @@ impl Auth {
         Auth {
             mode,
             keys: RwLock::new(HashMap::new()),
+            checked_at: RwLock::new(HashMap::new()),
             limiters: RwLock::new(HashMap::new()),
             default_rate,
             burst: NonZeroU32::new(burst.max(rate_per_second)).unwrap_or(default_rate),
@@ -101,6 +112,48 @@ impl Auth {
     pub fn is_open(&self) -> bool {
         match self.mode {
             AuthMode::Keys { loopback } => loopback && self.key_count() == 0,
+            AuthMode::Checked => false,
+        }
+    }
+
+    /// With [`AuthMode::Checked`]: whether `presented` must be checked in the
+    /// database before [`Auth::authenticate`] can decide (unknown, stale, or a
+    /// different secret than the one remembered).
+    fn needs_check(&self, presented: &str) -> bool {
+        if self.mode != AuthMode::Checked {
+            return false;
+        }
+        let Some((id, secret)) = split_key(presented) else {
+            return false;
+        };
+        let fresh = self
+            .checked_at
+            .read()
+            .ok()
+            .and_then(|m| m.get(id).map(|t| t.elapsed() < CHECKED_KEY_TTL))
+            .unwrap_or(false);
+        let same = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|k| k.get(id).map(|k| k.secret_sha256 == hash_secret(secret)))
+            .unwrap_or(false);
+        !(fresh && same)
+    }
+
+    /// Records the outcome of a database check of key `id`.
+    fn remember(&self, id: &str, key: Option<ApiKey>) {
+        if let (Ok(mut keys), Ok(mut at)) = (self.keys.write(), self.checked_at.write()) {
+            match key {
+                Some(k) => {
+                    keys.insert(id.to_string(), k);
+                    at.insert(id.to_string(), std::time::Instant::now());
+                }
+                None => {
+                    keys.remove(id);
+                    at.remove(id);
+                }
+            }
         }
     }
 
@@ -218,6 +271,23 @@ pub async fn layer(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    if let Some(presented) = presented_key(&req).filter(|p| st.auth.needs_check(p)) {
+        let checked = match st.reader.get().await {
+            Ok(c) => quarry_db::store::check_key(&c, presented).await,
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        };
+        match checked {
+            Ok(key) => {
+                if let Some((id, _)) = split_key(presented) {
+                    st.auth.remember(id, key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check an API key in the database");
+                return ApiError::DatabaseUnavailable.into_response();
+            }
+        }
+    }
     let principal = match st.auth.authenticate(presented_key(&req)) {
         Ok(p) => p,
         Err(e) => {

@@ -13,3 +13,6 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA quarry TO quarry_writer;
 -- Keys are created and revoked by the owner (quarry keys ...); the server only reads them.
 REVOKE INSERT, UPDATE, DELETE ON quarry.api_keys FROM quarry_writer;
 REVOKE CREATE ON SCHEMA public FROM quarry_reader, quarry_writer;
+-- Key checks (one key at a time, digest in hand) for runtimes holding only the reader.
+GRANT USAGE ON SCHEMA quarry_auth TO quarry_reader, quarry_writer;
+GRANT EXECUTE ON FUNCTION quarry_auth.check_key(text, text) TO quarry_reader, quarry_writer;

@@ -372,6 +372,37 @@ pub async fn active_keys(c: &tokio_postgres::Client) -> anyhow::Result<Vec<ApiKe
         .collect())
 }
 
+/// Checks one presented key through `quarry_auth.check_key`, which any role
+/// may call: the key if it is active and its secret matches, else `None`.
+pub async fn check_key(
+    c: &tokio_postgres::Client,
+    presented: &str,
+) -> anyhow::Result<Option<ApiKey>> {
+    let Some((id, secret)) = split_key(presented) else {
+        return Ok(None);
+    };
+    let digest = hash_secret(secret);
+    let row = c
+        .query_opt(
+            "SELECT name, scopes, rate_per_second FROM quarry_auth.check_key($1, $2)",
+            &[&id, &digest],
+        )
+        .await?;
+    Ok(row.map(|r| ApiKey {
+        id: id.to_string(),
+        name: r.get(0),
+        secret_sha256: digest,
+        scopes: r
+            .get::<_, Vec<String>>(1)
+            .iter()
+            .filter_map(|s| Scope::parse(s))
+            .collect(),
+        rate_per_second: r
+            .get::<_, Option<i32>>(2)
+            .and_then(|n| u32::try_from(n).ok()),
+    }))
+}
+
 /// Creates a key; returns its id and the full key, which is shown only now.
 pub async fn create_key(
     c: &tokio_postgres::Client,
