@@ -95,7 +95,6 @@ pub struct AppState {
     /// The pack set; swapped whole on reload, so a request keeps the set it started with.
     pub packs: ArcSwap<PackSet>,
     pub reader: Pool,
-    pub writer: Pool,
     pub ports: Ports,
     pub auth: auth::Auth,
     pub config: Config,
@@ -130,7 +129,6 @@ impl AppState {
     pub fn new(
         packs: PackSet,
         reader: Pool,
-        writer: Pool,
         ports: Ports,
         auth: auth::Auth,
         config: Config,
@@ -139,7 +137,6 @@ impl AppState {
         AppState {
             packs: ArcSwap::from_pointee(packs),
             reader,
-            writer,
             ports,
             auth,
             config,

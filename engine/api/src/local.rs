@@ -16,6 +16,8 @@ use crate::{pool, AppState, Config, Ports};
 /// The running local runtime.
 pub struct Local {
     pub state: Arc<AppState>,
+    /// The writer pool: cache, jobs and the key refresh.
+    writer: deadpool_postgres::Pool,
     runner_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
@@ -98,7 +100,6 @@ impl Local {
         let state = Arc::new(AppState::new(
             packs,
             reader,
-            writer,
             ports,
             auth,
             config,
@@ -106,6 +107,7 @@ impl Local {
         ));
         Ok(Local {
             state,
+            writer,
             runner_rx: Some(rx),
         })
     }
@@ -116,11 +118,12 @@ impl Local {
             tokio::spawn(jobs::runner(self.state.clone(), rx));
         }
         let st = self.state.clone();
+        let writer = self.writer.clone();
         tokio::spawn(async move {
             let every = Duration::from_secs(st.config.auth.refresh_seconds.max(1));
             loop {
                 tokio::time::sleep(every).await;
-                match st.writer.get().await {
+                match writer.get().await {
                     Ok(c) => match quarry_db::store::active_keys(&c).await {
                         Ok(keys) => st.auth.set_keys(keys),
                         Err(e) => tracing::warn!(error = %e, "could not refresh API keys"),
