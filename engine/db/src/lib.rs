@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
 
 pub use exec::{bind_types, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput};
-pub use migrate::{migrate, READER_ROLE, WRITER_ROLE};
+pub use migrate::{migrate, migrate_with, RolePasswords, READER_ROLE, WRITER_ROLE};
 pub use ops::{execute_pack, CallOptions, RunError};
 
 /// Used when neither `--database-url` nor `DATABASE_URL` is given.

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "jobs_and_keys",
         include_str!("../migrations/0004_jobs_and_keys.sql"),
     ),
+    (
+        5,
+        "key_check",
+        include_str!("../migrations/0005_key_check.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
@@ -46,27 +51,51 @@ pub struct MigrateReport {
     pub already: usize,
 }
 
+/// Passwords to give the login roles (`None` leaves a role's password as it is).
+#[derive(Debug, Clone, Default)]
+pub struct RolePasswords {
+    pub writer: Option<String>,
+    pub reader: Option<String>,
+}
+
+impl RolePasswords {
+    /// From `QUARRY_WRITER_PASSWORD` and `QUARRY_READER_PASSWORD`.
+    pub fn from_env() -> Self {
+        RolePasswords {
+            writer: std::env::var("QUARRY_WRITER_PASSWORD").ok(),
+            reader: std::env::var("QUARRY_READER_PASSWORD").ok(),
+        }
+    }
+}
+
 /// Creates roles if needed, applies pending migrations as the owner role, and
-/// re-applies grants. Safe to run concurrently and repeatedly.
+/// re-applies grants. Safe to run concurrently and repeatedly. Role passwords
+/// come from the environment ([`RolePasswords::from_env`]).
 pub async fn migrate(client: &mut Client) -> Result<MigrateReport> {
+    migrate_with(client, &RolePasswords::from_env()).await
+}
+
+/// [`migrate`] with the login roles' passwords given (the AWS migration
+/// function takes them from Secrets Manager).
+pub async fn migrate_with(client: &mut Client, passwords: &RolePasswords) -> Result<MigrateReport> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .context("taking the migration lock")?;
-    let result = migrate_locked(client).await;
+    let result = migrate_locked(client, passwords).await;
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
     result
 }
 
-async fn migrate_locked(client: &mut Client) -> Result<MigrateReport> {
+async fn migrate_locked(client: &mut Client, passwords: &RolePasswords) -> Result<MigrateReport> {
     // Roles are cluster-wide and advisory locks are per database, so migrations of
     // two databases can race on the same role rows ("tuple concurrently updated"):
     // retry a few times with a short pause.
     let mut attempt = 0;
     loop {
-        match ensure_roles(client).await {
+        match ensure_roles(client, passwords).await {
             Ok(()) => break,
             Err(e) if attempt < 5 => {
                 attempt += 1;
@@ -144,9 +173,9 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrateReport> {
 
 /// Creates the three roles when missing. Roles are cluster-wide, so concurrent
 /// creation (tests creating many databases) is tolerated.
-async fn ensure_roles(client: &Client) -> Result<()> {
-    let reader_pw = std::env::var("QUARRY_READER_PASSWORD").ok();
-    let writer_pw = std::env::var("QUARRY_WRITER_PASSWORD").ok();
+async fn ensure_roles(client: &Client, passwords: &RolePasswords) -> Result<()> {
+    let reader_pw = passwords.reader.clone();
+    let writer_pw = passwords.writer.clone();
     for (role, login, pw) in [
         (OWNER_ROLE, false, None),
         (WRITER_ROLE, true, writer_pw),
