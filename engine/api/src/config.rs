@@ -75,6 +75,9 @@ pub struct JobSettings {
     pub poll_interval_ms: u64,
     /// Results with more rows than this go to object storage behind a signed link.
     pub inline_max_rows: u64,
+    /// Results whose JSON is larger than this many bytes go to object storage
+    /// too, whatever their row count (a DynamoDB job item stops at 400 KB).
+    pub inline_max_bytes: usize,
     /// Lifetime of a signed result link, in seconds.
     pub link_ttl_seconds: u64,
     /// Finished jobs (and their stored results) are deleted after this many hours.
@@ -168,6 +171,7 @@ impl Default for JobSettings {
             lease_seconds: 30,
             poll_interval_ms: 1000,
             inline_max_rows: 1000,
+            inline_max_bytes: 256 * 1024,
             link_ttl_seconds: 900,
             retention_hours: 168,
         }

@@ -497,7 +497,11 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
             }
         }
     }
-    if rows <= st.config.jobs.inline_max_rows {
+    let small = rows <= st.config.jobs.inline_max_rows
+        && serde_json::to_vec(&ex.body)
+            .map(|b| b.len() <= st.config.jobs.inline_max_bytes)
+            .unwrap_or(false);
+    if small {
         return Ok(JobResult::Inline { body: ex.body });
     }
     let bytes = results::render(&ex.body, job.format).map_err(|e| {

@@ -252,6 +252,17 @@ impl Job {
         j
     }
 
+    /// The job given up now with `error`, whatever attempts remain (on AWS the
+    /// state machine owns retries and calls this once it stops retrying).
+    pub fn failed(&self, now: DateTime<Utc>, error: JobError) -> Job {
+        let mut j = self.clone();
+        j.lease_expires_at = None;
+        j.state = JobState::Failed;
+        j.finished_at = Some(now);
+        j.error = Some(error);
+        j
+    }
+
     /// A running job whose runner vanished (its lease expired, or the server
     /// restarted): queued for another attempt if any remain, failed otherwise.
     pub fn recovered(&self, now: DateTime<Utc>) -> Job {
