@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use quarry_api::auth::{Auth, AuthMode};
 use quarry_api::{AppState, Config, Ports, Router};
 use quarry_core::PackSet;
@@ -13,32 +14,60 @@ use tower::ServiceExt;
 
 use crate::{DynamoCache, DynamoJobStore, S3Store, SfnStarter, SnsNotifier};
 
-/// Names of the AWS resources, from the environment the CDK app sets.
-#[derive(Debug, Clone)]
+/// Names of the AWS resources, from the environment the CDK app sets. Each
+/// function gets the ones it uses; [`Resources::need`] names a missing one.
+#[derive(Debug, Clone, Default)]
 pub struct Resources {
     pub results_bucket: String,
     pub cache_table: String,
     pub jobs_table: String,
     pub jobs_topic_arn: String,
+    pub alarm_topic_arn: String,
     pub state_machine_arn: String,
 }
 
 impl Resources {
     /// Reads `QUARRY_RESULTS_BUCKET`, `QUARRY_CACHE_TABLE`, `QUARRY_JOBS_TABLE`,
-    /// `QUARRY_JOBS_TOPIC_ARN` and `QUARRY_STATE_MACHINE_ARN`, naming any missing one.
-    pub fn from_env() -> anyhow::Result<Resources> {
-        let var = |k: &str| {
-            std::env::var(k).map_err(|_| {
-                anyhow::anyhow!("environment variable {k} is not set; the CDK stack sets it")
+    /// `QUARRY_JOBS_TOPIC_ARN`, `QUARRY_ALARM_TOPIC_ARN` and
+    /// `QUARRY_STATE_MACHINE_ARN` (unset ones stay empty).
+    pub fn from_env() -> Resources {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        Resources {
+            results_bucket: var("QUARRY_RESULTS_BUCKET"),
+            cache_table: var("QUARRY_CACHE_TABLE"),
+            jobs_table: var("QUARRY_JOBS_TABLE"),
+            jobs_topic_arn: var("QUARRY_JOBS_TOPIC_ARN"),
+            alarm_topic_arn: var("QUARRY_ALARM_TOPIC_ARN"),
+            state_machine_arn: var("QUARRY_STATE_MACHINE_ARN"),
+        }
+    }
+
+    /// Fails naming every variable of `names` that is empty.
+    pub fn need(&self, names: &[&str]) -> anyhow::Result<()> {
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| {
+                match *n {
+                    "QUARRY_RESULTS_BUCKET" => &self.results_bucket,
+                    "QUARRY_CACHE_TABLE" => &self.cache_table,
+                    "QUARRY_JOBS_TABLE" => &self.jobs_table,
+                    "QUARRY_JOBS_TOPIC_ARN" => &self.jobs_topic_arn,
+                    "QUARRY_ALARM_TOPIC_ARN" => &self.alarm_topic_arn,
+                    "QUARRY_STATE_MACHINE_ARN" => &self.state_machine_arn,
+                    _ => return true,
+                }
+                .is_empty()
             })
-        };
-        Ok(Resources {
-            results_bucket: var("QUARRY_RESULTS_BUCKET")?,
-            cache_table: var("QUARRY_CACHE_TABLE")?,
-            jobs_table: var("QUARRY_JOBS_TABLE")?,
-            jobs_topic_arn: var("QUARRY_JOBS_TOPIC_ARN")?,
-            state_machine_arn: var("QUARRY_STATE_MACHINE_ARN")?,
-        })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "environment variables not set: {}; the CDK stack sets them",
+                missing.join(", ")
+            )
+        }
     }
 }
 
@@ -55,34 +84,17 @@ pub fn ports(sdk: &aws_config::SdkConfig, r: &Resources, retention: Duration) ->
     }
 }
 
-/// The API's state on AWS: pools for the reader and writer URLs, the AWS ports,
-/// keys from the key table (never open access), and the data version read per
-/// request (a frozen Lambda cannot follow LISTEN).
-pub async fn state(
-    config: Config,
-    packs: PackSet,
-    reader_url: &str,
-    writer_url: &str,
-    ports: Ports,
-) -> anyhow::Result<Arc<AppState>> {
-    let reader = quarry_api::pool(reader_url, config.api.pool_size)?;
-    let writer = quarry_api::pool(writer_url, 2)?;
+/// The API's state on AWS: the reader pool, the AWS ports, keys checked in the
+/// database one at a time (the reader cannot list them; never open access), and
+/// the data version read per request (a frozen Lambda cannot follow LISTEN).
+pub fn state(config: Config, packs: PackSet, reader: Pool, ports: Ports) -> Arc<AppState> {
     let auth = Auth::new(
-        AuthMode::Keys { loopback: false },
+        AuthMode::Checked,
         config.api.rate_limit_per_second,
         config.api.rate_limit_burst,
     );
-    {
-        let c = writer
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the database as the writer role: {e}"))?;
-        auth.set_keys(quarry_db::store::active_keys(&c).await?);
-    }
     let (_tx, rx) = tokio::sync::watch::channel(None);
-    Ok(Arc::new(AppState::new(
-        packs, reader, writer, ports, auth, config, rx,
-    )))
+    Arc::new(AppState::new(packs, reader, ports, auth, config, rx))
 }
 
 /// One API Gateway proxy event (REST API or HTTP API, as JSON) through the router.

@@ -10,6 +10,11 @@
 //! not need.
 
 pub mod api;
+pub mod db;
+pub mod emf;
+pub mod ingest;
+pub mod runtime;
+pub mod steps;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,21 @@
+//! `quarry-ingest`: S3 ObjectCreated notifications of the raw bucket.
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    quarry_aws::runtime::init_logging();
+    let metrics = quarry_aws::emf::init("quarry-ingest");
+    let sdk = quarry_aws::sdk_config().await;
+    let ingest = std::sync::Arc::new(quarry_aws::runtime::ingest(&sdk).await?);
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
+        let ingest = ingest.clone();
+        async move {
+            let out = ingest.handle(ev.payload).await;
+            quarry_aws::emf::flush(metrics);
+            out
+        }
+    }))
+    .await
+}

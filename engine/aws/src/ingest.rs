@@ -1,0 +1,228 @@
+//! The ingest function (`quarry-ingest`): S3 ObjectCreated events, each record
+//! one uploaded export. The object is streamed to the function's scratch disk
+//! and loaded by the same code as `quarry ingest`; the ingest ledger makes a
+//! repeated delivery a no-op.
+//!
+//! A record that did not load (a bad file, an unreachable database, a file
+//! another invocation is still loading) makes the invocation fail, so Lambda
+//! retries the event and, when the retries are spent, sends it with the error to
+//! the dead-letter destination. Records that did load are duplicates on the
+//! retry and cost nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use lambda_runtime::Diagnostic;
+use quarry_core::jobs::Event;
+use quarry_core::mapping::Mapping;
+use quarry_core::ports::Notifier;
+use quarry_db::ingest::{ingest_file, FileReport, FileStatus, Opener};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::S3Store;
+
+/// Largest object the function loads unless `QUARRY_INGEST_MAX_BYTES` says
+/// otherwise; it must fit the function's scratch disk.
+pub const DEFAULT_MAX_BYTES: u64 = 400 << 20;
+
+/// Everything the handler needs, built once per container.
+pub struct Ingest {
+    pub s3: S3Store,
+    pub writer: Pool,
+    pub mappings: Vec<Arc<Mapping>>,
+    /// System errors (failed files) go here: the alarm topic on AWS.
+    pub alarms: Option<Arc<dyn Notifier>>,
+    pub scratch: PathBuf,
+    pub max_bytes: u64,
+}
+
+/// The parts of an S3 event notification the function reads (S3's documented
+/// structure; the other fields, whose formats vary between S3 and emulators,
+/// are ignored).
+#[derive(Debug, Deserialize)]
+struct S3Event {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Record {
+    #[serde(rename = "eventName", default)]
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Object {
+    key: String,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+/// S3 event keys are URL-encoded, with `+` for a space.
+pub fn decode_key(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl Ingest {
+    /// Handles one S3 notification. `Ok` carries a report per record; `Err`
+    /// names every record that did not load.
+    pub async fn handle(&self, event: Value) -> Result<Value, Diagnostic> {
+        // S3 sends a test event when a notification is configured: nothing to do.
+        if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+            return Ok(json!({ "files": [] }));
+        }
+        let event: S3Event = serde_json::from_value(event).map_err(|e| Diagnostic {
+            error_type: "Quarry.BadEvent".into(),
+            error_message: format!("not an S3 event notification: {e}"),
+        })?;
+        let mut reports = Vec::new();
+        let mut problems = Vec::new();
+        for record in event.records {
+            let name = record.event_name;
+            let bucket = record.s3.bucket.name;
+            let key = decode_key(&record.s3.object.key);
+            if !name.starts_with("ObjectCreated") {
+                tracing::info!(event = %name, key = %key, "not an upload; skipped");
+                continue;
+            }
+            let size = record.s3.object.size;
+            let report = self.one(&bucket, &key, size).await;
+            match report.status {
+                FileStatus::Loaded | FileStatus::Duplicate => {}
+                FileStatus::InProgress => problems.push(format!(
+                    "s3://{bucket}/{key} is being loaded by another invocation; retry later"
+                )),
+                FileStatus::Failed => problems.push(format!(
+                    "s3://{bucket}/{key}: {}",
+                    report.error.as_deref().unwrap_or("failed")
+                )),
+            }
+            reports.push(report);
+        }
+        crate::emf::ingest(&reports);
+        if problems.is_empty() {
+            Ok(json!({ "files": reports }))
+        } else {
+            Err(Diagnostic {
+                error_type: "Quarry.IngestFailed".into(),
+                error_message: problems.join("; "),
+            })
+        }
+    }
+
+    /// Loads one object; never panics, always reports.
+    async fn one(&self, bucket: &str, key: &str, size: Option<u64>) -> FileReport {
+        let Some(mapping) = self.mappings.iter().find(|m| m.matches_key(key)).cloned() else {
+            let mut r = FileReport::failed(key, "");
+            r.error = Some(format!(
+                "no mapping claims the key `{key}`; upload under a source's prefix (crm-data/, erp-data/, shop-data/) or add a mapping"
+            ));
+            self.alarm(&r).await;
+            return r;
+        };
+        let source = mapping.spec.source.clone();
+        if let Some(n) = size.filter(|n| *n > self.max_bytes) {
+            let mut r = FileReport::failed(key, &source);
+            r.bytes = n;
+            r.error = Some(format!(
+                "the file is {n} bytes, over this function's limit of {} (QUARRY_INGEST_MAX_BYTES); split the export",
+                self.max_bytes
+            ));
+            self.alarm(&r).await;
+            return r;
+        }
+        let path = self
+            .scratch
+            .join(format!("quarry-ingest-{}.json", uuid::Uuid::new_v4()));
+        let report = self.load(bucket, key, &path, mapping, &source).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        match report.status {
+            FileStatus::Loaded | FileStatus::Duplicate => {
+                tracing::info!(key = %key, source = %source, status = ?report.status, records = report.records_read,
+                    inserted = report.inserted, updated = report.updated, quarantined = report.quarantined_total(),
+                    elapsed_ms = report.elapsed_ms, "file ingested");
+            }
+            FileStatus::InProgress => {
+                tracing::warn!(key = %key, "file is being loaded elsewhere")
+            }
+            FileStatus::Failed => {
+                tracing::error!(key = %key, error = report.error.as_deref().unwrap_or(""), "file failed");
+                self.alarm(&report).await;
+            }
+        }
+        report
+    }
+
+    async fn load(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+        mapping: Arc<Mapping>,
+        source: &str,
+    ) -> FileReport {
+        let failed = |msg: String| {
+            let mut r = FileReport::failed(key, source);
+            r.error = Some(msg);
+            r
+        };
+        if let Err(e) = self.s3.download(bucket, key, path).await {
+            return failed(format!("{e:#}"));
+        }
+        let mut client = match self.writer.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no database connection for ingest");
+                return failed(
+                    "the database could not be reached; the event will be retried".into(),
+                );
+            }
+        };
+        let file = path.to_path_buf();
+        let open: Opener = Arc::new(move || {
+            Ok(Box::new(std::fs::File::open(&file)?) as Box<dyn std::io::Read + Send>)
+        });
+        match ingest_file(&mut client, mapping, key, open, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), key = %key, "database error during ingest");
+                failed("the database failed during the load; nothing was kept and the event will be retried".into())
+            }
+        }
+    }
+
+    async fn alarm(&self, r: &FileReport) {
+        let Some(n) = &self.alarms else { return };
+        let ev = Event::system_error(
+            uuid::Uuid::new_v4().to_string(),
+            "ingest",
+            &format!(
+                "{} did not load: {}",
+                r.key,
+                r.error.as_deref().unwrap_or("failed")
+            ),
+            Utc::now(),
+        );
+        if let Err(e) = n.publish(&ev).await {
+            tracing::error!(error = %e, "could not publish the ingest failure");
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The Lambda handlers given the events AWS sends them (S3 notifications, Step
+//! Functions task inputs, CloudFormation custom-resource calls), over the AWS
+//! ports on a moto server and a real PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use quarry_aws::db::{self, Connector, Login, Target, Tls};
+use quarry_aws::ingest::Ingest;
+use quarry_aws::{api, runtime, steps};
+use quarry_core::jobs::{Job, ResultFormat};
+use serde_json::{json, Value};
+
+fn url_pool(url: &str) -> deadpool_postgres::Pool {
+    db::pool(
+        Connector {
+            login: Login::Url(url.to_string()),
+            target: Target::default(),
+            tls: Tls::Disabled,
+        },
+        2,
+    )
+    .expect("pool")
+}
+
+/// An S3 ObjectCreated notification as S3 sends it (keys URL-encoded).
+pub fn s3_event(bucket: &str, objects: &[(&str, u64)]) -> Value {
+    let records: Vec<Value> = objects
+        .iter()
+        .map(|(key, size)| {
+            json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-27T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "203.0.113.7"},
+                "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8"},
+                "s3": {
+                    "s3SchemaVersion": "1.0", "configurationId": "quarry-ingest",
+                    "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": format!("arn:aws:s3:::{bucket}")},
+                    "object": {"key": key, "size": size, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0055AED6DCD90281E5"}
+                }
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+async fn put(sdk: &aws_config::SdkConfig, bucket: &str, key: &str, body: Vec<u8>) -> u64 {
+    let n = body.len() as u64;
+    s3_store(sdk, bucket)
+        .client()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .expect("PutObject");
+    n
+}
+
+fn export(rel: &str) -> Vec<u8> {
+    std::fs::read(
+        quarry_tests::repo_root()
+            .join("tests/fixtures/ingest/exports")
+            .join(rel),
+    )
+    .expect("fixture export")
+}
+
+#[tokio::test]
+async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
+    let m = moto();
+    let sdk = config(&m).await;
+    let s3 = s3_store(&sdk, "raw");
+    s3.client()
+        .create_bucket()
+        .bucket("raw")
+        .send()
+        .await
+        .expect("bucket");
+    // System errors go to the alarm topic; an SQS subscription observes them.
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic = sns
+        .create_topic()
+        .name("quarry-alarms")
+        .send()
+        .await
+        .expect("topic");
+    let topic_arn = topic.topic_arn().unwrap_or_default().to_string();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name("alarms")
+        .send()
+        .await
+        .expect("queue");
+    let queue_url = queue.queue_url().unwrap_or_default().to_string();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint("arn:aws:sqs:us-east-1:123456789012:alarms")
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe");
+
+    let db = quarry_tests::empty_db().await;
+    let owner = db.client().await;
+    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
+        .expect("mappings");
+    let ingest = Ingest {
+        s3: s3.clone(),
+        writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url")),
+        mappings: mappings.into_iter().map(Arc::new).collect(),
+        alarms: Some(Arc::new(quarry_aws::SnsNotifier::new(&sdk, &topic_arn))),
+        scratch: std::env::temp_dir(),
+        max_bytes: 50 << 20,
+    };
+
+    // Two uploads in one event, one key with spaces (URL-encoded in the event).
+    let a = put(
+        &sdk,
+        "raw",
+        "crm-data/accounts 2024-06-01.json",
+        export("crm-data/accounts-2024-06-01-00.json"),
+    )
+    .await;
+    let b = put(
+        &sdk,
+        "raw",
+        "erp-data/customers-2024-06-01-00.json",
+        export("erp-data/customers-2024-06-01-00.json"),
+    )
+    .await;
+    let event = s3_event(
+        "raw",
+        &[
+            ("crm-data/accounts+2024-06-01.json", a),
+            ("erp-data/customers-2024-06-01-00.json", b),
+        ],
+    );
+    let out = ingest.handle(event.clone()).await.expect("both files load");
+    let statuses: Vec<&str> = out["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["loaded", "loaded"], "{out}");
+    assert_eq!(
+        out["files"][0]["key"],
+        json!("crm-data/accounts 2024-06-01.json")
+    );
+    let orgs = count(&owner, "SELECT count(*) FROM canonical.organizations").await;
+    assert!(orgs > 0, "organizations were loaded");
+    let version = count(&owner, "SELECT version FROM canonical.data_version").await;
+
+    // The same event again (S3 delivers at least once): nothing changes.
+    let again = ingest
+        .handle(event)
+        .await
+        .expect("a duplicate is not an error");
+    let statuses: Vec<&str> = again["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["duplicate", "duplicate"], "{again}");
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM canonical.organizations").await,
+        orgs
+    );
+    assert_eq!(
+        count(&owner, "SELECT version FROM canonical.data_version").await,
+        version
+    );
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM quarry.ingest_files").await,
+        2
+    );
+
+    // A truncated export: the invocation fails (Lambda retries, then dead-letters),
+    // nothing of it is kept, and the failure is published as a system error.
+    let t = put(
+        &sdk,
+        "raw",
+        "crm-data/accounts-truncated.json",
+        export("crm-data/accounts-truncated.json"),
+    )
+    .await;
+    let err = ingest
+        .handle(s3_event("raw", &[("crm-data/accounts-truncated.json", t)]))
+        .await
+        .expect_err("a bad file fails the invocation");
+    assert_eq!(err.error_type, "Quarry.IngestFailed");
+    assert!(
+        err.error_message
+            .contains("crm-data/accounts-truncated.json"),
+        "{}",
+        err.error_message
+    );
+    assert_eq!(
+        count(&owner, "SELECT count(*) FROM canonical.organizations").await,
+        orgs
+    );
+    let mut seen = None;
+    for _ in 0..20 {
+        let msgs = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if let Some(body) = msgs.messages().first().and_then(|m| m.body()) {
+            seen = Some(serde_json::from_str::<Value>(body).expect("event JSON"));
+            break;
+        }
+    }
+    let ev = seen.expect("a system error event on the alarm topic");
+    assert_eq!(ev["type"], json!("quarry.system.error"));
+    assert!(
+        ev["data"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("accounts-truncated"),
+        "{ev}"
+    );
+
+    // An object the event names but S3 does not have: an error naming it.
+    let err = ingest
+        .handle(s3_event("raw", &[("crm-data/never-uploaded.json", 10)]))
+        .await
+        .expect_err("a missing object fails");
+    assert!(
+        err.error_message.contains("never-uploaded"),
+        "{}",
+        err.error_message
+    );
+    // Not an S3 event at all.
+    let err = ingest
+        .handle(json!({"hello": 1}))
+        .await
+        .expect_err("not S3");
+    assert_eq!(err.error_type, "Quarry.BadEvent");
+}
+
+struct JobsWorld {
+    _m: Moto,
+    sdk: aws_config::SdkConfig,
+    state: Arc<quarry_api::AppState>,
+    db: quarry_tests::TestDb,
+}
+
+async fn jobs_world() -> JobsWorld {
+    std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+    let m = moto();
+    let sdk = config(&m).await;
+    s3_store(&sdk, "results")
+        .client()
+        .create_bucket()
+        .bucket("results")
+        .send()
+        .await
+        .expect("bucket");
+    make_table(&sdk, "cache", "key").await;
+    make_table(&sdk, "jobs", "id").await;
+    let res = api::Resources {
+        results_bucket: "results".into(),
+        cache_table: "cache".into(),
+        jobs_table: "jobs".into(),
+        ..Default::default()
+    };
+    let db = quarry_tests::fixture_db().await;
+    let root = quarry_tests::repo_root();
+    let sources = quarry_core::files::read_pack_sources(&[
+        root.join("queries"),
+        root.join("tests/fixtures/packs"),
+    ])
+    .expect("pack sources");
+    let packs = quarry_core::loader::build_pack_set(&sources).expect("packs");
+    let mut ports = api::ports(&sdk, &res, Duration::from_secs(86400));
+    ports.notifier = Arc::new(runtime::PublishedByStateMachine);
+    let state = api::state(
+        quarry_api::Config::default(),
+        packs,
+        url_pool(&quarry_db::reader_url(&db.url).expect("reader url")),
+        ports,
+    );
+    JobsWorld {
+        _m: m,
+        sdk,
+        state,
+        db,
+    }
+}
+
+async fn submit(w: &JobsWorld, operation: &str, params: Value) -> Job {
+    let mut job = Job::new(
+        uuid::Uuid::new_v4().to_string(),
+        operation.into(),
+        "1.0.0".into(),
+        params.as_object().cloned().unwrap_or_default(),
+        ResultFormat::Json,
+        3,
+        chrono::Utc::now(),
+    );
+    job.owner = None;
+    w.state.ports.jobs.create(&job).await.expect("create job");
+    job
+}
+
+async fn step(w: &JobsWorld, input: Value) -> Value {
+    steps::dispatch(&w.state, input.clone())
+        .await
+        .unwrap_or_else(|e| panic!("step {input} failed: {} {}", e.error_type, e.error_message))
+}
+
+#[tokio::test]
+async fn job_steps_in_state_machine_order_store_a_large_result_in_s3() {
+    let w = jobs_world().await;
+    let job = submit(&w, "many_rows", json!({"rows": 1500})).await;
+    let id = job.id.clone();
+
+    // Initialise → Execute → StoreResult → Complete, each with the input the
+    // state machine builds (infra/lib/jobs.ts), outputs kept small.
+    let init = step(&w, json!({"step": "initialise", "job_id": id, "operation": "many_rows",
+        "parameters": {"rows": 1500}, "execution_id": format!("arn:aws:states:us-east-1:123456789012:execution:quarry-analytics-job:{id}")})).await;
+    assert_eq!(init["attempt"], json!(1));
+    // Initialise again (a Lambda retry): the same attempt, no new claim.
+    let again = step(&w, json!({"step": "initialise", "job_id": id})).await;
+    assert_eq!(again["attempt"], json!(1));
+    let executed = step(&w, json!({"step": "execute", "job_id": id, "operation": "many_rows", "parameters": {"rows": 1500}, "retry": 0})).await;
+    assert_eq!(executed["rows"], json!(1500));
+    let stored = step(&w, json!({"step": "store_result", "job_id": id, "operation": "many_rows", "executed": executed})).await;
+    assert_eq!(stored["kind"], json!("object"), "{stored}");
+    assert_eq!(stored["result"]["rows"], json!(1500));
+    let completed = step(
+        &w,
+        json!({"step": "complete", "job_id": id, "stored": stored}),
+    )
+    .await;
+    assert_eq!(completed["type"], json!("quarry.job.succeeded"));
+    for state_output in [&init, &executed, &stored, &completed] {
+        assert!(
+            state_output.to_string().len() < 16 * 1024,
+            "state data stays small"
+        );
+    }
+    // Complete again: the same event, no second transition.
+    let twice = step(
+        &w,
+        json!({"step": "complete", "job_id": id, "stored": stored}),
+    )
+    .await;
+    assert_eq!(twice["type"], json!("quarry.job.succeeded"));
+
+    // Through the API: the job succeeded, and its result is a presigned S3 link.
+    let owner = w.db.client().await;
+    let (_, key) = quarry_db::store::create_key(
+        &owner,
+        "operator",
+        // Admins see every job; the job was submitted by no key.
+        &[
+            quarry_db::store::Scope::Jobs,
+            quarry_db::store::Scope::Admin,
+        ],
+        None,
+        [9u8; 38],
+    )
+    .await
+    .expect("key");
+    let router = quarry_api::router(w.state.clone());
+    let ev = |path: &str| {
+        json!({
+            "resource": path, "path": path, "httpMethod": "GET",
+            "headers": {"Authorization": format!("Bearer {key}"), "Host": "abc.execute-api.us-east-1.amazonaws.com"},
+            "multiValueHeaders": {"Authorization": [format!("Bearer {key}")], "Host": ["abc.execute-api.us-east-1.amazonaws.com"]},
+            "queryStringParameters": null, "multiValueQueryStringParameters": null, "pathParameters": null, "stageVariables": null,
+            "requestContext": {"accountId": "123456789012", "apiId": "abc", "stage": "prod", "resourcePath": path, "httpMethod": "GET",
+                "path": format!("/prod{path}"), "requestId": uuid::Uuid::new_v4().to_string(), "identity": {"sourceIp": "203.0.113.7"}},
+            "body": null, "isBase64Encoded": false
+        })
+    };
+    let r = api::handle(router.clone(), ev(&format!("/analytics/jobs/{id}")))
+        .await
+        .expect("status");
+    assert_eq!(r.status(), 200);
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let status: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(status["state"], json!("succeeded"), "{status}");
+    assert_eq!(status["attempts"], json!(1));
+    let r = api::handle(router, ev(&format!("/analytics/jobs/{id}/result")))
+        .await
+        .expect("result");
+    assert_eq!(r.status(), 303);
+    let link = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("location")
+        .to_string();
+    assert!(
+        link.contains("X-Amz-Signature="),
+        "a presigned link: {link}"
+    );
+    let got = reqwest::get(&link).await.expect("download");
+    assert_eq!(got.status(), 200);
+    let doc: Value = got.json().await.expect("result JSON");
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1500);
+    assert_eq!(rows[1499]["n"], json!(1500));
+    drop(w.sdk);
+}
+
+#[tokio::test]
+async fn a_failing_job_is_marked_failed_with_the_steps_reason() {
+    let w = jobs_world().await;
+    // An operation that no longer exists: Execute fails permanently.
+    let job = submit(&w, "retired_operation", json!({})).await;
+    let id = job.id.clone();
+    step(&w, json!({"step": "initialise", "job_id": id})).await;
+    let err = steps::dispatch(&w.state, json!({"step": "execute", "job_id": id}))
+        .await
+        .expect_err("execute fails");
+    assert_eq!(err.error_type, steps::PERMANENT);
+    // The state machine's Catch hands MarkFailed the Lambda error as Cause.
+    let cause = json!({"errorType": err.error_type, "errorMessage": err.error_message}).to_string();
+    let failed = step(
+        &w,
+        json!({"step": "fail", "job_id": id, "error": {"Error": steps::PERMANENT, "Cause": cause}}),
+    )
+    .await;
+    assert_eq!(failed["type"], json!("quarry.job.failed"));
+    assert_eq!(
+        failed["event"]["data"]["error"]["code"],
+        json!("operation_removed")
+    );
+    let stored = w
+        .state
+        .ports
+        .jobs
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(stored.state.as_str(), "failed");
+
+    // Transient failures retried by the state machine until it gave up.
+    let job = submit(&w, "many_rows", json!({"rows": 5})).await;
+    step(&w, json!({"step": "initialise", "job_id": job.id})).await;
+    // Execute retried three times: the job counts the attempts.
+    step(&w, json!({"step": "execute", "job_id": job.id, "retry": 3})).await;
+    let cause = json!({"errorType": steps::TRANSIENT, "errorMessage":
+        json!({"code": "database_unavailable", "message": "the database connection was lost", "transient": true}).to_string()}).to_string();
+    let failed = step(&w, json!({"step": "fail", "job_id": job.id, "error": {"Error": steps::TRANSIENT, "Cause": cause}})).await;
+    assert_eq!(
+        failed["event"]["data"]["error"]["code"],
+        json!("attempts_exhausted")
+    );
+    assert_eq!(failed["event"]["data"]["attempts"], json!(4));
+    // A step of a finished job is refused as permanent, not retried.
+    let err = steps::dispatch(&w.state, json!({"step": "execute", "job_id": job.id}))
+        .await
+        .expect_err("finished");
+    assert_eq!(err.error_type, steps::PERMANENT);
+    // A step the function does not know.
+    let err = steps::dispatch(&w.state, json!({"step": "teleport", "job_id": job.id}))
+        .await
+        .expect_err("unknown step");
+    assert!(
+        err.error_message.contains("teleport") || err.error_message.contains("variant"),
+        "{}",
+        err.error_message
+    );
+}
+
+#[tokio::test]
+async fn migrate_custom_resource_migrates_a_new_database() {
+    let name = format!(
+        "quarry_m_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let admin = quarry_db::connect(&quarry_tests::admin_url())
+        .await
+        .expect("admin");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create");
+    let url = {
+        let mut u = url::Url::parse(&quarry_tests::admin_url()).expect("url");
+        u.set_path(&format!("/{name}"));
+        u.to_string()
+    };
+    let owner = || Connector {
+        login: Login::Url(url.clone()),
+        target: Target::default(),
+        tls: Tls::Disabled,
+    };
+    let create = json!({"RequestType": "Create", "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:provider",
+        "ResponseURL": "https://cloudformation-custom-resource-response.example/", "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/Quarry/1",
+        "RequestId": "r1", "LogicalResourceId": "Migrations", "ResourceType": "Custom::QuarryMigrations",
+        "ResourceProperties": {"Database": "quarry", "BundleSha256": "abc"}});
+    let out = runtime::migrate_database(Some(owner()), &Default::default(), create.clone())
+        .await
+        .expect("migrated");
+    assert_eq!(out["PhysicalResourceId"], json!("quarry-migrations"));
+    assert!(out["Data"]["Applied"].as_u64().unwrap_or(0) >= 5, "{out}");
+    let c = quarry_db::connect(&url).await.expect("connect");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM quarry.schema_migrations").await as u64,
+        out["Data"]["Applied"].as_u64().unwrap_or(0)
+    );
+    // An Update (a redeploy) applies nothing new.
+    let mut update = create.clone();
+    update["RequestType"] = json!("Update");
+    let out = runtime::migrate_database(Some(owner()), &Default::default(), update)
+        .await
+        .expect("update");
+    assert_eq!(out["Data"]["Applied"], json!(0));
+    // Delete leaves the database alone and needs no login.
+    let mut delete = create.clone();
+    delete["RequestType"] = json!("Delete");
+    let out = runtime::migrate_database(None, &Default::default(), delete)
+        .await
+        .expect("delete");
+    assert_eq!(out["PhysicalResourceId"], json!("quarry-migrations"));
+    let mut bad = create;
+    bad["RequestType"] = json!("Rename");
+    let err = runtime::migrate_database(Some(owner()), &Default::default(), bad)
+        .await
+        .expect_err("bad");
+    assert!(err.error_message.contains("Rename"));
+    drop(c);
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await;
+}
