@@ -40,6 +40,6 @@ cargo lambda build --release "$arch" --output-format zip -p quarry-aws \
     --include queries --include mappings --include "$assets/rds-ca.pem"
 
 for f in quarry-api quarry-ingest quarry-jobs quarry-migrate; do
-    z=target/lambda/$f/bootstrap.zip
+    z=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
     printf '%-16s %8s bytes zipped  (%s)\n' "$f" "$(stat -c %s "$z")" "$z"
 done

@@ -6,12 +6,21 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# The AWS adapters are tested against a local AWS emulator (moto server).
+# The AWS adapters are tested against a local AWS emulator (moto server), and
+# the original walkthrough is replayed with the real AWS CLI against it. One pip
+# call for both, so its resolver picks a boto3/botocore pair they both accept.
 MOTO_VERSION="5.2.1"
-if ! python3 -c "import moto.server, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null; then
-    log "installing moto[server] $MOTO_VERSION from PyPI"
-    python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+AWSCLI_VERSION="1.45.11"
+if ! python3 -c "import moto.server, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \
+    || ! aws --version 2>&1 | grep -q "aws-cli/$AWSCLI_VERSION "; then
+    log "installing moto[server] $MOTO_VERSION and awscli $AWSCLI_VERSION from PyPI"
+    python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION"
 fi
+# The database-login test starts a private PostgreSQL (initdb) with TLS: it
+# needs the server binaries (present with PostgreSQL), openssl and runuser.
+for tool in openssl runuser; do
+    command -v "$tool" >/dev/null || { log "installing $tool"; as_root apt-get install -y -qq openssl util-linux >/dev/null; }
+done
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
