@@ -15,7 +15,7 @@ if (missing.length > 0) {
     [
       `Missing Lambda bundles:`,
       ...missing.map((m) => `  ${m}`),
-      `Build them at the repository root with: cargo lambda build --release --arm64 --output-format zip`,
+      `Build them at the repository root with: scripts/build-lambdas.sh`,
       `or synthesize against other bundles with -c lambdaDir=DIR (scripts/check.sh makes placeholders).`,
     ].join('\n'),
   );

@@ -14,7 +14,7 @@ export interface QuarryConfig {
   readonly availabilityZones: string[];
   /** Prefix of every physical name (functions, tables, state machine, log groups). */
   readonly prefix: string;
-  /** Folder holding `<function>/bootstrap.zip` from `cargo lambda build --release --arm64 --output-format zip`. */
+  /** Folder holding `<function>/bootstrap.zip` from `scripts/build-lambdas.sh` (cargo lambda build --release --arm64 --output-format zip). */
   readonly lambdaDir: string;
   /** Dev stack: no deletion protection, resources destroyed with the stack. */
   readonly dev: boolean;
@@ -243,7 +243,7 @@ export function lambdaZip(config: QuarryConfig, fn: FunctionName, exists: (p: st
   if (!exists(zip)) {
     throw new Error(
       `missing Lambda bundle ${zip}: build the functions with ` +
-        '`cargo lambda build --release --arm64 --output-format zip` at the repository root, ' +
+        '`scripts/build-lambdas.sh` at the repository root, ' +
         'or pass -c lambdaDir=DIR (scripts/check.sh makes placeholder zips for an offline synth)',
     );
   }

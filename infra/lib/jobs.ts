@@ -148,7 +148,8 @@ export class Jobs extends Construct {
     const execute = step(
       STATES.execute,
       'execute',
-      { operation, parameters },
+      // The retry count lets the job record count attempts as the execution does.
+      { operation, parameters, retry: sfn.JsonPath.numberAt('$$.State.RetryCount') },
       '$.executed',
       'Run the operation as quarry_reader; rows go to S3, the answer is their key',
     );

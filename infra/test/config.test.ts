@@ -56,7 +56,7 @@ describe('context', () => {
 
   test('a missing bundle names the build command and the way around it', () => {
     const c = config({ lambdaDir: '/nonexistent' });
-    expect(() => lambdaZip(c, 'api', () => false)).toThrow(/cargo lambda build --release --arm64 --output-format zip.*-c lambdaDir=/);
+    expect(() => lambdaZip(c, 'api', () => false)).toThrow(/scripts\/build-lambdas\.sh.*-c lambdaDir=/);
     expect(lambdaZip(c, 'ingest', () => true)).toBe('/nonexistent/quarry-ingest/bootstrap.zip');
   });
 });

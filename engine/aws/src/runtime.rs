@@ -111,6 +111,7 @@ pub async fn jobs_state(sdk: &aws_config::SdkConfig) -> anyhow::Result<Arc<AppSt
     let mut ports = api::ports(sdk, &r, retention);
     ports.notifier = Arc::new(PublishedByStateMachine);
     ports.starter = Arc::new(NoStarter);
+    ports.cache = Arc::new(NoCache);
     Ok(api::state(config, packs, reader, ports))
 }
 
@@ -158,6 +159,27 @@ pub struct PublishedByStateMachine;
 impl Notifier for PublishedByStateMachine {
     async fn publish(&self, event: &Event) -> PortResult<()> {
         tracing::debug!(id = %event.id, "job event left to the state machine");
+        Ok(())
+    }
+}
+
+/// The job steps do not fill the answer cache on AWS: the function's role has
+/// no access to the cache table (least privilege; a heavy operation's answer is
+/// fetched through its job, not the synchronous path).
+struct NoCache;
+
+#[async_trait]
+impl quarry_core::ports::Cache for NoCache {
+    async fn get(&self, _key: &str) -> PortResult<Option<quarry_core::ports::CachedValue>> {
+        Ok(None)
+    }
+    async fn put(
+        &self,
+        _key: &str,
+        _operation: &str,
+        _value: &quarry_core::ports::CachedValue,
+        _ttl: Duration,
+    ) -> PortResult<()> {
         Ok(())
     }
 }
