@@ -17,94 +17,32 @@ LAMBDA_TARGET=x86_64 writes them); arm64 zips cannot run on x86_64 here.
     python3 scripts/lambda-init-times.py target/lambda   # after the build
 """
 
-import http.server
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lambda_local import Function, free_port, wait_for_port  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "7"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Runtime(http.server.BaseHTTPRequestHandler):
-    """One invocation: hands out `event`, records when the answer arrives."""
-
-    event = b"{}"
-    t_next = None
-    t_done = None
-    outcome = None
-    served = False
-    done = threading.Event()
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        cls = type(self)
-        if not self.path.endswith("/invocation/next"):
-            self.send_error(404)
-            return
-        if cls.served:
-            # The process asks for its second event: make it wait until it is killed.
-            cls.done.wait(30)
-            try:
-                self.send_error(503)
-            except OSError:
-                pass  # killed meanwhile
-            return
-        cls.t_next = time.perf_counter()
-        cls.served = True
-        self.send_response(200)
-        self.send_header("Lambda-Runtime-Aws-Request-Id", str(uuid.uuid4()))
-        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 60000))
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:f")
-        self.send_header("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(cls.event)))
-        self.end_headers()
-        self.wfile.write(cls.event)
-
-    def do_POST(self):
-        cls = type(self)
-        n = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(n)
-        if "/invocation/" in self.path or self.path.endswith("/init/error"):
-            cls.t_done = time.perf_counter()
-            cls.outcome = ("error " if self.path.endswith("/error") else "") + body.decode()[:160]
-            cls.done.set()
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-def start_once(binary, env, event):
-    handler = type("R", (Runtime,), {"event": json.dumps(event).encode(), "done": threading.Event(),
-                                     "served": False, "t_next": None, "t_done": None, "outcome": None})
-    port = free_port()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    full = dict(os.environ, **env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{port}")
-    t0 = time.perf_counter()
-    p = subprocess.Popen([binary], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ok = handler.done.wait(60)
-    p.kill()
-    _, err = p.communicate()
-    srv.shutdown()
-    if not ok or handler.t_next is None:
-        raise SystemExit(f"{binary} did not answer: {err.decode()[-2000:]}")
-    return (handler.t_next - t0) * 1000, (handler.t_done - t0) * 1000, handler.outcome
+def start_once(name, binary, env, event):
+    """Starts the function cold, hands it one event; returns (init ms, first answer ms, answer)."""
+    fn = Function(name, binary, env)
+    try:
+        kind, payload, answered = fn.invoke(event, timeout=60)
+    finally:
+        fn.stop()
+    init = (fn.first_next - fn.started) * 1000
+    first = (answered - fn.started) * 1000
+    text = json.dumps(payload)
+    return init, first, ("error " if kind == "error" else "") + text
 
 
 def main():
@@ -117,12 +55,7 @@ def main():
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{moto_port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", moto_port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(moto_port)
     aws = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
                AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
     os.environ.update(aws)
@@ -148,9 +81,7 @@ def main():
         subprocess.run([os.path.join(ROOT, "target/debug/quarry"), "--database-url", url, "migrate"],
                        check=True, stdout=subprocess.DEVNULL)
         base = dict(aws, LAMBDA_TASK_ROOT=ROOT, QUARRY_DB_TLS="disable", RUST_LOG="warn",
-                    AWS_LAMBDA_FUNCTION_NAME="f", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024",
-                    AWS_LAMBDA_FUNCTION_VERSION="$LATEST", AWS_LAMBDA_LOG_STREAM_NAME="s",
-                    AWS_LAMBDA_LOG_GROUP_NAME="g", QUARRY_RESULTS_BUCKET="results", QUARRY_RAW_BUCKET="raw",
+                    QUARRY_RESULTS_BUCKET="results", QUARRY_RAW_BUCKET="raw",
                     QUARRY_CACHE_TABLE="cache", QUARRY_JOBS_TABLE="jobs", QUARRY_STATE_MACHINE_ARN=sm,
                     QUARRY_OWNER_URL=url,
                     QUARRY_READER_URL=url.replace("postgres@", "quarry_reader@", 1),
@@ -180,7 +111,7 @@ def main():
             binary = os.path.join(bins, name, "bootstrap")
             inits, firsts = [], []
             for _ in range(RUNS):
-                i, f, outcome = start_once(binary, base, event())
+                i, f, outcome = start_once(name, binary, base, event())
                 inits.append(i)
                 firsts.append(f)
             print(f"{name:<16} {statistics.median(inits):>12.1f} / {max(inits):>8.1f} "

@@ -49,8 +49,13 @@ log "infra/: CDK app checks (jest, cdk-nag, synth offline, cfn-lint)"
 infra_ok=1
 bash infra/scripts/check.sh > .quarry/infra.log 2>&1 || infra_ok=0
 grep -E "^Tests:|^Test Suites:|cfn-lint|errors" .quarry/infra.log | tail -6 || true
+log "infra/: the state machine against the real quarry-api and quarry-jobs functions"
+sm_ok=1
+bash infra/scripts/state-machine-real.sh > .quarry/state-machine.log 2>&1 || sm_ok=0
+grep -E "^Tests:" .quarry/state-machine.log | tail -1 || true
 # Summary line for CI readers: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' .quarry/test.log
 [ "$infra_ok" = 1 ] || { echo "infra checks failed: see .quarry/infra.log"; exit 1; }
+[ "$sm_ok" = 1 ] || { echo "the state machine failed against the real functions: see .quarry/state-machine.log"; exit 1; }
 [ "$st_ok" = 1 ] || { echo "schemathesis found problems: see .quarry/schemathesis.log"; exit 1; }
 ! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { ExecutionError, StateMachine } from 'aws-local-stepfunctions';
 import { STATES } from '../lib/jobs';
 import { deployedDefinition } from './support/asl';
@@ -56,8 +57,10 @@ async function run(jobs: JobsHandler, input: Record<string, unknown> = JOB): Pro
         Input: input as any,
         StartTime: new Date().toISOString(),
       },
-      // Step Functions fills $$.State per state; the local runner takes a fixed one.
-      State: { EnteredTime: new Date().toISOString() },
+      // Step Functions fills $$.State per state (RetryCount counts a state's
+      // retries); the local runner takes this fixed one, so Execute always
+      // sees retry 0 here.
+      State: { EnteredTime: new Date().toISOString(), RetryCount: 0 },
     },
   });
   const events: EventLog[] = [];
@@ -211,14 +214,93 @@ describe('analytics job state machine, run locally', () => {
   });
 });
 
-// With the Rust side built, run the success path against the real handler:
-//   cargo lambda watch &   (with the quarry-jobs environment of the stack)
-//   QUARRY_JOBS_INVOKE_URL=http://127.0.0.1:9000 npx jest test/state-machine.test.ts
+// The same definition against the real Rust functions: scripts/test.sh runs
+// infra/scripts/state-machine-real.sh, which starts moto, a migrated database and
+// scripts/lambda-invoke-bridge.py over the quarry-api and quarry-jobs bootstraps,
+// and sets QUARRY_JOBS_INVOKE_URL, QUARRY_TEST_API_KEY and QUARRY_TEST_DB_URL.
 const realHandlerUrl = process.env.QUARRY_JOBS_INVOKE_URL;
-(realHandlerUrl ? describe : describe.skip)('with the real quarry-jobs handler (QUARRY_JOBS_INVOKE_URL)', () => {
-  test('success path', async () => {
-    const o = await run(invokeEndpoint(realHandlerUrl!), { ...JOB, job_id: `local-${Date.now()}` });
+(realHandlerUrl ? describe : describe.skip)('with the real quarry-jobs and quarry-api functions', () => {
+  const key = process.env.QUARRY_TEST_API_KEY ?? '';
+  const jobsFn = realHandlerUrl ? invokeEndpoint(realHandlerUrl) : undefined;
+  const apiFn = realHandlerUrl ? invokeEndpoint(realHandlerUrl, 'quarry-api') : undefined;
+
+  /** One API Gateway (REST, stage prod) proxy request through quarry-api. */
+  async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+    const headers = { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', Host: 'api.example' };
+    const event = {
+      resource: path,
+      path,
+      httpMethod: method,
+      headers,
+      multiValueHeaders: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])),
+      queryStringParameters: null,
+      multiValueQueryStringParameters: null,
+      pathParameters: null,
+      stageVariables: null,
+      requestContext: {
+        accountId: '123456789012', apiId: 'local', stage: 'prod', resourcePath: path, httpMethod: method,
+        path: `/prod${path}`, requestId: `r-${Date.now()}`, identity: { sourceIp: '203.0.113.7' },
+      },
+      body: body === undefined ? null : JSON.stringify(body),
+      isBase64Encoded: false,
+    };
+    // The bridge invokes any function; the jobs-step type does not describe this event.
+    const res: any = await apiFn!(event as unknown as StepInput);
+    return { status: res.statusCode, json: res.body ? JSON.parse(res.body) : null };
+  }
+
+  async function submit(operation: string, parameters: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const r = await api('POST', '/analytics/jobs', { operation, parameters });
+    expect(r.status).toBe(202);
+    return { job_id: r.json.job_id, operation, parameters };
+  }
+
+  const status = async (id: unknown) => (await api('GET', `/analytics/jobs/${id}`)).json;
+
+  test('success: a job submitted through quarry-api runs through the real steps; its large result is stored', async () => {
+    const job = await submit('many_rows', { rows: 1500 });
+    const o = await run(jobsFn!, job);
     expect(o.error).toBeUndefined();
     expect(o.published.map((p) => p.message.type)).toEqual(['quarry.job.succeeded']);
+    const s = await status(job.job_id);
+    expect(s.state).toBe('succeeded');
+    expect(s.attempts).toBe(1);
+    expect(s.result).toMatchObject({ stored: true, row_count: 1500, format: 'json' });
+  });
+
+  test("a transient failure (the query's connection killed) is retried, and the job succeeds on attempt 2", async () => {
+    const job = await submit('slow_job', { seconds: 2 });
+    // Kill the job's query as soon as it shows up: quarry-jobs answers Quarry.Transient.
+    const killer = exec(
+      `for i in $(seq 1 100); do n=$(psql "$QUARRY_TEST_DB_URL" -Atc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'quarry_reader' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"); [ "$n" -gt 0 ] && exit 0; sleep 0.1; done; exit 1`,
+    );
+    const o = await run(jobsFn!, job);
+    expect(await killer).toBe(0);
+    expect(o.error).toBeUndefined();
+    expect(retriesOf(o, STATES.execute)).toBe(1);
+    expect(o.published.map((p) => p.message.type)).toEqual(['quarry.job.succeeded']);
+    // (On AWS the job's attempts would read 2: Execute gets $$.State.RetryCount,
+    // which the local runner does not count.)
+    expect((await status(job.job_id)).state).toBe('succeeded');
+  });
+
+  test('a permanent failure is not retried: the job is failed with its reason, an event goes out, the execution fails', async () => {
+    const job = await submit('always_fails', { n: 1 });
+    const o = await run(jobsFn!, job);
+    expect(retriesOf(o, STATES.execute)).toBe(0);
+    expect(o.published.map((p) => [p.state, p.message.type])).toEqual([[STATES.notifyFailure, 'quarry.job.failed']]);
+    expect(o.error!.cause!.name).toBe('Quarry.Permanent');
+    const s = await status(job.job_id);
+    expect(s.state).toBe('failed');
+    expect(s.error.code).toBe('internal');
+    expect(s.error.message).toContain('22012');
   });
 });
+
+/** Runs a shell command; resolves to its exit code. */
+function exec(command: string): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('bash', ['-c', command], { stdio: 'ignore' });
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
+}

@@ -288,14 +288,15 @@ async fn read_staged(st: &AppState, key: &str) -> Result<Executed, JobError> {
 /// The submitter's reason from what the state machine caught: the step's own
 /// [`JobError`] when a step failed, else the Step Functions error by name.
 fn reason(job: &Job, e: &SfnError) -> JobError {
-    let from_step = serde_json::from_str::<Value>(&e.cause)
-        .ok()
-        .and_then(|c| {
-            c.get("errorMessage")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .and_then(|m| serde_json::from_str::<JobError>(&m).ok());
+    // Step Functions' Cause for a Lambda error is the function's error JSON
+    // (`{"errorType", "errorMessage", ...}`); local runners may hand over the
+    // message itself. The message is the step's JobError as JSON.
+    let cause = serde_json::from_str::<Value>(&e.cause).ok();
+    let message = cause
+        .as_ref()
+        .and_then(|c| c.get("errorMessage").and_then(Value::as_str))
+        .unwrap_or(&e.cause);
+    let from_step = serde_json::from_str::<JobError>(message).ok();
     match from_step {
         Some(err) if err.transient => JobError {
             code: "attempts_exhausted".into(),

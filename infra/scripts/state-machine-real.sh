@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The analytics-job state machine as CloudFormation would deploy it (the
+# synthesized definition, run by aws-local-stepfunctions) with its task states
+# calling the real Rust functions: quarry-api submits the jobs, quarry-jobs runs
+# the steps. Behind them: a moto server (DynamoDB, S3, Step Functions) and a
+# fresh migrated PostgreSQL database. Paths: success with a stored result, a
+# transient failure retried, a permanent failure that notifies.
+# Run by scripts/test.sh after the Rust build; needs target/debug/{quarry,quarry-api,quarry-jobs}.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+ensure_postgres
+for b in quarry quarry-api quarry-jobs; do
+    [ -x "target/debug/$b" ] || { log "building the Rust binaries"; cargo build -q --workspace; break; }
+done
+[ -d infra/node_modules ] || (cd infra && npm ci --silent --no-audit --no-fund)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; log "nothing listens on port $1"; return 1; }
+
+work=$(mktemp -d)
+db="quarry_sm_$$"
+moto_pid=""; bridge_pid=""
+cleanup() {
+    [ -n "$bridge_pid" ] && kill "$bridge_pid" 2>/dev/null
+    [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
+    wait 2>/dev/null || true
+    psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+moto_port=$(free_port)
+python3 -m moto.server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+wait_port "$moto_port"
+aws s3 mb s3://quarry-results >/dev/null
+for t in cache:key jobs:id; do
+    aws dynamodb create-table --table-name "quarry-${t%%:*}" --billing-mode PAY_PER_REQUEST \
+        --attribute-definitions "AttributeName=${t##*:},AttributeType=S" \
+        --key-schema "AttributeName=${t##*:},KeyType=HASH" >/dev/null
+done
+# quarry-api starts an execution per job; this run drives the steps itself.
+sm=$(aws stepfunctions create-state-machine --name quarry-analytics-job \
+    --role-arn arn:aws:iam::123456789012:role/quarry-sfn \
+    --definition '{"StartAt":"Wait","States":{"Wait":{"Type":"Succeed"}}}' \
+    --query stateMachineArn --output text)
+
+psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $db"
+db_url="${QUARRY_ADMIN_URL%/*}/$db"
+./target/debug/quarry --database-url "$db_url" migrate >/dev/null
+key=$(./target/debug/quarry --database-url "$db_url" keys create --name state-machine --scope read --scope jobs \
+    | grep -Eo 'qk_[0-9a-f]{12}_[A-Za-z0-9_-]+' | head -n 1)
+[ -n "$key" ] || { log "could not create an API key"; exit 1; }
+reader_url=$(python3 - "$db_url" <<'PY'
+import os, sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+pw = os.environ.get("QUARRY_READER_PASSWORD")
+auth = "quarry_reader" + (":" + u.quote(pw, safe="") if pw else "")
+print(u.urlunsplit(p._replace(netloc=auth + "@" + p.netloc.rsplit("@", 1)[-1])))
+PY
+)
+
+# The functions' packs: the shipped ones plus the test packs (many rows, slow, failing).
+mkdir -p "$work/queries"
+cp queries/* tests/fixtures/packs/* "$work/queries/"
+export LAMBDA_TASK_ROOT="$PWD" QUARRY_QUERIES_DIR="$work/queries" QUARRY_DB_TLS=disable RUST_LOG=warn
+export QUARRY_READER_URL="$reader_url" QUARRY_RESULTS_BUCKET=quarry-results QUARRY_CACHE_TABLE=quarry-cache
+export QUARRY_JOBS_TABLE=quarry-jobs QUARRY_STATE_MACHINE_ARN="$sm"
+bridge_port=$(free_port)
+python3 scripts/lambda-invoke-bridge.py "$bridge_port" \
+    quarry-api=target/debug/quarry-api quarry-jobs=target/debug/quarry-jobs >"$work/bridge.log" 2>&1 &
+bridge_pid=$!
+wait_port "$bridge_port"
+
+cd infra
+QUARRY_JOBS_INVOKE_URL="http://127.0.0.1:$bridge_port" QUARRY_TEST_API_KEY="$key" QUARRY_TEST_DB_URL="$db_url" \
+    npx jest --silent test/state-machine.test.ts -t 'real quarry-jobs'
