@@ -37,8 +37,22 @@ arch=--arm64
 [ "${LAMBDA_TARGET:-arm64}" = x86_64 ] && arch=--x86-64
 cargo lambda build --release "$arch" --output-format zip -p quarry-aws \
     --bin quarry-api --bin quarry-ingest --bin quarry-jobs --bin quarry-migrate \
-    --include queries --include mappings --include "$assets/rds-ca.pem"
+    --include queries --include mappings
 
+# cargo-lambda keeps an included file's path; the bundle belongs beside the
+# bootstrap ($LAMBDA_TASK_ROOT/rds-ca.pem), so it is added at the zip's root.
+for f in quarry-api quarry-ingest quarry-jobs quarry-migrate; do
+    z=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
+    python3 - "$z" "$assets/rds-ca.pem" <<'PY'
+import sys, zipfile
+zip_path, pem = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(zip_path) as z:
+    present = "rds-ca.pem" in z.namelist()
+if not present:
+    with zipfile.ZipFile(zip_path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.write(pem, "rds-ca.pem")
+PY
+done
 for f in quarry-api quarry-ingest quarry-jobs quarry-migrate; do
     z=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
     printf '%-16s %8s bytes zipped  (%s)\n' "$f" "$(stat -c %s "$z")" "$z"
