@@ -41,7 +41,7 @@ docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 ./target/debug/quarry check --offline queries/ mappings/ tests/fixtures/packs/
 
 log "tests"
-cargo test --workspace -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true
+cargo test --workspace --no-fail-fast -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true
 log "schemathesis against /openapi.json"
 scripts/schemathesis.sh 2>&1 | tee .quarry/schemathesis.log | grep -E "Test cases:|generated|issues found|No issues|❌" || true
 st_ok=0; grep -q "No issues found" .quarry/schemathesis.log && st_ok=1
