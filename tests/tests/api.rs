@@ -453,6 +453,22 @@ async fn large_answers_are_cached_as_objects_behind_a_pointer() {
             .next()
             .map(|_| ())
     });
+    // The object is written before the pointer row: wait for the row too, or
+    // the kill below can land between the two (seen once in CI).
+    let owner = db.client().await;
+    let mut pointers = 0i64;
+    for _ in 0..100 {
+        pointers = owner
+            .query_one("SELECT count(*) FROM quarry.cache", &[])
+            .await
+            .expect("count cache rows")
+            .get(0);
+        if pointers > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pointers > 0, "the cache pointer row was written");
     // A new server has no in-memory copy: the hit comes through the pointer.
     s.kill();
     let s = serve_with(&db, &[], &env, &data.0);
