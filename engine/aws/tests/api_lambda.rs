@@ -10,49 +10,7 @@ use common::*;
 use quarry_aws::api;
 use serde_json::{json, Value};
 
-fn event(
-    method: &str,
-    path: &str,
-    query: Option<Value>,
-    body: Option<&str>,
-    key: Option<&str>,
-) -> Value {
-    let mut headers = json!({ "Host": "abc123.execute-api.us-east-1.amazonaws.com", "Content-Type": "application/json" });
-    if let Some(k) = key {
-        headers["Authorization"] = json!(format!("Bearer {k}"));
-    }
-    let multi: serde_json::Map<String, Value> = headers
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, json!([v])))
-        .collect();
-    let mq = query.as_ref().and_then(Value::as_object).map(|q| {
-        q.iter()
-            .map(|(k, v)| (k.clone(), json!([v])))
-            .collect::<serde_json::Map<_, _>>()
-    });
-    json!({
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": multi,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": mq,
-        "pathParameters": null,
-        "stageVariables": null,
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "abc123", "stage": "prod",
-            "resourcePath": path, "httpMethod": method, "path": format!("/prod{path}"),
-            "requestId": uuid::Uuid::new_v4().to_string(),
-            "identity": { "sourceIp": "203.0.113.7" }
-        },
-        "body": body,
-        "isBase64Encoded": false
-    })
-}
+use common::apigw_event as event;
 
 async fn body_json(resp: axum::response::Response) -> Value {
     let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
@@ -72,13 +30,7 @@ async fn the_walkthrough_through_api_gateway_events() {
         jobs_table: "jobs".into(),
         ..Default::default()
     };
-    s3_store(&sdk, "results")
-        .client()
-        .create_bucket()
-        .bucket("results")
-        .send()
-        .await
-        .expect("bucket");
+    make_bucket(&sdk, "results").await;
     make_table(&sdk, "cache", "key").await;
     make_table(&sdk, "jobs", "id").await;
     let sns = aws_sdk_sns::Client::new(&sdk);
@@ -104,27 +56,16 @@ async fn the_walkthrough_through_api_gateway_events() {
     };
 
     let db = quarry_tests::fixture_db().await;
-    let owner = quarry_db::connect(&db.url).await.expect("owner");
-    let (_, key) = quarry_db::store::create_key(
-        &owner,
+    let key = api_key(
+        &db.url,
         "walkthrough",
         &[quarry_db::store::Scope::Read, quarry_db::store::Scope::Jobs],
-        None,
-        [7u8; 38],
+        7,
     )
-    .await
-    .expect("key");
+    .await;
     let packs =
         quarry_api::reload::load(&quarry_tests::repo_root().join("queries")).expect("packs");
-    let reader = quarry_aws::db::pool(
-        quarry_aws::db::Connector {
-            login: quarry_aws::db::Login::Url(quarry_db::reader_url(&db.url).expect("reader")),
-            target: Default::default(),
-            tls: quarry_aws::db::Tls::Disabled,
-        },
-        2,
-    )
-    .expect("pool");
+    let reader = url_pool(&quarry_db::reader_url(&db.url).expect("reader"), 2);
     let st = api::state(
         quarry_api::Config::default(),
         packs,
@@ -314,15 +255,7 @@ async fn the_walkthrough_with_the_aws_cli() {
     let db = quarry_tests::empty_db().await;
     let ingest = quarry_aws::ingest::Ingest {
         s3: s3_store(&sdk, "quarry-raw"),
-        writer: quarry_aws::db::pool(
-            quarry_aws::db::Connector {
-                login: quarry_aws::db::Login::Url(quarry_db::writer_url(&db.url).expect("writer")),
-                target: Default::default(),
-                tls: quarry_aws::db::Tls::Disabled,
-            },
-            1,
-        )
-        .expect("pool"),
+        writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer"), 1),
         mappings: quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
             .expect("mappings")
             .into_iter()
@@ -361,16 +294,13 @@ async fn the_walkthrough_with_the_aws_cli() {
     assert_eq!(loaded[0]["status"], json!("loaded"));
 
     // The analytics calls through the API function.
-    let owner = quarry_db::connect(&db.url).await.expect("owner");
-    let (_, key) = quarry_db::store::create_key(
-        &owner,
+    let key = api_key(
+        &db.url,
         "walkthrough",
         &[quarry_db::store::Scope::Read, quarry_db::store::Scope::Jobs],
-        None,
-        [3u8; 38],
+        3,
     )
-    .await
-    .expect("key");
+    .await;
     let res = api::Resources {
         results_bucket: "quarry-results".into(),
         cache_table: "cache".into(),
@@ -378,15 +308,7 @@ async fn the_walkthrough_with_the_aws_cli() {
         state_machine_arn: sm.state_machine_arn().to_string(),
         ..Default::default()
     };
-    let reader = quarry_aws::db::pool(
-        quarry_aws::db::Connector {
-            login: quarry_aws::db::Login::Url(quarry_db::reader_url(&db.url).expect("reader")),
-            target: Default::default(),
-            tls: quarry_aws::db::Tls::Disabled,
-        },
-        2,
-    )
-    .expect("pool");
+    let reader = url_pool(&quarry_db::reader_url(&db.url).expect("reader"), 2);
     let router = quarry_api::router(api::state(
         quarry_api::Config::default(),
         quarry_api::reload::load(&quarry_tests::repo_root().join("queries")).expect("packs"),
@@ -409,7 +331,9 @@ async fn the_walkthrough_with_the_aws_cli() {
     .await;
     assert_eq!(r.status(), 200);
     let body = body_json(r).await;
-    let organizations: i64 = owner
+    let organizations: i64 = quarry_db::connect(&db.url)
+        .await
+        .expect("owner")
         .query_one("SELECT count(*) FROM canonical.organizations", &[])
         .await
         .expect("count")

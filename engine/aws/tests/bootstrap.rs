@@ -139,13 +139,7 @@ fn metric<'a>(docs: &[&'a Value], name: &str) -> Option<&'a Value> {
 async fn the_ingest_and_api_bootstraps_answer_log_json_and_emit_emf_metrics() {
     let m = moto();
     let sdk = config(&m).await;
-    let s3 = s3_store(&sdk, "raw");
-    s3.client()
-        .create_bucket()
-        .bucket("raw")
-        .send()
-        .await
-        .expect("bucket");
+    let s3 = make_bucket(&sdk, "raw").await;
     let body = std::fs::read(
         quarry_tests::repo_root()
             .join("tests/fixtures/ingest/exports/crm-data/accounts-2024-06-01-00.json"),
@@ -220,12 +214,7 @@ async fn the_ingest_and_api_bootstraps_answer_log_json_and_emit_emf_metrics() {
         ],
     ]
     .concat();
-    let health = json!({"resource": "/health", "path": "/health", "httpMethod": "GET", "headers": {"Host": "x"},
-        "multiValueHeaders": {"Host": ["x"]}, "queryStringParameters": null, "multiValueQueryStringParameters": null,
-        "pathParameters": null, "stageVariables": null,
-        "requestContext": {"accountId": "123456789012", "apiId": "x", "stage": "prod", "resourcePath": "/health",
-            "httpMethod": "GET", "path": "/prod/health", "requestId": "r", "identity": {"sourceIp": "203.0.113.7"}},
-        "body": null, "isBase64Encoded": false});
+    let health = apigw_event("GET", "/health", None, None, None);
     let (kind, answer, lines) = invoke(env!("CARGO_BIN_EXE_quarry-api"), &res_env, health).await;
     assert_eq!(kind, "response", "{answer}");
     assert_eq!(answer["statusCode"], json!(200), "{answer}");

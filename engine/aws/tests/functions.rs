@@ -8,23 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use quarry_aws::db::{self, Connector, Login, Target, Tls};
+use quarry_aws::db::{Connector, Login, Target, Tls};
 use quarry_aws::ingest::Ingest;
 use quarry_aws::{api, runtime, steps};
 use quarry_core::jobs::{Job, ResultFormat};
 use serde_json::{json, Value};
-
-fn url_pool(url: &str) -> deadpool_postgres::Pool {
-    db::pool(
-        Connector {
-            login: Login::Url(url.to_string()),
-            target: Target::default(),
-            tls: Tls::Disabled,
-        },
-        2,
-    )
-    .expect("pool")
-}
 
 /// An S3 ObjectCreated notification as S3 sends it (keys URL-encoded).
 pub fn s3_event(bucket: &str, objects: &[(&str, u64)]) -> Value {
@@ -79,38 +67,10 @@ fn export(rel: &str) -> Vec<u8> {
 async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
     let m = moto();
     let sdk = config(&m).await;
-    let s3 = s3_store(&sdk, "raw");
-    s3.client()
-        .create_bucket()
-        .bucket("raw")
-        .send()
-        .await
-        .expect("bucket");
+    let s3 = make_bucket(&sdk, "raw").await;
     // System errors go to the alarm topic; an SQS subscription observes them.
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic = sns
-        .create_topic()
-        .name("quarry-alarms")
-        .send()
-        .await
-        .expect("topic");
-    let topic_arn = topic.topic_arn().unwrap_or_default().to_string();
+    let (topic_arn, queue_url) = topic_with_queue(&sdk, "quarry-alarms", "alarms").await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue = sqs
-        .create_queue()
-        .queue_name("alarms")
-        .send()
-        .await
-        .expect("queue");
-    let queue_url = queue.queue_url().unwrap_or_default().to_string();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint("arn:aws:sqs:us-east-1:123456789012:alarms")
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .expect("subscribe");
 
     let db = quarry_tests::empty_db().await;
     let owner = db.client().await;
@@ -118,7 +78,7 @@ async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
         .expect("mappings");
     let ingest = Ingest {
         s3: s3.clone(),
-        writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url")),
+        writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url"), 2),
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms: Some(Arc::new(quarry_aws::SnsNotifier::new(&sdk, &topic_arn))),
         scratch: std::env::temp_dir(),
@@ -265,13 +225,7 @@ async fn jobs_world() -> JobsWorld {
     std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
     let m = moto();
     let sdk = config(&m).await;
-    s3_store(&sdk, "results")
-        .client()
-        .create_bucket()
-        .bucket("results")
-        .send()
-        .await
-        .expect("bucket");
+    make_bucket(&sdk, "results").await;
     make_table(&sdk, "cache", "key").await;
     make_table(&sdk, "jobs", "id").await;
     let res = api::Resources {
@@ -293,7 +247,7 @@ async fn jobs_world() -> JobsWorld {
     let state = api::state(
         quarry_api::Config::default(),
         packs,
-        url_pool(&quarry_db::reader_url(&db.url).expect("reader url")),
+        url_pool(&quarry_db::reader_url(&db.url).expect("reader url"), 2),
         ports,
     );
     JobsWorld {
@@ -380,17 +334,7 @@ async fn job_steps_in_state_machine_order_store_a_large_result_in_s3() {
     .await
     .expect("key");
     let router = quarry_api::router(w.state.clone());
-    let ev = |path: &str| {
-        json!({
-            "resource": path, "path": path, "httpMethod": "GET",
-            "headers": {"Authorization": format!("Bearer {key}"), "Host": "abc.execute-api.us-east-1.amazonaws.com"},
-            "multiValueHeaders": {"Authorization": [format!("Bearer {key}")], "Host": ["abc.execute-api.us-east-1.amazonaws.com"]},
-            "queryStringParameters": null, "multiValueQueryStringParameters": null, "pathParameters": null, "stageVariables": null,
-            "requestContext": {"accountId": "123456789012", "apiId": "abc", "stage": "prod", "resourcePath": path, "httpMethod": "GET",
-                "path": format!("/prod{path}"), "requestId": uuid::Uuid::new_v4().to_string(), "identity": {"sourceIp": "203.0.113.7"}},
-            "body": null, "isBase64Encoded": false
-        })
-    };
+    let ev = |path: &str| apigw_event("GET", path, None, None, Some(&key));
     let r = api::handle(router.clone(), ev(&format!("/analytics/jobs/{id}")))
         .await
         .expect("status");

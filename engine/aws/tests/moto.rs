@@ -45,14 +45,7 @@ fn http_get(url: &str) -> (u16, String) {
 async fn s3_objects_round_trip_and_presigned_links_download() {
     let m = moto();
     let cfg = config(&m).await;
-    let store = s3_store(&cfg, "results");
-    store
-        .client()
-        .create_bucket()
-        .bucket("results")
-        .send()
-        .await
-        .expect("bucket");
+    let store = make_bucket(&cfg, "results").await;
     let body = b"{\"rows\":[1,2,3]}".to_vec();
     store
         .put("results/j1.json", body.clone(), "application/json")
@@ -81,14 +74,7 @@ async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
     let m = moto();
     let cfg = config(&m).await;
     make_table(&cfg, "cache", "key").await;
-    let objects = s3_store(&cfg, "results");
-    objects
-        .client()
-        .create_bucket()
-        .bucket("results")
-        .send()
-        .await
-        .expect("bucket");
+    let objects = make_bucket(&cfg, "results").await;
     let cache = DynamoCache::new(&cfg, "cache", objects.clone());
     let v = CachedValue::Inline(json!({"rows": [{"n": 1}]}));
     cache

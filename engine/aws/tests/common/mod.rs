@@ -96,3 +96,127 @@ pub async fn make_table(cfg: &aws_config::SdkConfig, name: &str, key: &str) {
         .await
         .expect("create table");
 }
+
+/// A new bucket on moto and a store over it.
+pub async fn make_bucket(cfg: &aws_config::SdkConfig, name: &str) -> S3Store {
+    let store = s3_store(cfg, name);
+    store
+        .client()
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("bucket");
+    store
+}
+
+/// An SNS topic with an SQS queue subscribed to it (raw delivery), so a test
+/// can read what was published. Returns (topic ARN, queue URL).
+pub async fn topic_with_queue(
+    cfg: &aws_config::SdkConfig,
+    topic: &str,
+    queue: &str,
+) -> (String, String) {
+    let sns = aws_sdk_sns::Client::new(cfg);
+    let sqs = aws_sdk_sqs::Client::new(cfg);
+    let topic_arn = sns
+        .create_topic()
+        .name(topic)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .unwrap_or_default()
+        .to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"))
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe");
+    (topic_arn, queue_url)
+}
+
+/// A pool for a role given by URL, without TLS (the local test server).
+pub fn url_pool(url: &str, size: usize) -> deadpool_postgres::Pool {
+    quarry_aws::db::pool(
+        quarry_aws::db::Connector {
+            login: quarry_aws::db::Login::Url(url.to_string()),
+            target: Default::default(),
+            tls: quarry_aws::db::Tls::Disabled,
+        },
+        size,
+    )
+    .expect("pool")
+}
+
+/// A new API key with `scopes` in the database at `owner_url`.
+pub async fn api_key(
+    owner_url: &str,
+    name: &str,
+    scopes: &[quarry_db::store::Scope],
+    seed: u8,
+) -> String {
+    let owner = quarry_db::connect(owner_url).await.expect("owner");
+    quarry_db::store::create_key(&owner, name, scopes, None, [seed; 38])
+        .await
+        .expect("key")
+        .1
+}
+
+/// An API Gateway REST API proxy event (stage `prod`), as API Gateway sends it.
+pub fn apigw_event(
+    method: &str,
+    path: &str,
+    query: Option<serde_json::Value>,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut headers = json!({ "Host": "abc123.execute-api.us-east-1.amazonaws.com", "Content-Type": "application/json" });
+    if let Some(k) = key {
+        headers["Authorization"] = json!(format!("Bearer {k}"));
+    }
+    let multi: serde_json::Map<String, Value> = headers
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, json!([v])))
+        .collect();
+    let mq = query.as_ref().and_then(Value::as_object).map(|q| {
+        q.iter()
+            .map(|(k, v)| (k.clone(), json!([v])))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    json!({
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": multi,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": mq,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "stage": "prod",
+            "resourcePath": path, "httpMethod": method, "path": format!("/prod{path}"),
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "identity": { "sourceIp": "203.0.113.7" }
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
