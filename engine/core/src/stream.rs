@@ -31,7 +31,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Capacity of the read buffer put in front of the caller's reader.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -57,12 +57,61 @@ pub enum RecordFormat {
     /// One JSON value per line.
     ///
     /// Lines end with `\n` or `\r\n`; a last line without a line break counts, and
-    /// lines holding only whitespace are skipped.
+    /// lines holding only whitespace are skipped. A last line that is not JSON and
+    /// has no line break is a truncated file: the whole file fails.
     Ndjson {
         /// Longest accepted line in bytes, not counting its line break. A longer line
         /// is reported as a [`StreamItem::BadRecord`] and is never buffered whole.
         max_line_bytes: usize,
     },
+    /// Whichever of these layouts the content shows (see [`Layouts`]).
+    Detect(Layouts),
+}
+
+/// The layouts one source accepts; [`stream_records`] tells them apart by content:
+/// a file that does not start with `{` or `[` is CSV; a first line that is a whole
+/// JSON value followed by another value is NDJSON; anything else is one JSON
+/// document, whose records are found by the first of `document` that matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layouts {
+    /// Where records sit in a JSON document, tried together in one pass; empty when
+    /// JSON documents are not accepted.
+    pub document: Vec<DocShape>,
+    /// NDJSON (JSON Lines) accepted, with this longest line.
+    pub ndjson: Option<usize>,
+    /// CSV with a header row accepted. Empty fields are null; a header `A.B` makes
+    /// a nested object, so `Account.Name` reads like the JSON form.
+    pub csv: bool,
+}
+
+/// Where the records of a JSON document are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocShape {
+    /// The array at this path of object keys holds the records (empty: the document
+    /// is the array).
+    Array(Vec<String>),
+    /// The object at this path is the one record of the file (empty: the document
+    /// itself), as in single-object API responses and webhooks.
+    Object(Vec<String>),
+}
+
+impl DocShape {
+    /// The path of object keys to the array or object.
+    pub fn path(&self) -> &[String] {
+        match self {
+            DocShape::Array(p) | DocShape::Object(p) => p,
+        }
+    }
+
+    /// For messages: "a record array at `records`", "one record at the top level".
+    pub fn describe(&self) -> String {
+        match self {
+            DocShape::Array(p) if p.is_empty() => "a record array at the top level".into(),
+            DocShape::Array(p) => format!("a record array at `{}`", p.join(".")),
+            DocShape::Object(p) if p.is_empty() => "one record object at the top level".into(),
+            DocShape::Object(p) => format!("one record object at `{}`", p.join(".")),
+        }
+    }
 }
 
 /// One item handed to the callback of [`stream_records`].
@@ -71,10 +120,14 @@ pub enum StreamItem {
     /// A record parsed as JSON. `position` is its 0-based index in the array (JSON document)
     /// or its 1-based line number (NDJSON).
     Record {
-        /// 0-based array index (JSON document) or 1-based line number (NDJSON).
+        /// 0-based array index (JSON document), 1-based line number (NDJSON) or row
+        /// number (CSV, the header being row 1).
         position: u64,
         /// The record.
         value: Value,
+        /// The record is the whole file (a single-object document): a record of no
+        /// known type then means the file is of no known shape.
+        whole: bool,
     },
     /// NDJSON only: a line that is not JSON (or too long). `raw` is the line text (lossy UTF-8, cut to max_line_bytes).
     BadRecord {
@@ -112,6 +165,20 @@ pub enum StreamError {
         /// The records path joined with `.` (`(top level)` for an empty path).
         path: String,
     },
+    /// No declared shape matched the document.
+    #[error("the file has none of the shapes this source reads: expected {expected}; found {found}")]
+    NoShape {
+        /// The shapes, described.
+        expected: String,
+        /// What the top level holds.
+        found: String,
+    },
+    /// The file is of a layout the source does not accept, or records sit in two places.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// NDJSON whose last line is cut off, or CSV whose rows do not fit its header.
+    #[error("{0}")]
+    Truncated(String),
     /// The reader failed.
     #[error("reading the file failed: {0}")]
     Io(#[from] std::io::Error),
@@ -143,10 +210,154 @@ pub fn stream_records<R: std::io::Read>(
 ) -> Result<StreamSummary, StreamError> {
     let reader = skip_bom(reader)?;
     match format {
-        RecordFormat::JsonDocument { records_path } => {
-            stream_document(reader, records_path, on_item)
+        RecordFormat::JsonDocument { records_path } => stream_document(
+            reader,
+            &[DocShape::Array(records_path.clone())],
+            on_item,
+        ),
+        RecordFormat::Ndjson { max_line_bytes } => {
+            stream_ndjson(reader, *max_line_bytes, 0, on_item)
         }
-        RecordFormat::Ndjson { max_line_bytes } => stream_ndjson(reader, *max_line_bytes, on_item),
+        RecordFormat::Detect(layouts) => stream_detected(reader, layouts, on_item),
+    }
+}
+
+/// What [`detect`] found at the start of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detected {
+    Empty,
+    Document,
+    Ndjson,
+    Csv,
+}
+
+/// Tells the layout from the first bytes, then streams with it.
+fn stream_detected<B: BufRead>(
+    mut reader: B,
+    layouts: &Layouts,
+    on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
+) -> Result<StreamSummary, StreamError> {
+    // Leading blank lines are dropped but counted, so NDJSON line numbers stay true.
+    let mut blank_lines = 0u64;
+    let first = loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if buf.is_empty() {
+            break None;
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                blank_lines += buf[..i].iter().filter(|&&b| b == b'\n').count() as u64;
+                let b = buf[i];
+                reader.consume(i);
+                break Some(b);
+            }
+            None => {
+                let n = buf.len();
+                blank_lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                reader.consume(n);
+            }
+        }
+    };
+    let accepts = || {
+        let mut a = Vec::new();
+        if !layouts.document.is_empty() {
+            a.push("a JSON document");
+        }
+        if layouts.ndjson.is_some() {
+            a.push("NDJSON");
+        }
+        if layouts.csv {
+            a.push("CSV with a header row");
+        }
+        a.join(" or ")
+    };
+    let mut prefix = vec![b'\n'; blank_lines as usize];
+    let kind = match first {
+        None if layouts.ndjson.is_some() || layouts.csv => Detected::Empty,
+        None => Detected::Document,
+        Some(b'{' | b'[') => match (layouts.document.is_empty(), layouts.ndjson) {
+            (true, None) => {
+                return Err(StreamError::Ambiguous(format!(
+                    "the file is JSON, but this source reads {}",
+                    accepts()
+                )))
+            }
+            (true, Some(_)) => Detected::Ndjson,
+            (false, None) => Detected::Document,
+            (false, Some(max)) => {
+                // NDJSON when the first line is a whole JSON value and another follows.
+                let mut line = Vec::new();
+                let read = read_capped_line(&mut reader, &mut line, max)?;
+                let whole = matches!(read, Some((false, true)))
+                    && serde_json::from_slice::<IgnoredAny>(&line).is_ok();
+                let ended = matches!(read, Some((_, true)));
+                prefix.extend_from_slice(&line);
+                if ended {
+                    prefix.push(b'\n');
+                }
+                let mut next = None;
+                if whole {
+                    loop {
+                        let buf = match reader.fill_buf() {
+                            Ok(b) => b,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e.into()),
+                        };
+                        if buf.is_empty() {
+                            break;
+                        }
+                        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                            Some(i) => {
+                                next = Some(buf[i]);
+                                break;
+                            }
+                            None => {
+                                let n = buf.len();
+                                let newlines = buf.iter().filter(|&&b| b == b'\n').count();
+                                prefix.extend(std::iter::repeat_n(b'\n', newlines));
+                                reader.consume(n);
+                            }
+                        }
+                    }
+                }
+                if matches!(next, Some(b'{' | b'[')) {
+                    Detected::Ndjson
+                } else {
+                    Detected::Document
+                }
+            }
+        },
+        Some(_) if layouts.csv => Detected::Csv,
+        Some(b) => {
+            let shown = if b.is_ascii_graphic() {
+                format!("`{}`", b as char)
+            } else {
+                format!("byte 0x{b:02x}")
+            };
+            return Err(StreamError::Ambiguous(format!(
+                "the file is not JSON (it starts with {shown}); this source reads {}",
+                accepts()
+            )));
+        }
+    };
+    let reader = Cursor::new(prefix).chain(reader);
+    match kind {
+        Detected::Empty => Ok(StreamSummary::default()),
+        Detected::Document if layouts.document.is_empty() => Err(StreamError::Ambiguous(
+            format!("the file is one JSON document, but this source reads {}", accepts()),
+        )),
+        Detected::Document => stream_document(reader, &layouts.document, on_item),
+        Detected::Ndjson => stream_ndjson(
+            reader,
+            layouts.ndjson.unwrap_or(usize::MAX),
+            0,
+            on_item,
+        ),
+        Detected::Csv => stream_csv(reader, on_item),
     }
 }
 
@@ -215,196 +426,296 @@ fn document_error(err: serde_json::Error) -> StreamError {
 /// Mutable state shared by the visitors walking a document.
 struct WalkState<'f> {
     on_item: &'f mut dyn FnMut(StreamItem) -> Result<(), String>,
+    shapes: &'f [DocShape],
     records: u64,
+    /// The shape that delivered records (the first one found in the document).
+    matched: Option<usize>,
     /// Set when a visitor aborts for a reason that is not a JSON syntax error; it
     /// takes precedence over the (placeholder) serde error that carried the abort out.
     failure: Option<StreamError>,
+    /// With a single array shape: why it was not found (kept for the old, precise
+    /// messages `no record array at` / `is not an array`).
+    miss: Option<StreamError>,
+    /// What the top level holds, for the message when no shape matched.
+    found: String,
+}
+
+impl WalkState<'_> {
+    fn single_array(&self) -> Option<&[String]> {
+        match self.shapes {
+            [DocShape::Array(p)] => Some(p),
+            _ => None,
+        }
+    }
+
+    fn emit<E: de::Error>(&mut self, position: u64, value: Value, whole: bool) -> Result<(), E> {
+        if let Err(message) = (self.on_item)(StreamItem::Record {
+            position,
+            value,
+            whole,
+        }) {
+            let carried = E::custom(&message);
+            self.failure = Some(StreamError::Stopped(message));
+            return Err(carried);
+        }
+        self.records += 1;
+        Ok(())
+    }
 }
 
 fn stream_document<R: Read>(
     reader: R,
-    records_path: &[String],
+    shapes: &[DocShape],
     on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
 ) -> Result<StreamSummary, StreamError> {
     let mut state = WalkState {
         on_item,
+        shapes,
         records: 0,
+        matched: None,
         failure: None,
+        miss: None,
+        found: String::new(),
     };
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
-    let walked = PathNode {
-        path: records_path,
+    let walked = Node {
+        live: (0..shapes.len()).collect(),
         depth: 0,
+        keep: false,
         state: &mut state,
     }
     .deserialize(&mut deserializer)
-    .and_then(|()| deserializer.end());
+    .and_then(|_| deserializer.end());
     if let Some(failure) = state.failure.take() {
         return Err(failure);
     }
     walked.map_err(document_error)?;
+    if state.matched.is_none() {
+        if let Some(miss) = state.miss.take() {
+            return Err(miss);
+        }
+        return Err(StreamError::NoShape {
+            expected: shapes
+                .iter()
+                .map(DocShape::describe)
+                .collect::<Vec<_>>()
+                .join("; or "),
+            found: state.found,
+        });
+    }
     Ok(StreamSummary {
         records: state.records,
         bad_records: 0,
     })
 }
 
-/// The value at `path[..depth]`: an object to descend into, or (at the end of the
-/// path) the record array.
-struct PathNode<'p, 's, 'f> {
-    path: &'p [String],
+/// What a node of the document gave its parent.
+enum Walked {
+    /// Records were found at or below it.
+    Matched,
+    /// Nothing below it; its value when the parent asked to keep it.
+    Unmatched(Option<Value>),
+}
+
+/// One value of the document, at `depth`, with the shapes whose path still
+/// agrees with the keys walked so far (`live`).
+struct Node<'s, 'f> {
+    live: Vec<usize>,
     depth: usize,
+    /// The parent may need this value as part of a single-record object.
+    keep: bool,
     state: &'s mut WalkState<'f>,
 }
 
-impl PathNode<'_, '_, '_> {
-    fn at_array(&self) -> bool {
-        self.depth == self.path.len()
+impl Node<'_, '_> {
+    /// The live shape of kind `array` (or object) that ends here.
+    fn ends_here(&self, array: bool) -> Option<usize> {
+        self.live.iter().copied().find(|&i| {
+            let s = &self.state.shapes[i];
+            s.path().len() == self.depth && matches!(s, DocShape::Array(_)) == array
+        })
     }
 
-    /// Rejects a value of the wrong kind (`found` names it, e.g. "a string").
-    fn wrong_kind<E: de::Error>(self, found: &str) -> Result<(), E> {
-        let path = display_path(self.path);
-        if self.at_array() {
-            self.state.failure = Some(StreamError::NotAnArray { path: path.clone() });
-            Err(E::custom(format!("`{path}` is not an array")))
-        } else if self.depth == 0 {
-            // Becomes StreamError::Parse, with the position serde_json attaches.
-            Err(E::custom(format!(
-                "expected a JSON object at the top level (the records are at `{path}`), found {found}"
-            )))
-        } else {
-            self.state.failure = Some(StreamError::PathNotFound { path: path.clone() });
-            Err(E::custom(format!("no record array at `{path}`")))
+    fn describe_top(&mut self, found: String) {
+        // Set before a map's keys are known; visit_map overwrites it with them.
+        if self.depth == 0 {
+            self.state.found = found;
         }
+    }
+
+    /// A value that holds no records: kept for the parent, or a miss to report.
+    fn no_records<E: de::Error>(mut self, found: &str, value: Value) -> Result<Walked, E> {
+        if let Some(path) = self.state.single_array() {
+            let path_text = display_path(path);
+            if self.depth == path.len() {
+                self.state.miss = Some(StreamError::NotAnArray { path: path_text });
+            } else if self.depth == 0 {
+                // Becomes StreamError::Parse, with the position serde_json attaches.
+                return Err(E::custom(format!(
+                    "expected a JSON object at the top level (the records are at `{path_text}`), found {found}"
+                )));
+            } else {
+                self.state.miss = Some(StreamError::PathNotFound { path: path_text });
+            }
+        }
+        self.describe_top(found.to_string());
+        Ok(Walked::Unmatched(self.keep.then_some(value)))
     }
 }
 
-impl<'de> DeserializeSeed<'de> for PathNode<'_, '_, '_> {
-    type Value = ();
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = Walked;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Walked, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for PathNode<'_, '_, '_> {
-    type Value = ();
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = Walked;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.at_array() {
-            write!(f, "the record array at `{}`", display_path(self.path))
-        } else {
-            write!(
-                f,
-                "a JSON object on the way to `{}`",
-                display_path(self.path)
-            )
-        }
+        f.write_str("a JSON value")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if !self.at_array() {
-            return self.wrong_kind("an array");
-        }
-        let mut position = 0u64;
-        while let Some(value) = seq.next_element::<Value>()? {
-            if let Err(message) = (self.state.on_item)(StreamItem::Record { position, value }) {
-                let carried = de::Error::custom(&message);
-                self.state.failure = Some(StreamError::Stopped(message));
-                return Err(carried);
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Walked, A::Error> {
+        self.describe_top("an array".into());
+        if let Some(i) = self.ends_here(true) {
+            match self.state.matched {
+                None => {
+                    self.state.matched = Some(i);
+                    let mut position = 0u64;
+                    while let Some(value) = seq.next_element::<Value>()? {
+                        self.state.emit(position, value, false)?;
+                        position += 1;
+                    }
+                    return Ok(Walked::Matched);
+                }
+                // The same key twice: the first occurrence was used.
+                Some(m) if self.state.shapes[m].path() == self.state.shapes[i].path() => {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    return Ok(Walked::Matched);
+                }
+                Some(m) => {
+                    let (a, b) = (
+                        self.state.shapes[m].describe(),
+                        self.state.shapes[i].describe(),
+                    );
+                    let msg = format!("the file has records both as {a} and as {b}; split it into one file per shape");
+                    self.state.failure = Some(StreamError::Ambiguous(msg.clone()));
+                    return Err(de::Error::custom(msg));
+                }
             }
-            position += 1;
-            self.state.records += 1;
         }
-        Ok(())
+        if self.keep {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element::<Value>()? {
+                items.push(v);
+            }
+            return self.no_records("an array", Value::Array(items));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.no_records("an array", Value::Null)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if self.at_array() {
-            return self.wrong_kind("an object");
-        }
-        let wanted = self.path[self.depth].as_str();
-        let mut found = false;
-        while let Some(is_wanted) = map.next_key_seed(KeyIs(wanted))? {
-            if is_wanted && !found {
-                found = true;
-                map.next_value_seed(PathNode {
-                    path: self.path,
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walked, A::Error> {
+        let object_here = self.ends_here(false);
+        let mut buf = (object_here.is_some() || self.keep).then(Map::new);
+        let mut matched_here = false;
+        let mut keys_seen: Vec<String> = Vec::new();
+        let mut missing_on_path = self.state.single_array().is_some();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.depth == 0 && keys_seen.len() < 8 {
+                keys_seen.push(key.clone());
+            }
+            let deeper: Vec<usize> = self
+                .live
+                .iter()
+                .copied()
+                .filter(|&i| self.state.shapes[i].path().get(self.depth) == Some(&key))
+                .collect();
+            if !deeper.is_empty() {
+                missing_on_path = false;
+                let child = Node {
+                    live: deeper,
                     depth: self.depth + 1,
+                    keep: buf.is_some(),
                     state: &mut *self.state,
-                })?;
+                };
+                match map.next_value_seed(child)? {
+                    Walked::Matched => matched_here = true,
+                    Walked::Unmatched(Some(v)) => {
+                        if let Some(b) = buf.as_mut() {
+                            b.insert(key, v);
+                        }
+                    }
+                    Walked::Unmatched(None) => {}
+                }
+            } else if let Some(b) = buf.as_mut() {
+                let v = map.next_value::<Value>()?;
+                b.insert(key, v);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        if found {
-            Ok(())
-        } else {
-            let path = display_path(self.path);
-            self.state.failure = Some(StreamError::PathNotFound { path: path.clone() });
-            Err(de::Error::custom(format!("no record array at `{path}`")))
+        if self.depth == 0 {
+            self.state.found = if keys_seen.is_empty() {
+                "an empty object".into()
+            } else {
+                format!("an object with keys {}", keys_seen.join(", "))
+            };
         }
+        if matched_here {
+            return Ok(Walked::Matched);
+        }
+        if let (Some(i), None) = (object_here, self.state.matched) {
+            self.state.matched = Some(i);
+            let value = Value::Object(buf.unwrap_or_default());
+            self.state.emit(0, value, true)?;
+            return Ok(Walked::Matched);
+        }
+        if let Some(path) = self.state.single_array() {
+            if self.depth == path.len() {
+                self.state.miss = Some(StreamError::NotAnArray {
+                    path: display_path(path),
+                });
+            } else if missing_on_path {
+                self.state.miss = Some(StreamError::PathNotFound {
+                    path: display_path(path),
+                });
+            }
+        }
+        Ok(Walked::Unmatched(
+            self.keep.then(|| Value::Object(buf.unwrap_or_default())),
+        ))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.wrong_kind("a boolean")
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Walked, E> {
+        self.no_records("a boolean", Value::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.wrong_kind("a number")
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Walked, E> {
+        self.no_records("a number", Value::from(v))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.wrong_kind("a number")
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Walked, E> {
+        self.no_records("a number", Value::from(v))
     }
 
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
-        self.wrong_kind("a number")
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Walked, E> {
+        self.no_records("a number", Value::from(v))
     }
 
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
-        self.wrong_kind("a number")
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Walked, E> {
+        self.no_records("a string", Value::String(v.to_string()))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.wrong_kind("a number")
+    fn visit_unit<E: de::Error>(self) -> Result<Walked, E> {
+        self.no_records("null", Value::Null)
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.wrong_kind("a string")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.wrong_kind("null")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.wrong_kind("null")
-    }
-}
-
-/// Reads an object key and tells whether it equals the wanted one, without
-/// allocating a `String` per key.
-struct KeyIs<'a>(&'a str);
-
-impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeyIs<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == self.0)
+    fn visit_none<E: de::Error>(self) -> Result<Walked, E> {
+        self.no_records("null", Value::Null)
     }
 }
 
@@ -415,12 +726,13 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
 fn stream_ndjson<B: BufRead>(
     mut reader: B,
     max_line_bytes: usize,
+    first_line: u64,
     on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
 ) -> Result<StreamSummary, StreamError> {
     let mut summary = StreamSummary::default();
     let mut line = Vec::new();
-    let mut number = 0u64;
-    while let Some(too_long) = read_capped_line(&mut reader, &mut line, max_line_bytes)? {
+    let mut number = first_line;
+    while let Some((too_long, ended)) = read_capped_line(&mut reader, &mut line, max_line_bytes)? {
         number += 1;
         let item = if too_long {
             StreamItem::BadRecord {
@@ -435,7 +747,13 @@ fn stream_ndjson<B: BufRead>(
                 Ok(value) => StreamItem::Record {
                     position: number,
                     value,
+                    whole: false,
                 },
+                Err(err) if !ended && err.is_eof() => {
+                    return Err(StreamError::Truncated(format!(
+                        "line {number}, the last line, is cut off (it is not complete JSON and has no line break): the file is truncated; deliver it again once it is complete"
+                    )));
+                }
                 Err(err) => {
                     let (message, _, column) = split_json_error(&err);
                     StreamItem::BadRecord {
@@ -460,18 +778,20 @@ fn stream_ndjson<B: BufRead>(
 /// most `max` bytes of it; the rest of a longer line is read and discarded.
 ///
 /// Returns `None` at the end of the input, otherwise whether the line was longer
-/// than `max` bytes (in which case `buf` holds its first `max` bytes).
+/// than `max` bytes (in which case `buf` holds its first `max` bytes) and whether
+/// it ended with a line break.
 fn read_capped_line<B: BufRead>(
     reader: &mut B,
     buf: &mut Vec<u8>,
     max: usize,
-) -> io::Result<Option<bool>> {
+) -> io::Result<Option<(bool, bool)>> {
     buf.clear();
     // One byte more than allowed, so that a `\r` right at the limit can be dropped.
     let keep = max.saturating_add(1);
     let mut length = 0usize;
     let mut last = None;
     let mut read_any = false;
+    let mut ended = false;
     loop {
         let available = match reader.fill_buf() {
             Ok(bytes) => bytes,
@@ -497,6 +817,7 @@ fn read_capped_line<B: BufRead>(
         buf.extend_from_slice(&content[..room]);
         reader.consume(used);
         if line_ended {
+            ended = true;
             break;
         }
     }
@@ -506,7 +827,133 @@ fn read_capped_line<B: BufRead>(
         length
     };
     buf.truncate(content_length.min(max));
-    Ok(Some(content_length > max))
+    Ok(Some((content_length > max, ended)))
+}
+
+// ---------------------------------------------------------------------------
+// CSV
+// ---------------------------------------------------------------------------
+
+/// CSV with a header row (RFC 4180 quoting). Every row becomes an object keyed by
+/// the header; an empty field is null (Salesforce Bulk API and Data Loader write
+/// null that way) and a header `Account.Name` nests (`{"Account": {"Name": ..}}`).
+/// A row whose field count differs from the header's fails the file: that is
+/// what a cut-off file looks like.
+fn stream_csv<R: Read>(
+    reader: R,
+    on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
+) -> Result<StreamSummary, StreamError> {
+    let csv_error = |e: csv::Error| -> StreamError {
+        match e.into_kind() {
+            csv::ErrorKind::Io(e) => StreamError::Io(e),
+            other => StreamError::Truncated(format!("the CSV file is malformed: {other:?}")),
+        }
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    let headers = rdr.byte_headers().map_err(csv_error)?.clone();
+    let mut paths: Vec<Vec<String>> = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        let name = std::str::from_utf8(h).map_err(|_| {
+            StreamError::Truncated(format!("CSV header column {} is not UTF-8", i + 1))
+        })?;
+        let path: Vec<String> = name.trim().split('.').map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(StreamError::Truncated(format!(
+                "CSV header column {} ({name:?}) is empty or has an empty part",
+                i + 1
+            )));
+        }
+        if paths.contains(&path) {
+            return Err(StreamError::Truncated(format!(
+                "CSV header names column {name:?} twice"
+            )));
+        }
+        paths.push(path);
+    }
+    let mut summary = StreamSummary::default();
+    let mut row = csv::ByteRecord::new();
+    // Rows are numbered as a spreadsheet shows them: the header is row 1.
+    let mut line = 1u64;
+    while rdr.read_byte_record(&mut row).map_err(csv_error)? {
+        line += 1;
+        if row.len() != paths.len() {
+            return Err(StreamError::Truncated(format!(
+                "CSV row {line} has {} field(s) but the header has {}: the file is cut off or malformed",
+                row.len(),
+                paths.len()
+            )));
+        }
+        let mut object = Map::new();
+        let mut bad = None;
+        for (path, field) in paths.iter().zip(row.iter()) {
+            let value = match std::str::from_utf8(field) {
+                Ok("") => Value::Null,
+                Ok(text) => Value::String(text.to_string()),
+                Err(_) => {
+                    bad = Some(format!("field {} is not UTF-8", path.join(".")));
+                    break;
+                }
+            };
+            if !insert_path(&mut object, path, value) {
+                return Err(StreamError::Truncated(format!(
+                    "CSV header uses {} both as a value and as an object",
+                    path.join(".")
+                )));
+            }
+        }
+        let item = match bad {
+            Some(error) => {
+                summary.bad_records += 1;
+                StreamItem::BadRecord {
+                    position: line,
+                    raw: String::from_utf8_lossy(row.as_slice()).into_owned(),
+                    error,
+                }
+            }
+            None => {
+                summary.records += 1;
+                StreamItem::Record {
+                    position: line,
+                    value: Value::Object(object),
+                    whole: false,
+                }
+            }
+        };
+        on_item(item).map_err(StreamError::Stopped)?;
+    }
+    Ok(summary)
+}
+
+/// Sets `path` in `object`, making nested objects; false when a prefix of the
+/// path already holds a value that is not an object.
+fn insert_path(object: &mut Map<String, Value>, path: &[String], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = object;
+    for p in parents {
+        let slot = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        match slot {
+            Value::Object(m) => cur = m,
+            // An empty relationship column before its children: a null parent.
+            Value::Null => {
+                *slot = Value::Object(Map::new());
+                let Value::Object(m) = slot else { return false };
+                cur = m;
+            }
+            _ => return false,
+        }
+    }
+    if let Some(Value::Object(_)) = cur.get(last) {
+        return value.is_null();
+    }
+    cur.insert(last.clone(), value);
+    true
 }
 
 #[cfg(test)]
@@ -540,7 +987,11 @@ mod tests {
     }
 
     fn record(position: u64, value: Value) -> StreamItem {
-        StreamItem::Record { position, value }
+        StreamItem::Record {
+            position,
+            value,
+            whole: false,
+        }
     }
 
     /// A reader handing out at most one byte per call.
@@ -943,7 +1394,9 @@ mod tests {
         let mut expected = 0u64;
         let mut produced_at_first = 0u64;
         let result = stream_records(reader, &doc(&["records"]), &mut |item| match item {
-            StreamItem::Record { position, value } => {
+            StreamItem::Record {
+                position, value, ..
+            } => {
                 if position != expected {
                     return Err(format!("position {position}, expected {expected}"));
                 }
@@ -1193,5 +1646,211 @@ mod tests {
             Err(StreamError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn shop_layouts() -> RecordFormat {
+        RecordFormat::Detect(Layouts {
+            document: vec![
+                DocShape::Array(vec!["orders".into()]),
+                DocShape::Object(vec!["order".into()]),
+                DocShape::Object(vec![]),
+            ],
+            ndjson: Some(1024),
+            csv: false,
+        })
+    }
+
+    fn values(items: Vec<StreamItem>) -> Vec<(u64, Value, bool)> {
+        items
+            .into_iter()
+            .map(|i| match i {
+                StreamItem::Record {
+                    position,
+                    value,
+                    whole,
+                } => (position, value, whole),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn detect_pretty_printed_list_document_is_not_ndjson() {
+        let input = "{\n  \"orders\": [\n    {\"id\": 1},\n    {\"id\": 2}\n  ]\n}\n";
+        let (result, items) = collect(input.as_bytes(), &shop_layouts());
+        assert_eq!(result.unwrap().records, 2);
+        assert_eq!(
+            values(items),
+            vec![(0, json!({"id": 1}), false), (1, json!({"id": 2}), false)]
+        );
+        // The same document on one line.
+        let (result, items) = collect(&br#"{"orders":[{"id":1}]}"#[..], &shop_layouts());
+        assert_eq!(result.unwrap().records, 1);
+        assert_eq!(values(items), vec![(0, json!({"id": 1}), false)]);
+    }
+
+    #[test]
+    fn detect_ndjson_keeps_line_numbers() {
+        let input = "\n{\"id\":1}\n\n{\"id\":2}\n";
+        let (result, items) = collect(input.as_bytes(), &shop_layouts());
+        assert_eq!(result.unwrap().records, 2);
+        assert_eq!(
+            values(items),
+            vec![(2, json!({"id": 1}), false), (4, json!({"id": 2}), false)]
+        );
+    }
+
+    #[test]
+    fn detect_single_objects() {
+        let (result, items) = collect(
+            &br#"{"order":{"id":7,"line_items":[]}}"#[..],
+            &shop_layouts(),
+        );
+        assert_eq!(result.unwrap().records, 1);
+        assert_eq!(
+            values(items),
+            vec![(0, json!({"id": 7, "line_items": []}), true)]
+        );
+        // A bare webhook object, pretty printed: the whole document is the record,
+        // including keys read while looking for the other shapes.
+        let input = "{\n \"id\": 8,\n \"orders\": 3,\n \"customer\": {\"id\": 1}\n}";
+        let (result, items) = collect(input.as_bytes(), &shop_layouts());
+        assert_eq!(result.unwrap().records, 1);
+        assert_eq!(
+            values(items),
+            vec![(
+                0,
+                json!({"id": 8, "orders": 3, "customer": {"id": 1}}),
+                true
+            )]
+        );
+    }
+
+    #[test]
+    fn detect_odata_v2_collection_and_single_entity() {
+        let sap = RecordFormat::Detect(Layouts {
+            document: vec![
+                DocShape::Array(vec!["d".into(), "results".into()]),
+                DocShape::Array(vec!["value".into()]),
+                DocShape::Object(vec!["d".into()]),
+            ],
+            ndjson: None,
+            csv: false,
+        });
+        let (r, items) = collect(&br#"{"d":{"results":[{"A":1}]}}"#[..], &sap);
+        assert_eq!(r.unwrap().records, 1);
+        assert_eq!(values(items), vec![(0, json!({"A": 1}), false)]);
+        let (r, items) = collect(
+            &br#"{"d":{"__metadata":{"type":"x"},"A":2,"to_Item":{"results":[]}}}"#[..],
+            &sap,
+        );
+        assert_eq!(r.unwrap().records, 1);
+        assert_eq!(
+            values(items),
+            vec![(
+                0,
+                json!({"__metadata":{"type":"x"},"A":2,"to_Item":{"results":[]}}),
+                true
+            )]
+        );
+        let (r, items) = collect(
+            &br#"{"@odata.context":"$metadata#A_X","value":[{"A":3}]}"#[..],
+            &sap,
+        );
+        assert_eq!(r.unwrap().records, 1);
+        assert_eq!(values(items), vec![(0, json!({"A": 3}), false)]);
+        // Nothing that fits: the message names what was expected and found.
+        let (r, _) = collect(&br#"{"error":{"code":"x"},"x":1}"#[..], &sap);
+        let text = r.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "the file has none of the shapes this source reads: expected a record array at `d.results`; or a record array at `value`; or one record object at `d`; found an object with keys error, x"
+        );
+        // NDJSON is not read by this source.
+        let (r, _) = collect(&b"{\"A\":1}\n{\"A\":2}\n"[..], &sap);
+        assert!(matches!(r, Err(StreamError::Parse { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn detect_two_record_arrays_is_an_error() {
+        let f = RecordFormat::Detect(Layouts {
+            document: vec![
+                DocShape::Array(vec!["records".into()]),
+                DocShape::Array(vec!["result".into(), "records".into()]),
+            ],
+            ndjson: None,
+            csv: false,
+        });
+        let (r, _) = collect(
+            &br#"{"records":[1],"result":{"records":[2]}}"#[..],
+            &f,
+        );
+        assert!(
+            matches!(&r, Err(StreamError::Ambiguous(m)) if m.contains("both")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn detect_truncated_ndjson_fails_the_file() {
+        let (r, items) = collect(&b"{\"id\":1}\n{\"id\":2}\n{\"id\":3, \"na"[..], &shop_layouts());
+        assert_eq!(items.len(), 2);
+        match r {
+            Err(e @ StreamError::Truncated(_)) => {
+                assert!(e.to_string().contains("line 3, the last line, is cut off"), "{e}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn csv_layouts() -> RecordFormat {
+        RecordFormat::Detect(Layouts {
+            document: vec![DocShape::Array(vec!["records".into()])],
+            ndjson: None,
+            csv: true,
+        })
+    }
+
+    #[test]
+    fn detect_csv_with_nested_headers_and_nulls() {
+        let input = "\u{feff}\"Id\",\"Name\",\"Account.Name\",\"Amount\"\r\n\"006A\",\"Deal, big\",\"Acme\",\"\"\r\n006B,\"Müller \"\"GmbH\"\"\",,12.5\r\n";
+        let (r, items) = collect(input.as_bytes(), &csv_layouts());
+        assert_eq!(r.unwrap().records, 2);
+        assert_eq!(
+            values(items),
+            vec![
+                (
+                    2,
+                    json!({"Id":"006A","Name":"Deal, big","Account":{"Name":"Acme"},"Amount":null}),
+                    false
+                ),
+                (
+                    3,
+                    json!({"Id":"006B","Name":"Müller \"GmbH\"","Account":{"Name":null},"Amount":"12.5"}),
+                    false
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn detect_truncated_csv_fails_the_file() {
+        let (r, _) = collect(&b"Id,Name,Amount\n1,a,2\n2,b"[..], &csv_layouts());
+        match r {
+            Err(e @ StreamError::Truncated(_)) => assert!(
+                e.to_string().starts_with("CSV row 3 has 2 field(s) but the header has 3"),
+                "{e}"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn detect_refuses_layouts_the_source_does_not_read() {
+        let (r, _) = collect(&b"Id,Name\n1,a\n"[..], &shop_layouts());
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "the file is not JSON (it starts with `I`); this source reads a JSON document or NDJSON"
+        );
     }
 }
