@@ -117,6 +117,31 @@ pub enum Transform {
         #[serde(default = "default_fill")]
         fill: char,
     },
+    /// A country in any common form to its ISO 3166-1 alpha-2 code: alpha-2
+    /// (`"de"`), alpha-3 (`"DEU"`), numeric (`"276"`), the English name or a
+    /// common alias (`"Germany"`, `"United States of America"`, `"USA"`,
+    /// `"U.S."`, `"UK"`), in any case, with or without spaces and dots. Anything
+    /// else is an `invalid_value` error (pair it with `on_invalid: keep` so the
+    /// source text is kept in `attributes` rather than lost).
+    Country,
+    /// An integer amount in the currency's minor unit (Stripe: `7200` USD cents) to
+    /// the decimal amount in major units (`"72.00"`). The currency code is read
+    /// from the record at `currency` (a path; `^currency` reads the parent); its
+    /// ISO 4217 exponent says how many minor units make one (JPY 0, USD 2, BHD 3).
+    /// `exponents` overrides it for codes a source treats differently.
+    MinorUnits {
+        /// Path of the currency code in the record.
+        currency: String,
+        /// Exponents that differ from ISO 4217 for this source (`{ISK: 2}`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        exponents: BTreeMap<String, u32>,
+    },
+    /// Seconds since 1970-01-01 UTC (a number or numeric text; Stripe `created`)
+    /// to a UTC timestamp.
+    EpochSeconds,
+    /// Milliseconds since 1970-01-01 UTC (a number or numeric text) to a UTC
+    /// timestamp.
+    EpochMillis,
 }
 
 fn default_fill() -> char {
@@ -211,6 +236,10 @@ pub fn transform_names() -> Vec<&'static str> {
         "strip_prefix",
         "split",
         "pad",
+        "country",
+        "minor_units",
+        "epoch_seconds",
+        "epoch_millis",
     ]
 }
 
@@ -240,6 +269,10 @@ impl Transform {
             Transform::StripPrefix(_) => "strip_prefix",
             Transform::Split { .. } => "split",
             Transform::Pad { .. } => "pad",
+            Transform::Country => "country",
+            Transform::MinorUnits { .. } => "minor_units",
+            Transform::EpochSeconds => "epoch_seconds",
+            Transform::EpochMillis => "epoch_millis",
         }
     }
 }
@@ -251,10 +284,26 @@ impl Transform {
 /// number, anything but `default` on an array or object) fails with
 /// `invalid_type`.
 pub fn apply(value: Value, steps: &[Transform]) -> Result<Value, TransformError> {
-    steps.iter().try_fold(value, apply_step)
+    apply_with(value, steps, &|_| Value::Null)
 }
 
-fn apply_step(value: Value, step: &Transform) -> Result<Value, TransformError> {
+/// Like [`apply`], with `lookup` reading other fields of the record for the steps
+/// that need them (`minor_units` reads the currency).
+pub fn apply_with(
+    value: Value,
+    steps: &[Transform],
+    lookup: &dyn Fn(&str) -> Value,
+) -> Result<Value, TransformError> {
+    steps
+        .iter()
+        .try_fold(value, |v, step| apply_step(v, step, lookup))
+}
+
+fn apply_step(
+    value: Value,
+    step: &Transform,
+    lookup: &dyn Fn(&str) -> Value,
+) -> Result<Value, TransformError> {
     if value.is_null() {
         return Ok(match step {
             Transform::Default(d) => d.clone(),
@@ -279,17 +328,22 @@ fn apply_step(value: Value, step: &Transform) -> Result<Value, TransformError> {
             Value::Bool(b) => Ok(Value::String(b.to_string())),
             other => Err(wrong_type(step, "a string, number or boolean", &other)),
         },
-        Transform::SalesforceDatetime => with_string(value, step, |s| {
-            parse_offset_datetime(s.trim())
-                .ok_or_else(|| {
-                    TransformError::date(format!(
-                        "{} is not a Salesforce date-time \
-                         (expected e.g. \"2024-06-01T09:26:53.000+0000\")",
-                        quote_str(s)
-                    ))
-                })
-                .and_then(|dt| timestamp_value(dt, s))
-        }),
+        // Salesforce APIs write `…000+0000`, `…Z`, date-only values and, in some
+        // clients' JSON, epoch milliseconds as numbers.
+        Transform::SalesforceDatetime => match value {
+            Value::Number(_) => epoch(value, step, 1000),
+            _ => with_string(value, step, |s| {
+                iso8601(s.trim())
+                    .ok_or_else(|| {
+                        TransformError::date(format!(
+                            "{} is not a Salesforce date-time \
+                             (expected e.g. \"2024-06-01T09:26:53.000+0000\", \"…Z\" or a date)",
+                            quote_str(s)
+                        ))
+                    })
+                    .and_then(|dt| timestamp_value(dt, s))
+            }),
+        },
         Transform::SapDate => with_string(value, step, |s| sap_date(s).map(Value::String)),
         Transform::Iso8601 => with_string(value, step, |s| {
             iso8601(s.trim())
@@ -374,7 +428,124 @@ fn apply_step(value: Value, step: &Transform) -> Result<Value, TransformError> {
             out.push_str(s);
             Ok(out.into())
         }),
+        Transform::Country => match &value {
+            Value::String(s) => country_code(s).map(Value::from).ok_or_else(|| {
+                TransformError::value(format!(
+                    "{} is not a country this transform knows (ISO codes, English names and common aliases)",
+                    quote_str(s)
+                ))
+            }),
+            other => Err(wrong_type(step, "a string", other)),
+        },
+        Transform::MinorUnits {
+            currency,
+            exponents,
+        } => minor_units(value, step, &lookup(currency), exponents),
+        Transform::EpochSeconds => epoch(value, step, 1),
+        Transform::EpochMillis => epoch(value, step, 1000),
     }
+}
+
+/// ISO 3166-1 alpha-2 for a code, number, name or alias, in any case and spacing.
+fn country_code(text: &str) -> Option<&'static str> {
+    use std::str::FromStr;
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return celes::Country::from_code(t).ok().map(|c| c.alpha2);
+    }
+    // "U.S.A." and "United States of America" are written many ways; celes matches
+    // names and aliases without spaces or punctuation, case-insensitively.
+    let squeezed: String = t
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>();
+    let squeezed = squeezed
+        .strip_prefix("The")
+        .or_else(|| squeezed.strip_prefix("the"))
+        .filter(|rest| rest.len() > 3)
+        .unwrap_or(&squeezed);
+    // Abbreviations in everyday use that are not ISO codes.
+    if squeezed.eq_ignore_ascii_case("UK") {
+        return Some("GB");
+    }
+    celes::Country::from_str(squeezed)
+        .or_else(|_| celes::Country::from_str(t))
+        .ok()
+        .map(|c| c.alpha2)
+}
+
+/// `amount` minor units of the currency `currency` as a decimal string in major units.
+fn minor_units(
+    value: Value,
+    step: &Transform,
+    currency: &Value,
+    overrides: &BTreeMap<String, u32>,
+) -> Result<Value, TransformError> {
+    let Some(code) = currency.as_str().map(|c| c.trim().to_uppercase()) else {
+        return Err(TransformError::value(format!(
+            "minor_units needs the currency code, found {}",
+            quote(currency)
+        )));
+    };
+    let exponent = match overrides.get(&code) {
+        Some(e) => *e,
+        None => iso_currency::Currency::from_code(&code)
+            .and_then(|c| c.exponent())
+            .map(u32::from)
+            .ok_or_else(|| {
+                TransformError::value(format!(
+                    "{} is not an ISO 4217 currency with minor units; add it to `exponents`",
+                    quote_str(&code)
+                ))
+            })?,
+    };
+    let amount = integer(value, step)?;
+    let text = match &amount {
+        Value::Number(n) => n.to_string(),
+        other => return Err(wrong_type(step, "an integer amount", other)),
+    };
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d.to_string()),
+        None => (false, text.clone()),
+    };
+    let e = exponent as usize;
+    let padded = format!("{digits:0>width$}", width = e + 1);
+    let (int, frac) = padded.split_at(padded.len() - e);
+    let sign = if negative { "-" } else { "" };
+    Ok(Value::String(if e == 0 {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    }))
+}
+
+/// Seconds (`per_second` 1) or milliseconds (1000) since the epoch to a timestamp.
+fn epoch(value: Value, step: &Transform, per_second: i64) -> Result<Value, TransformError> {
+    let original = match &value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        other => return Err(wrong_type(step, "a number or numeric text", other)),
+    };
+    let exact = decimal(Value::String(original.clone()), step, 3)?;
+    let text = exact.as_str().unwrap_or_default();
+    let (int, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let whole: i64 = int
+        .parse()
+        .map_err(|_| out_of_range_date(&original))?;
+    let frac_ms: i64 = frac.parse().unwrap_or(0);
+    let ms = if per_second == 1 {
+        whole
+            .checked_mul(1000)
+            .and_then(|v| v.checked_add(if whole < 0 { -frac_ms } else { frac_ms }))
+    } else {
+        Some(whole)
+    }
+    .ok_or_else(|| out_of_range_date(&original))?;
+    let dt = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| out_of_range_date(&original))?;
+    timestamp_text(dt, &original).map(Value::String)
 }
 
 /// Runs `f` on the text of a string value; any other type is `invalid_type`.
@@ -1497,6 +1668,13 @@ mod tests {
                 width: 1,
                 fill: '0',
             },
+            Transform::Country,
+            Transform::MinorUnits {
+                currency: "c".into(),
+                exponents: BTreeMap::new(),
+            },
+            Transform::EpochSeconds,
+            Transform::EpochMillis,
         ];
         let serialized: Vec<String> = samples
             .iter()
@@ -1523,5 +1701,98 @@ mod tests {
             );
         }
         assert!(text.contains("rounded half away from zero"));
+    }
+
+    #[test]
+    fn country_in_any_common_form() {
+        let steps = vec![Transform::Country];
+        for (input, code) in [
+            ("USA", "US"),
+            ("usa", "US"),
+            ("U.S.A.", "US"),
+            ("United States", "US"),
+            ("United States of America", "US"),
+            ("US", "US"),
+            ("de", "DE"),
+            ("DEU", "DE"),
+            ("276", "DE"),
+            ("Germany", "DE"),
+            ("UK", "GB"),
+            ("United Kingdom", "GB"),
+            ("Great Britain", "GB"),
+            ("France", "FR"),
+            (" Japan ", "JP"),
+            ("South Korea", "KR"),
+            ("Czech Republic", "CZ"),
+            ("The Netherlands", "NL"),
+            ("Netherlands", "NL"),
+            ("Russia", "RU"),
+            ("Vietnam", "VN"),
+        ] {
+            assert_eq!(
+                apply(json!(input), &steps).map_err(|e| e.message),
+                Ok(json!(code)),
+                "{input}"
+            );
+        }
+        let err = apply(json!("Atlantis"), &steps).unwrap_err();
+        assert_eq!(err.code, "invalid_value");
+        assert!(err.message.contains("\"Atlantis\""), "{}", err.message);
+    }
+
+    #[test]
+    fn minor_units_follow_the_currency_exponent() {
+        let steps: Vec<Transform> =
+            serde_yaml::from_str("[{minor_units: {currency: currency}}]").unwrap();
+        let with = |cur: &'static str| move |p: &str| if p == "currency" { json!(cur) } else { Value::Null };
+        assert_eq!(apply_with(json!(7200), &steps, &with("usd")).unwrap(), json!("72.00"));
+        assert_eq!(apply_with(json!(5), &steps, &with("EUR")).unwrap(), json!("0.05"));
+        assert_eq!(apply_with(json!(-150), &steps, &with("eur")).unwrap(), json!("-1.50"));
+        assert_eq!(apply_with(json!(5000), &steps, &with("jpy")).unwrap(), json!("5000"));
+        assert_eq!(apply_with(json!("1234"), &steps, &with("BHD")).unwrap(), json!("1.234"));
+        assert_eq!(apply_with(json!(0), &steps, &with("usd")).unwrap(), json!("0.00"));
+        let err = apply_with(json!(10), &steps, &with("XYZ")).unwrap_err();
+        assert!(err.message.contains("\"XYZ\""), "{}", err.message);
+        let err = apply_with(json!(10), &steps, &|_| Value::Null).unwrap_err();
+        assert!(err.message.contains("needs the currency"), "{}", err.message);
+        assert!(apply_with(json!(10.5), &steps, &with("usd")).is_err());
+        let over: Vec<Transform> =
+            serde_yaml::from_str("[{minor_units: {currency: c, exponents: {ISK: 2}}}]").unwrap();
+        let isk = |p: &str| if p == "c" { json!("isk") } else { Value::Null };
+        assert_eq!(apply_with(json!(1000), &over, &isk).unwrap(), json!("10.00"));
+    }
+
+    #[test]
+    fn epoch_seconds_and_millis() {
+        assert_eq!(
+            apply(json!(1_700_000_000), &[Transform::EpochSeconds]).unwrap(),
+            json!("2023-11-14T22:13:20+00:00")
+        );
+        assert_eq!(
+            apply(json!("1700000000.25"), &[Transform::EpochSeconds]).unwrap(),
+            json!("2023-11-14T22:13:20.250+00:00")
+        );
+        assert_eq!(
+            apply(json!(1_678_441_062_000_i64), &[Transform::EpochMillis]).unwrap(),
+            json!("2023-03-10T09:37:42+00:00")
+        );
+        assert_eq!(
+            apply(json!("soon"), &[Transform::EpochSeconds]).unwrap_err().code,
+            "invalid_number"
+        );
+    }
+
+    #[test]
+    fn salesforce_datetimes_in_every_form_the_apis_write() {
+        let s = [Transform::SalesforceDatetime];
+        for (input, out) in [
+            (json!("2024-06-01T10:00:00.000+0000"), "2024-06-01T10:00:00+00:00"),
+            (json!("2024-06-01T10:00:00.000Z"), "2024-06-01T10:00:00+00:00"),
+            (json!("2024-06-01T12:00:00+02:00"), "2024-06-01T10:00:00+00:00"),
+            (json!("2024-06-01"), "2024-06-01T00:00:00+00:00"),
+            (json!(1_717_236_000_000_i64), "2024-06-01T10:00:00+00:00"),
+        ] {
+            assert_eq!(apply(input.clone(), &s).unwrap(), json!(out), "{input}");
+        }
     }
 }
