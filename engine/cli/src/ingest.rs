@@ -18,7 +18,7 @@ struct Job {
 /// A file's object key: the longest trailing part of its path that a mapping
 /// claims (`.../samples/crm-data/x.json` -> `crm-data/x.json`), else its path
 /// relative to the folder it was found in.
-fn key_for(path: &Path, base: Option<&Path>, mappings: &[Arc<Mapping>]) -> (String, bool) {
+pub fn key_for(path: &Path, base: Option<&Path>, mappings: &[Arc<Mapping>]) -> (String, bool) {
     let parts: Vec<String> = path
         .components()
         .map(|c| c.as_os_str().to_string_lossy().to_string())
@@ -187,20 +187,34 @@ fn print_report(r: &FileReport) {
         FileStatus::Duplicate => "duplicate",
         FileStatus::InProgress => "in progress elsewhere",
     };
+    let counted = |m: &std::collections::BTreeMap<String, u64>| {
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{} ({})", m.values().sum::<u64>(), parts.join(", "))
+    };
     let q = if r.quarantined.is_empty() {
         "0".to_string()
     } else {
-        let parts: Vec<String> = r
-            .quarantined
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        format!("{} ({})", r.quarantined_total(), parts.join(", "))
+        counted(&r.quarantined)
     };
     println!(
         "{status:>9}  {}  [{}] read {}, inserted {}, updated {}, unchanged {}, stale {}, quarantined {q}  ({} ms)",
         r.key, r.source, r.records_read, r.inserted, r.updated, r.unchanged, r.stale, r.elapsed_ms
     );
+    if !r.skipped.is_empty() {
+        println!("           skipped {}", counted(&r.skipped));
+    }
+    if !r.warnings.is_empty() {
+        println!(
+            "           kept in attributes (column could not hold the value) {}; see `quarry quarantine warnings`",
+            counted(&r.warnings)
+        );
+    }
+    if r.children_not_delivered > 0 {
+        println!(
+            "           {} record(s) without their nested rows (not expanded in the export); stored nested rows kept",
+            r.children_not_delivered
+        );
+    }
     if let Some(e) = &r.error {
         println!("           error: {e}");
     }

@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod generate;
 mod ingest;
+mod maptest;
 mod output;
 mod progress;
 
@@ -176,6 +177,23 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Work on a mapping without a database: `quarry map preview FILE` shows the
+    /// canonical rows, warnings, quarantine and skip reasons a file would produce,
+    /// and whether the file as a whole would fail. Nothing is written.
+    Map {
+        #[command(subcommand)]
+        action: MapAction,
+    },
+    /// Run the mapping tests: every input file with NAME.expected.json beside it
+    /// (default folders: mappings/tests and tests/fixtures/real) is previewed and
+    /// compared with the expected output. Exit code 1 on any difference.
+    Test {
+        /// Files or folders holding test cases.
+        paths: Vec<PathBuf>,
+        /// Write the current output as the expected files (review the diff).
+        #[arg(long)]
+        update: bool,
+    },
     /// Inspect quarantined records and replay them after a mapping fix.
     Quarantine {
         #[command(subcommand)]
@@ -243,6 +261,24 @@ enum Command {
         /// Load the data but do not print the operations.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MapAction {
+    /// Map one file and print what would load, be quarantined or skipped.
+    Preview {
+        /// The export file.
+        file: PathBuf,
+        /// Use this source's mapping (default: the mapping claiming the file's key).
+        #[arg(long)]
+        source: Option<String>,
+        /// Records shown in detail (all are counted).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON (the format of the expected files of `quarry test`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -434,6 +470,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 json,
             )
             .await
+        }
+        Command::Map {
+            action:
+                MapAction::Preview {
+                    file,
+                    source,
+                    limit,
+                    json,
+                },
+        } => maptest::preview_command(&cli.mappings, &file, source.as_deref(), limit, json),
+        Command::Test { paths, update } => {
+            let paths = if paths.is_empty() {
+                [
+                    PathBuf::from("mappings/tests"),
+                    PathBuf::from("tests/fixtures/real"),
+                ]
+                .into_iter()
+                .filter(|p| p.exists())
+                .collect()
+            } else {
+                paths
+            };
+            maptest::test_command(&cli.mappings, &paths, update)
         }
         Command::DemoData { out, scale, seed } => {
             let expected = generate::generate(&out, &generate::GenOptions { scale, seed })?;

@@ -17,6 +17,8 @@ pub enum Entity {
     Orders,
     /// Only as a child of an order record; `order_id` comes from the parent.
     OrderLines,
+    /// Contacts, leads and other persons, linked to an organization.
+    People,
 }
 
 /// The type a column's value must have after transforms.
@@ -153,6 +155,8 @@ const ORDERS: &[Column] = &[
     c("status", Text, false),
     c("channel", Text, false),
     c("currency", Char(3), false),
+    c("billing_country_code", Char(2), false),
+    c("shipping_country_code", Char(2), false),
     c(
         "subtotal_amount",
         Decimal {
@@ -223,11 +227,31 @@ const ORDER_LINES: &[Column] = &[
     c("source_updated_at", Timestamp, false),
 ];
 
+const PEOPLE: &[Column] = &[
+    d("kind", Text, "contact"),
+    c("name", Text, true),
+    c("first_name", Text, false),
+    c("last_name", Text, false),
+    c("title", Text, false),
+    c("email", Text, false),
+    c("phone", Text, false),
+    c("organization_source_id", Text, false),
+    c("company_name", Text, false),
+    c("lead_status", Text, false),
+    c("country_code", Char(2), false),
+    c("city", Text, false),
+    d("is_deleted", Boolean, "false"),
+    c("source_created_at", Timestamp, false),
+    c("source_updated_at", Timestamp, false),
+];
+
 impl Entity {
-    pub const ALL: [Entity; 5] = [
+    /// In load order: organizations before the rows that refer to them.
+    pub const ALL: [Entity; 6] = [
         Entity::Organizations,
         Entity::Products,
         Entity::Opportunities,
+        Entity::People,
         Entity::Orders,
         Entity::OrderLines,
     ];
@@ -240,6 +264,7 @@ impl Entity {
             Entity::Opportunities => "opportunities",
             Entity::Orders => "orders",
             Entity::OrderLines => "order_lines",
+            Entity::People => "people",
         }
     }
 
@@ -251,6 +276,7 @@ impl Entity {
             Entity::Opportunities => OPPORTUNITIES,
             Entity::Orders => ORDERS,
             Entity::OrderLines => ORDER_LINES,
+            Entity::People => PEOPLE,
         }
     }
 

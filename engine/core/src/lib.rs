@@ -31,6 +31,7 @@ pub mod mapping;
 pub mod pack;
 pub mod params;
 pub mod ports;
+pub mod preview;
 pub mod render;
 pub mod stream;
 pub mod transform;

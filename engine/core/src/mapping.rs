@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::canonical::{ColType, Entity};
 use crate::diag::{is_valid_name, parse_definition, yaml_key_position, Diagnostic};
-use crate::stream::RecordFormat;
-use crate::transform::{apply, Transform};
+use crate::stream::{DocShape, Layouts, RecordFormat};
+use crate::transform::{apply, apply_with, Transform};
 
 /// Longest NDJSON line accepted as one record, unless the mapping says otherwise.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -35,22 +35,93 @@ pub struct MappingSpec {
     /// How records are laid out in a file.
     pub format: FormatSpec,
     /// JSON path of the field that tells record types apart (`attributes.type`,
-    /// `__metadata.type`). Without it every record uses the single record spec.
+    /// `__metadata.type`): what a record type's `when` compares by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub type_field: Option<String>,
-    /// One entry per record type.
+    /// Records that are not data (deleted markers, record types this source does
+    /// not map): each condition with the reason reported. A skipped record is
+    /// counted as skipped in the file's report, never quarantined or loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<SkipRule>,
+    /// What a record that no record type takes becomes: `quarantine` (the
+    /// default; reason `unknown_record_type`) or `skip` (counted as skipped, by
+    /// its type). `skip` suits sources whose exports mix in object types nobody
+    /// maps (Salesforce custom objects); a record with no type value at all is
+    /// still quarantined.
+    #[serde(default, skip_serializing_if = "Unmatched::is_default")]
+    pub unmatched: Unmatched,
+    /// Field names compare without case when the exact name is absent: Salesforce
+    /// API names are case-insensitive and Data Loader exports them upper case
+    /// (`ID`, `NAME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_insensitive_fields: bool,
+    /// One entry per record type; the first whose `when` matches takes the record.
     pub records: Vec<RecordSpec>,
 }
 
-/// File layout.
+/// See [`MappingSpec::unmatched`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    #[default]
+    Quarantine,
+    Skip,
+}
+
+impl Unmatched {
+    fn is_default(&self) -> bool {
+        *self == Unmatched::Quarantine
+    }
+}
+
+/// A value written either alone or as a list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Records to leave out, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkipRule {
+    /// The condition (one, or a list of which any may match).
+    pub when: OneOrMany<TypeMatch>,
+    /// Shown in the report: `deleted in Stripe`, `a Task, not mapped`.
+    pub reason: String,
+}
+
+/// File layout. Several kinds may be listed; each file's content tells which it
+/// is (a file not starting with `{` or `[` is CSV; a first line that is a whole
+/// JSON value followed by another is NDJSON; anything else is one JSON document).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSpec {
-    /// `json`: one document whose record array is at `records`; `ndjson`: one record per line.
-    pub kind: FormatKind,
-    /// Dot path of the record array in a `json` document (`records`, `d.results`).
+    /// `json` (one document), `ndjson` (one record per line), `csv` (a header row,
+    /// then one record per row; empty fields are null, `A.B` headers nest), or a
+    /// list of them.
+    pub kind: OneOrMany<FormatKind>,
+    /// Dot path(s) of the record array in a JSON document (`records`,
+    /// `d.results`); with a list, the first found in the file is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<String>,
+    pub records: Option<OneOrMany<String>>,
+    /// Dot path(s) of an object that is the file's one record, for single-object
+    /// responses and webhooks (`.` for the document itself, `d` for OData v2,
+    /// `order` for `{"order": {...}}`). Used when no `records` array is in the
+    /// file; the first object found that a record type takes is the record, so
+    /// an order that has a `customer` field is still an order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub single: Vec<String>,
     /// Longest NDJSON line accepted (bytes); longer lines are quarantined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_line_bytes: Option<usize>,
@@ -61,18 +132,32 @@ pub struct FormatSpec {
 pub enum FormatKind {
     Json,
     Ndjson,
+    Csv,
 }
 
-/// How a record type is recognised by the value at `type_field`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// A condition on one value of a record: by default the value at `type_field`.
+/// Every test given must hold. Numbers and booleans compare as their text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TypeMatch {
+    /// Dot path of the value tested, instead of `type_field` (`Id`, `object`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// The value equals this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<String>,
+    /// The value is one of these texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+    /// The value starts with this text (Salesforce id prefixes: `001` Account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_with: Option<String>,
     /// The value ends with this text (SAP: `A_CustomerType`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_with: Option<String>,
+    /// `true`: the value is present and not null; `false`: it is missing or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
 }
 
 /// One record type and the canonical row it becomes.
@@ -81,9 +166,11 @@ pub struct TypeMatch {
 pub struct RecordSpec {
     /// Record type name, for reports and quarantine.
     pub name: String,
-    /// Which records this spec takes (by `type_field`); omit when there is one type.
+    /// Which records this spec takes: one condition, or a list of which any may
+    /// match (`[{equals: Account}, {path: Id, starts_with: "001"}]`). Omit when
+    /// there is one type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub when: Option<TypeMatch>,
+    pub when: Option<OneOrMany<TypeMatch>>,
     /// Target table.
     pub entity: Entity,
     /// The source's key of the record, stored as `source_id`. A record without one is
@@ -137,8 +224,10 @@ impl LinkKey {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildSpec {
-    /// Dot path of the nested array or object in the record (`to_Item.results`, `line_items`, `customer`).
-    pub path: String,
+    /// Dot path of the nested array or object in the record (`to_Item.results`,
+    /// `line_items`, `customer`); with a list, the first present is used (OData v2
+    /// `to_Item.results`, v4 `to_Item`).
+    pub path: OneOrMany<String>,
     pub entity: Entity,
     /// Key of the child row. Paths starting with `^` read the parent record (`^SalesOrder`).
     pub key: FieldDef,
@@ -154,6 +243,12 @@ pub struct ChildSpec {
     /// (for example products from order lines that carry no SKU).
     #[serde(default)]
     pub optional: bool,
+    /// When the value at `path` is an object with this key, the nested rows were
+    /// not delivered (OData `__deferred`: the navigation was not expanded). The
+    /// record loads without them and the rows already stored stay as they are;
+    /// the report counts such records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_expanded_key: Option<String>,
     /// For organizations: how the same company is recognised in other systems.
     #[serde(default)]
     pub link_by: Vec<LinkKey>,
@@ -203,6 +298,10 @@ pub struct FieldSpec {
     /// A placeholder whose value is missing makes the result null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The first of these paths whose value is present and not blank
+    /// (`[LastModifiedDate, SystemModstamp]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_of: Option<Vec<String>>,
     /// A constant value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
@@ -227,6 +326,35 @@ pub struct FieldSpec {
     /// The number must be greater than this (`out_of_range`), e.g. 0 for quantities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive_minimum: Option<f64>,
+    /// When the value (after transforms) is null, this definition gives it
+    /// instead: a derived value when the source did not export the field
+    /// (`is_won` from `StageName` when `IsWon` was not selected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Box<FieldDef>>,
+    /// What a value that is present but cannot be stored does: `quarantine` (the
+    /// default) rejects the record; `keep` stores null in the column, keeps the
+    /// source value in `attributes` and counts a warning for the column (an
+    /// unknown country, an unparsable optional date). Required fields always
+    /// quarantine.
+    #[serde(default, skip_serializing_if = "OnInvalid::is_default")]
+    pub on_invalid: OnInvalid,
+}
+
+/// What happens to a value that cannot be stored in its column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// The record is quarantined with the reason.
+    #[default]
+    Quarantine,
+    /// The column is null, the source value stays in `attributes`, a warning is counted.
+    Keep,
+}
+
+impl OnInvalid {
+    fn is_default(&self) -> bool {
+        *self == OnInvalid::Quarantine
+    }
 }
 
 impl FieldDef {
@@ -257,6 +385,16 @@ struct CompiledField {
     default: Option<&'static str>,
     spec: FieldSpec,
     pattern: Option<Regex>,
+    /// Top-level keys the field reads: kept in `attributes` when its value is invalid.
+    source_keys: Vec<String>,
+    fallback: Option<Box<CompiledField>>,
+}
+
+/// A condition with its path split once.
+#[derive(Debug)]
+struct CompiledMatch {
+    path: Option<Vec<String>>,
+    test: TypeMatch,
 }
 
 #[derive(Debug)]
@@ -271,16 +409,21 @@ struct CompiledRows {
 
 #[derive(Debug)]
 struct CompiledChild {
-    path: Vec<String>,
+    /// Alternatives; the first present is used.
+    paths: Vec<Vec<String>>,
+    /// For messages: the path found or the first one.
+    label: String,
     min_items: usize,
     optional: bool,
+    not_expanded_key: Option<String>,
     rows: CompiledRows,
 }
 
 #[derive(Debug)]
 struct CompiledRecord {
     name: String,
-    when: Option<TypeMatch>,
+    /// Any of these matches; empty matches every record.
+    when: Vec<CompiledMatch>,
     rows: CompiledRows,
     children: Vec<CompiledChild>,
 }
@@ -292,7 +435,18 @@ pub struct Mapping {
     pub file: String,
     keys: GlobSet,
     records: Vec<CompiledRecord>,
+    skips: Vec<(Vec<CompiledMatch>, String)>,
     type_path: Option<Vec<String>>,
+}
+
+/// A value that was present but could not be stored in its column, kept in
+/// `attributes` instead (`on_invalid: keep`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldWarning {
+    pub column: String,
+    /// The reason code it would have been quarantined with (`invalid_value`, ...).
+    pub reason: String,
+    pub message: String,
 }
 
 /// One canonical row produced from a record.
@@ -310,6 +464,10 @@ pub struct MappedRow {
     pub attributes: Map<String, Value>,
     /// Value of the version column, if the spec declares one (RFC 3339).
     pub version: Option<String>,
+    /// Values kept in `attributes` because their column could not hold them.
+    pub warnings: Vec<FieldWarning>,
+    /// Nested rows were not delivered (`not_expanded_key`): the stored ones stay.
+    pub keep_children: bool,
 }
 
 /// The outcome of mapping one record.
@@ -326,6 +484,8 @@ pub enum Mapped {
         reason: String,
         message: String,
     },
+    /// A `skip` rule matched: the record is counted and otherwise left out.
+    Skipped { reason: String },
 }
 
 impl Mapping {
@@ -336,18 +496,25 @@ impl Mapping {
 
     /// The record layout for the streaming reader.
     pub fn record_format(&self) -> RecordFormat {
-        match self.spec.format.kind {
-            FormatKind::Json => RecordFormat::JsonDocument {
-                records_path: split_path(self.spec.format.records.as_deref().unwrap_or("")),
-            },
-            FormatKind::Ndjson => RecordFormat::Ndjson {
-                max_line_bytes: self
-                    .spec
-                    .format
-                    .max_line_bytes
-                    .unwrap_or(DEFAULT_MAX_LINE_BYTES),
-            },
+        let f = &self.spec.format;
+        let kinds = f.kind.as_slice();
+        let mut document = Vec::new();
+        if kinds.contains(&FormatKind::Json) {
+            for p in f.records.as_ref().map_or(&[][..], OneOrMany::as_slice) {
+                document.push(DocShape::Array(split_path(p)));
+            }
+            // The document is handed over whole; `single_record` finds the record in it.
+            if !f.single.is_empty() {
+                document.push(DocShape::Object(Vec::new()));
+            }
         }
+        RecordFormat::Detect(Layouts {
+            document,
+            ndjson: kinds
+                .contains(&FormatKind::Ndjson)
+                .then(|| f.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES)),
+            csv: kinds.contains(&FormatKind::Csv),
+        })
     }
 
     /// Entities this mapping writes, main and nested, in load order.
@@ -426,6 +593,65 @@ impl Mapping {
         keys
     }
 
+    /// Maps one item of a file: a record, or (`whole`) a single-object document,
+    /// whose record is the first object at a `format.single` path that a record
+    /// type (or a skip rule) takes. `Err` is a file-level error: a document that
+    /// holds no record of this source fails as a whole.
+    pub fn map_item(&self, value: &Value, whole: bool) -> Result<Mapped, String> {
+        if !whole {
+            return Ok(self.map_record(value));
+        }
+        match self.single_record(value) {
+            Some(record) => Ok(self.map_record(record)),
+            None => Err(format!(
+                "the file is a single object, but no record type of mapping {} takes it (looked at {}); check that it was delivered under the right key",
+                self.spec.source,
+                self.spec
+                    .format
+                    .single
+                    .iter()
+                    .map(|p| if split_path(p).is_empty() { "the document itself".to_string() } else { format!("`{p}`") })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    /// The record of a single-object document (see [`Mapping::map_item`]).
+    fn single_record<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
+        let ci = self.spec.case_insensitive_fields;
+        let type_path = self.type_path.as_deref();
+        let candidates: Vec<&Value> = self
+            .spec
+            .format
+            .single
+            .iter()
+            .filter_map(|p| get_path(doc, &split_path(p), ci))
+            .filter(|v| v.is_object())
+            .collect();
+        let taken = |v: &Value| {
+            self.skips
+                .iter()
+                .any(|(when, _)| any_holds(when, v, type_path, ci))
+                || self
+                    .records
+                    .iter()
+                    .any(|r| r.when.is_empty() || any_holds(&r.when, v, type_path, ci))
+        };
+        candidates.iter().copied().find(|v| taken(v)).or_else(|| {
+            // A typed object of a type nobody maps is skipped like any other record.
+            (self.spec.unmatched == Unmatched::Skip)
+                .then(|| {
+                    candidates.iter().copied().find(|v| {
+                        type_path
+                            .and_then(|p| get_path(v, p, ci))
+                            .is_some_and(|t| !t.is_null())
+                    })
+                })
+                .flatten()
+        })
+    }
+
     /// Maps one record.
     pub fn map_record(&self, record: &Value) -> Mapped {
         let Some(obj) = record.as_object() else {
@@ -443,38 +669,82 @@ impl Mapping {
                     .into(),
             );
         }
-        let spec = match &self.type_path {
-            None => self.records.first(),
-            Some(path) => {
-                let ty = get_path(record, path)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                self.records
-                    .iter()
-                    .find(|r| r.when.as_ref().is_none_or(|w| type_matches(w, ty)))
-            }
-        };
+        let type_path = self.type_path.as_deref();
+        if let Some((_, reason)) = self
+            .skips
+            .iter()
+            .find(|(when, _)| any_holds(when, record, type_path, self.spec.case_insensitive_fields))
+        {
+            return Mapped::Skipped {
+                reason: reason.clone(),
+            };
+        }
+        let spec = self.records.iter().find(|r| {
+            r.when.is_empty()
+                || any_holds(
+                    &r.when,
+                    record,
+                    type_path,
+                    self.spec.case_insensitive_fields,
+                )
+        });
         let Some(spec) = spec else {
             let ty = self
                 .type_path
                 .as_ref()
-                .and_then(|p| get_path(record, p))
+                .and_then(|p| get_path(record, p, self.spec.case_insensitive_fields))
                 .cloned()
                 .unwrap_or(Value::Null);
-            return rejected(
-                None,
-                "unknown_record_type",
-                format!("record type {ty} is not in mapping {}", self.spec.source),
-            );
+            if self.spec.unmatched == Unmatched::Skip && !ty.is_null() {
+                return Mapped::Skipped {
+                    reason: format!("record type {ty} is not mapped"),
+                };
+            }
+            let names: Vec<&str> = self.records.iter().map(|r| r.name.as_str()).collect();
+            let message = match (&self.spec.type_field, ty.is_null()) {
+                (Some(field), true) => format!(
+                    "the record has no `{field}` and matches no record type of mapping {} ({})",
+                    self.spec.source,
+                    names.join(", ")
+                ),
+                _ => format!(
+                    "record type {ty} is not in mapping {} ({})",
+                    self.spec.source,
+                    names.join(", ")
+                ),
+            };
+            return rejected(None, "unknown_record_type", message);
         };
         let name = Some(spec.name.clone());
-        let main = match map_rows(&spec.rows, obj, None, None, None) {
+        let ci = self.spec.case_insensitive_fields;
+        let scope = Scope {
+            obj,
+            parent: None,
+            index: None,
+            ci,
+        };
+        let main = match map_rows(&spec.rows, scope, None) {
             Ok(r) => r,
             Err((reason, message)) => return rejected(name, reason, message),
         };
         let mut rows = vec![main];
         for child in &spec.children {
-            let items: Vec<&Map<String, Value>> = match get_path(record, &child.path) {
+            if let Some(key) = &child.not_expanded_key {
+                let deferred = child.paths.iter().any(|p| {
+                    (1..=p.len()).any(|n| {
+                        matches!(get_path(record, &p[..n], ci), Some(Value::Object(o)) if o.contains_key(key))
+                    })
+                });
+                if deferred {
+                    rows[0].keep_children = true;
+                    continue;
+                }
+            }
+            let found = child
+                .paths
+                .iter()
+                .find_map(|p| get_path(record, p, ci).filter(|v| !v.is_null()));
+            let items: Vec<&Map<String, Value>> = match found {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => {
                     let mut v = Vec::new();
@@ -485,7 +755,7 @@ impl Mapping {
                                 return rejected(
                                     name,
                                     "invalid_value",
-                                    format!("{}[{i}] is not an object", child.path.join(".")),
+                                    format!("{}[{i}] is not an object", child.label),
                                 )
                             }
                         }
@@ -497,7 +767,7 @@ impl Mapping {
                     return rejected(
                         name,
                         "invalid_value",
-                        format!("{} is neither an array nor an object", child.path.join(".")),
+                        format!("{} is neither an array nor an object", child.label),
                     )
                 }
             };
@@ -507,7 +777,7 @@ impl Mapping {
                     "missing_required",
                     format!(
                         "{} has {} item(s); at least {} required",
-                        child.path.join("."),
+                        child.label,
                         items.len(),
                         child.min_items
                     ),
@@ -516,7 +786,13 @@ impl Mapping {
             let parent_key = rows[0].source_id.clone();
             let mut seen = std::collections::HashSet::new();
             for (i, item) in items.iter().enumerate() {
-                match map_rows(&child.rows, item, Some(obj), Some(&parent_key), Some(i)) {
+                let child_scope = Scope {
+                    obj: item,
+                    parent: Some(obj),
+                    index: Some(i),
+                    ci,
+                };
+                match map_rows(&child.rows, child_scope, Some(&parent_key)) {
                     // The same key twice in one record: order lines must be distinct
                     // (a data error); reference rows such as products are kept once.
                     Ok(r) if !seen.insert(r.source_id.clone()) => {
@@ -526,8 +802,7 @@ impl Mapping {
                                 "invalid_value",
                                 format!(
                                     "{}[{i}]: key {} appears twice in the record",
-                                    child.path.join("."),
-                                    r.source_id
+                                    child.label, r.source_id
                                 ),
                             );
                         }
@@ -535,11 +810,7 @@ impl Mapping {
                     Ok(r) => rows.push(r),
                     Err(("missing_key", _)) if child.optional => {}
                     Err((reason, message)) => {
-                        return rejected(
-                            name,
-                            reason,
-                            format!("{}[{i}]: {message}", child.path.join(".")),
-                        )
+                        return rejected(name, reason, format!("{}[{i}]: {message}", child.label))
                     }
                 }
             }
@@ -568,9 +839,44 @@ fn rejected(record_type: Option<String>, reason: &str, message: String) -> Mappe
     }
 }
 
-fn type_matches(w: &TypeMatch, ty: &str) -> bool {
-    w.equals.as_deref().is_none_or(|e| e == ty)
-        && w.ends_with.as_deref().is_none_or(|e| ty.ends_with(e))
+/// True when any of the conditions holds for the record.
+fn any_holds(
+    when: &[CompiledMatch],
+    record: &Value,
+    type_path: Option<&[String]>,
+    ci: bool,
+) -> bool {
+    when.iter().any(|m| {
+        let path = m.path.as_deref().or(type_path);
+        let value = path.and_then(|p| get_path(record, p, ci));
+        condition_holds(&m.test, value)
+    })
+}
+
+fn condition_holds(t: &TypeMatch, value: Option<&Value>) -> bool {
+    let present = value.is_some_and(|v| !v.is_null());
+    if t.exists.is_some_and(|e| e != present) {
+        return false;
+    }
+    let text = match value {
+        Some(Value::String(s)) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+        Some(Value::Number(n)) => Some(n.to_string().into()),
+        Some(Value::Bool(b)) => Some(b.to_string().into()),
+        _ => None,
+    };
+    let tests_text = t.equals.is_some()
+        || t.one_of.is_some()
+        || t.starts_with.is_some()
+        || t.ends_with.is_some();
+    let Some(text) = text else {
+        return !tests_text;
+    };
+    t.equals.as_deref().is_none_or(|e| e == text)
+        && t.one_of
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|e| *e == text))
+        && t.starts_with.as_deref().is_none_or(|e| text.starts_with(e))
+        && t.ends_with.as_deref().is_none_or(|e| text.ends_with(e))
 }
 
 /// Splits `a.b.c` into keys; an empty path is the empty list.
@@ -581,11 +887,11 @@ pub fn split_path(p: &str) -> Vec<String> {
         .collect()
 }
 
-fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+fn get_path<'a>(v: &'a Value, path: &[String], ci: bool) -> Option<&'a Value> {
     let mut cur = v;
     for k in path {
         cur = match cur {
-            Value::Object(m) => m.get(k)?,
+            Value::Object(m) => object_get(m, k, ci)?,
             Value::Array(a) => a.get(k.parse::<usize>().ok()?)?,
             _ => return None,
         };
@@ -595,38 +901,61 @@ fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 type Reject = (&'static str, String);
 
-/// Reads a dot path; `^path` reads the parent record, `#index` is the 1-based
-/// position of a nested row in its array.
-fn lookup(
-    path: &str,
-    obj: &Map<String, Value>,
-    parent: Option<&Map<String, Value>>,
+/// Where a field's paths are read: the object being mapped, its parent record
+/// (nested rows), its 1-based position among its siblings, and whether object
+/// keys compare without case.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    obj: &'a Map<String, Value>,
+    parent: Option<&'a Map<String, Value>>,
     index: Option<usize>,
-) -> Value {
-    if path == "#index" {
-        return index.map_or(Value::Null, |i| Value::from(i + 1));
-    }
-    let (src, p) = match path.strip_prefix('^') {
-        Some(rest) => (parent, rest),
-        None => (Some(obj), path),
-    };
-    let Some(src) = src else { return Value::Null };
-    let keys = split_path(p);
-    let Some((first, rest)) = keys.split_first() else {
-        return Value::Null;
-    };
-    src.get(first)
-        .and_then(|v| get_path(v, rest))
-        .cloned()
-        .unwrap_or(Value::Null)
+    ci: bool,
 }
 
-fn raw_value(
-    spec: &FieldSpec,
-    obj: &Map<String, Value>,
-    parent: Option<&Map<String, Value>>,
-    index: Option<usize>,
-) -> Value {
+/// Reads a dot path; `^path` reads the parent record, `#index` is the 1-based
+/// position of a nested row in its array.
+fn lookup(path: &str, scope: Scope<'_>) -> Value {
+    if path == "#index" {
+        return scope.index.map_or(Value::Null, |i| Value::from(i + 1));
+    }
+    let (src, p) = match path.strip_prefix('^') {
+        Some(rest) => (scope.parent, rest),
+        None => (Some(scope.obj), path),
+    };
+    let Some(src) = src else { return Value::Null };
+    let mut cur: Option<&Value> = None;
+    for (i, key) in p.split('.').filter(|k| !k.is_empty()).enumerate() {
+        let next = if i == 0 {
+            object_get(src, key, scope.ci)
+        } else {
+            match cur {
+                Some(Value::Object(m)) => object_get(m, key, scope.ci),
+                Some(Value::Array(a)) => key.parse::<usize>().ok().and_then(|n| a.get(n)),
+                _ => None,
+            }
+        };
+        match next {
+            Some(v) => cur = Some(v),
+            None => return Value::Null,
+        }
+    }
+    cur.cloned().unwrap_or(Value::Null)
+}
+
+/// A key of an object; with `ci`, a key that differs only in case also matches
+/// (Data Loader exports Salesforce fields as `ID`, `NAME`).
+fn object_get<'v>(m: &'v Map<String, Value>, key: &str, ci: bool) -> Option<&'v Value> {
+    match m.get(key) {
+        Some(v) => Some(v),
+        None if ci => m
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v),
+        None => None,
+    }
+}
+
+fn raw_value(spec: &FieldSpec, scope: Scope<'_>) -> Value {
     if let Some(v) = &spec.value {
         return v.clone();
     }
@@ -639,7 +968,7 @@ fn raw_value(
                 break;
             };
             let p = &rest[open + 1..open + close];
-            match lookup(p, obj, parent, index) {
+            match lookup(p, scope) {
                 Value::Null => return Value::Null,
                 Value::String(s) => out.push_str(&s),
                 other => out.push_str(&other.to_string()),
@@ -649,8 +978,19 @@ fn raw_value(
         out.push_str(rest);
         return Value::String(out);
     }
+    if let Some(paths) = &spec.first_of {
+        return paths
+            .iter()
+            .map(|p| lookup(p, scope))
+            .find(|v| match v {
+                Value::Null => false,
+                Value::String(s) => !s.trim().is_empty(),
+                _ => true,
+            })
+            .unwrap_or(Value::Null);
+    }
     match &spec.path {
-        Some(p) => lookup(p, obj, parent, index),
+        Some(p) => lookup(p, scope),
         None => Value::Null,
     }
 }
@@ -659,6 +999,11 @@ fn describe(spec: &FieldSpec) -> String {
     spec.path
         .clone()
         .or_else(|| spec.template.clone())
+        .or_else(|| {
+            spec.first_of
+                .as_ref()
+                .map(|p| format!("first of {}", p.join(", ")))
+        })
         .unwrap_or_else(|| "constant".into())
 }
 
@@ -671,36 +1016,55 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// Evaluates, validates and types one field. Ok(None) is NULL.
-#[allow(clippy::too_many_arguments)]
+/// Evaluates one field: its text for the column (None is NULL), or a warning
+/// when an invalid value is kept (`on_invalid: keep`), or the reason to quarantine.
 fn eval_field(
-    column: &str,
-    ty: ColType,
-    default: Option<&'static str>,
-    spec: &FieldSpec,
-    pattern: Option<&Regex>,
-    obj: &Map<String, Value>,
-    parent: Option<&Map<String, Value>>,
-    index: Option<usize>,
-) -> Result<Option<String>, Reject> {
+    f: &CompiledField,
+    scope: Scope<'_>,
+) -> Result<(Option<String>, Option<FieldWarning>), Reject> {
+    match eval_value(f, scope) {
+        Ok(Some(text)) => Ok((Some(text), None)),
+        Ok(None) if f.spec.required => Err((
+            "missing_required",
+            format!(
+                "`{}` (from {}) is required but missing",
+                f.column,
+                describe(&f.spec)
+            ),
+        )),
+        Ok(None) => Ok((f.default.map(str::to_string), None)),
+        Err((reason, message)) if f.spec.on_invalid == OnInvalid::Keep && !f.spec.required => Ok((
+            f.default.map(str::to_string),
+            Some(FieldWarning {
+                column: f.column.clone(),
+                reason: reason.to_string(),
+                message,
+            }),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Evaluates, validates and types one field's value. Ok(None) is NULL (after
+/// the fallback, if any).
+fn eval_value(f: &CompiledField, scope: Scope<'_>) -> Result<Option<String>, Reject> {
+    let spec = &f.spec;
+    let column = f.column.as_str();
     let what = || format!("`{column}` (from {})", describe(spec));
-    let raw = raw_value(spec, obj, parent, index);
-    let v =
-        apply(raw, &spec.transforms).map_err(|e| (e.code, format!("{}: {}", what(), e.message)))?;
+    let raw = raw_value(spec, scope);
+    let v = apply_with(raw, &spec.transforms, &|p| lookup(p, scope))
+        .map_err(|e| (e.code, format!("{}: {}", what(), e.message)))?;
     if v.is_null() {
-        if spec.required {
-            return Err((
-                "missing_required",
-                format!("{} is required but missing", what()),
-            ));
-        }
-        return Ok(default.map(str::to_string));
+        return match &f.fallback {
+            Some(fb) => eval_value(fb, scope),
+            None => Ok(None),
+        };
     }
     if spec.not_blank && v.as_str().is_some_and(|s| s.trim().is_empty()) {
         return Err(("blank", format!("{} must not be blank", what())));
     }
-    let text = to_column_text(ty, &v).map_err(|(code, m)| (code, format!("{}: {m}", what())))?;
-    if let Some(re) = pattern {
+    let text = to_column_text(f.ty, &v).map_err(|(code, m)| (code, format!("{}: {m}", what())))?;
+    if let Some(re) = &f.pattern {
         if !re.is_match(&text) {
             return Err((
                 "pattern_mismatch",
@@ -848,14 +1212,13 @@ fn to_column_text(ty: ColType, v: &Value) -> Result<String, Reject> {
 
 fn map_rows(
     rows: &CompiledRows,
-    obj: &Map<String, Value>,
-    parent: Option<&Map<String, Value>>,
+    scope: Scope<'_>,
     parent_key: Option<&str>,
-    index: Option<usize>,
 ) -> Result<MappedRow, Reject> {
+    let (obj, parent) = (scope.obj, scope.parent);
     let key = {
-        let raw = raw_value(&rows.key, obj, parent, index);
-        let v = apply(raw, &rows.key.transforms)
+        let raw = raw_value(&rows.key, scope);
+        let v = apply_with(raw, &rows.key.transforms, &|p| lookup(p, scope))
             .map_err(|e| (e.code, format!("key: {}", e.message)))?;
         match v {
             Value::String(s) if !s.trim().is_empty() => s,
@@ -870,25 +1233,28 @@ fn map_rows(
     };
     let mut values = Vec::with_capacity(rows.fields.len());
     let mut version = None;
+    let mut warnings = Vec::new();
+    let mut kept: Vec<&String> = Vec::new();
     for f in &rows.fields {
-        let v = eval_field(
-            &f.column,
-            f.ty,
-            f.default,
-            &f.spec,
-            f.pattern.as_ref(),
-            obj,
-            parent,
-            index,
-        )?;
+        let (v, warning) = eval_field(f, scope)?;
+        if let Some(w) = warning {
+            kept.extend(f.source_keys.iter());
+            warnings.push(w);
+        }
         if rows.version_field.as_deref() == Some(f.column.as_str()) {
             version = v.clone();
         }
         values.push((f.column.clone(), v));
     }
+    let in_set = |set: &BTreeSet<String>, k: &String| {
+        set.contains(k) || (scope.ci && set.iter().any(|u| u.eq_ignore_ascii_case(k)))
+    };
     let attributes: Map<String, Value> = obj
         .iter()
-        .filter(|(k, _)| !rows.used_top_keys.contains(*k) && !rows.exclude.contains(*k))
+        .filter(|(k, _)| {
+            (!in_set(&rows.used_top_keys, k) && !in_set(&rows.exclude, k))
+                || kept.iter().any(|c| c.eq_ignore_ascii_case(k))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(MappedRow {
@@ -899,6 +1265,8 @@ fn map_rows(
         values,
         attributes,
         version,
+        warnings,
+        keep_children: false,
     })
 }
 
@@ -913,16 +1281,30 @@ pub struct MappingSource {
     pub text: String,
 }
 
+/// The top-level key a path consumes: only a whole top-level field is left out
+/// of `attributes`; a path into an object (`Account.Name`, `default_address.city`)
+/// leaves the object in `attributes` with its other fields.
 fn top_key(path: &str) -> Option<String> {
     if path.starts_with('^') || path.starts_with('#') {
         return None;
     }
-    split_path(path).into_iter().next()
+    let mut parts = split_path(path);
+    if parts.len() == 1 {
+        parts.pop()
+    } else {
+        None
+    }
 }
 
 fn used_keys(spec: &FieldSpec, into: &mut BTreeSet<String>) {
     if let Some(p) = &spec.path {
         into.extend(top_key(p));
+    }
+    for p in spec.first_of.iter().flatten() {
+        into.extend(top_key(p));
+    }
+    if let Some(fb) = &spec.fallback {
+        used_keys(&fb.spec(), into);
     }
     if let Some(t) = &spec.template {
         let mut rest = t.as_str();
@@ -999,19 +1381,76 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             )),
         }
     }
-    if spec.format.kind == FormatKind::Json
-        && spec.format.records.as_deref().is_none_or(str::is_empty)
+    let kinds = spec.format.kind.as_slice();
+    if kinds.is_empty() {
+        d.push(
+            Diagnostic::new(f, at(&["format", "kind"]), "`kind` lists no format")
+                .help("use json, ndjson, csv or a list of them"),
+        );
+    }
+    let record_paths = spec
+        .format
+        .records
+        .as_ref()
+        .map_or(&[][..], OneOrMany::as_slice);
+    if kinds.contains(&FormatKind::Json) && record_paths.is_empty() && spec.format.single.is_empty()
     {
         d.push(
             Diagnostic::new(
                 f,
                 at(&["format"]),
-                "a json format needs `records:`, the dot path of the record array",
+                "a json format needs `records:` (the dot path of the record array) or `single:` (the path of a one-record object)",
             )
             .help(
-                "for example `records: records` (Salesforce) or `records: d.results` (SAP OData)",
+                "for example `records: records` (Salesforce) or `records: d.results` (SAP OData); `single: [\".\"]` when the document is the record",
             ),
         );
+    }
+    if record_paths.iter().any(|p| split_path(p).is_empty()) && record_paths.len() > 1 {
+        d.push(Diagnostic::new(
+            f,
+            at(&["format", "records"]),
+            "an empty records path (the document is the array) cannot be combined with other paths",
+        ));
+    }
+    if !kinds.contains(&FormatKind::Json)
+        && (!record_paths.is_empty() || !spec.format.single.is_empty())
+    {
+        d.push(Diagnostic::new(
+            f,
+            at(&["format"]),
+            "`records` and `single` describe JSON documents, but `kind` does not list json",
+        ));
+    }
+    let compile_when = |what: &str,
+                        when: &[TypeMatch],
+                        pos: (usize, usize),
+                        d: &mut Vec<Diagnostic>|
+     -> Vec<CompiledMatch> {
+        when.iter()
+            .map(|m| {
+                let tests = m.equals.is_some() || m.one_of.is_some() || m.starts_with.is_some() || m.ends_with.is_some() || m.exists.is_some();
+                if !tests {
+                    d.push(Diagnostic::new(f, pos, format!("{what}: a condition tests nothing")).help("give equals, one_of, starts_with, ends_with or exists"));
+                }
+                if m.path.is_none() && spec.type_field.is_none() {
+                    d.push(Diagnostic::new(f, pos, format!("{what}: a condition without `path` compares `type_field`, which is not set")).help("set `type_field` or give the condition a `path`"));
+                }
+                CompiledMatch { path: m.path.as_deref().map(split_path), test: m.clone() }
+            })
+            .collect()
+    };
+    let mut skips = Vec::new();
+    for (i, rule) in spec.skip.iter().enumerate() {
+        let pos = yaml_key_position(y, &["skip"]);
+        let pos = (pos.0 + i, pos.1);
+        if rule.reason.trim().is_empty() {
+            d.push(Diagnostic::new(f, pos, "a skip rule needs a `reason`"));
+        }
+        skips.push((
+            compile_when("skip", rule.when.as_slice(), pos, &mut d),
+            rule.reason.clone(),
+        ));
     }
     if spec.records.is_empty() {
         d.push(Diagnostic::new(
@@ -1020,12 +1459,19 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             "no record types declared",
         ));
     }
-    if spec.records.len() > 1 && spec.type_field.is_none() {
-        d.push(Diagnostic::new(
-            f,
-            at(&["records"]),
-            "several record types need `type_field` to tell them apart",
-        ));
+    if spec.records.len() > 1
+        && spec.records[..spec.records.len() - 1]
+            .iter()
+            .any(|r| r.when.is_none())
+    {
+        d.push(
+            Diagnostic::new(
+                f,
+                at(&["records"]),
+                "several record types need `when` to tell them apart (only the last may go without)",
+            )
+            .help("for example `when: {equals: Account}` with `type_field: attributes.type`, or `when: {path: line_items, exists: true}`"),
+        );
     }
     let mut compiled = Vec::new();
     for (i, r) in spec.records.iter().enumerate() {
@@ -1064,14 +1510,14 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
                     ),
                 ));
             }
-            let path = split_path(&c.path);
-            if let Some(first) = path.first() {
+            let paths: Vec<Vec<String>> = c.path.as_slice().iter().map(|p| split_path(p)).collect();
+            for first in paths.iter().filter_map(|p| p.first()) {
                 rows.used_top_keys.insert(first.clone());
             }
             let crows = compile_rows(
                 f,
                 line,
-                &format!("{}.{}", r.name, c.path),
+                &format!("{}.{}", r.name, c.path.as_slice().join("|")),
                 c.entity,
                 &c.key,
                 &c.fields,
@@ -1080,15 +1526,21 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
                 &mut d,
             );
             children.push(CompiledChild {
-                path,
+                label: c.path.as_slice().first().cloned().unwrap_or_default(),
+                paths,
                 min_items: c.min_items,
                 optional: c.optional,
+                not_expanded_key: c.not_expanded_key.clone(),
                 rows: crows,
             });
         }
+        let when = match &r.when {
+            Some(w) => compile_when(&format!("record `{}`", r.name), w.as_slice(), line, &mut d),
+            None => Vec::new(),
+        };
         compiled.push(CompiledRecord {
             name: r.name.clone(),
-            when: r.when.clone(),
+            when,
             rows,
             children,
         });
@@ -1114,6 +1566,7 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             file: src.file.clone(),
             keys,
             records: compiled,
+            skips,
             type_path,
         }),
         d,
@@ -1134,6 +1587,87 @@ fn record_line(y: &str, i: usize) -> (usize, usize) {
         })
 }
 
+/// Checks one field definition (and its fallback) for a column.
+fn compile_field(
+    f: &str,
+    line: (usize, usize),
+    what: &str,
+    column: &str,
+    col: &crate::canonical::Column,
+    spec: FieldSpec,
+    d: &mut Vec<Diagnostic>,
+) -> CompiledField {
+    let sources = [
+        spec.path.is_some(),
+        spec.template.is_some(),
+        spec.value.is_some(),
+        spec.first_of.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if sources != 1 {
+        d.push(Diagnostic::new(
+            f,
+            line,
+            format!(
+                "{what}: field `{column}` needs exactly one of path, template, first_of or value"
+            ),
+        ));
+    }
+    if spec.first_of.as_ref().is_some_and(Vec::is_empty) {
+        d.push(Diagnostic::new(
+            f,
+            line,
+            format!("{what}: `first_of` of `{column}` lists no paths"),
+        ));
+    }
+    let pattern = match spec
+        .pattern
+        .as_deref()
+        .map(|p| Regex::new(&format!("^(?:{p})$")))
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            d.push(Diagnostic::new(
+                f,
+                line,
+                format!("{what}: pattern of `{column}` does not compile: {e}"),
+            ));
+            None
+        }
+        None => None,
+    };
+    let mut source_keys = BTreeSet::new();
+    if let Some(p) = &spec.path {
+        source_keys.extend(top_key(p));
+    }
+    for p in spec.first_of.iter().flatten() {
+        source_keys.extend(top_key(p));
+    }
+    let fallback = spec.fallback.as_ref().map(|fb| {
+        let fb_spec = fb.spec();
+        if fb_spec.required || fb_spec.fallback.is_some() && fb_spec.on_invalid != spec.on_invalid
+        {
+            d.push(Diagnostic::new(
+                f,
+                line,
+                format!("{what}: the fallback of `{column}` cannot set `required` or a different `on_invalid`; set them on the field"),
+            ));
+        }
+        Box::new(compile_field(f, line, what, column, col, fb_spec, d))
+    });
+    CompiledField {
+        column: column.to_string(),
+        ty: col.ty,
+        default: col.default,
+        spec,
+        pattern,
+        source_keys: source_keys.into_iter().collect(),
+        fallback,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn compile_rows(
     f: &str,
@@ -1151,22 +1685,6 @@ fn compile_rows(
     used_keys(&key, &mut used);
     let mut out = Vec::new();
     for (column, def) in fields {
-        let spec = def.spec();
-        let sources = [
-            spec.path.is_some(),
-            spec.template.is_some(),
-            spec.value.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if sources != 1 {
-            d.push(Diagnostic::new(
-                f,
-                line,
-                format!("{what}: field `{column}` needs exactly one of path, template or value"),
-            ));
-        }
         let Some(col) = entity.column(column) else {
             let known: Vec<&str> = entity.columns().iter().map(|c| c.name).collect();
             d.push(
@@ -1182,30 +1700,9 @@ fn compile_rows(
             );
             continue;
         };
-        let pattern = match spec
-            .pattern
-            .as_deref()
-            .map(|p| Regex::new(&format!("^(?:{p})$")))
-        {
-            Some(Ok(r)) => Some(r),
-            Some(Err(e)) => {
-                d.push(Diagnostic::new(
-                    f,
-                    line,
-                    format!("{what}: pattern of `{column}` does not compile: {e}"),
-                ));
-                None
-            }
-            None => None,
-        };
+        let spec = def.spec();
         used_keys(&spec, &mut used);
-        out.push(CompiledField {
-            column: column.clone(),
-            ty: col.ty,
-            default: col.default,
-            spec,
-            pattern,
-        });
+        out.push(compile_field(f, line, what, column, col, spec, d));
     }
     for col in entity.columns().iter().filter(|c| c.required) {
         if !fields.contains_key(col.name) {

@@ -166,7 +166,9 @@ pub enum StreamError {
         path: String,
     },
     /// No declared shape matched the document.
-    #[error("the file has none of the shapes this source reads: expected {expected}; found {found}")]
+    #[error(
+        "the file has none of the shapes this source reads: expected {expected}; found {found}"
+    )]
     NoShape {
         /// The shapes, described.
         expected: String,
@@ -210,11 +212,9 @@ pub fn stream_records<R: std::io::Read>(
 ) -> Result<StreamSummary, StreamError> {
     let reader = skip_bom(reader)?;
     match format {
-        RecordFormat::JsonDocument { records_path } => stream_document(
-            reader,
-            &[DocShape::Array(records_path.clone())],
-            on_item,
-        ),
+        RecordFormat::JsonDocument { records_path } => {
+            stream_document(reader, &[DocShape::Array(records_path.clone())], on_item)
+        }
         RecordFormat::Ndjson { max_line_bytes } => {
             stream_ndjson(reader, *max_line_bytes, 0, on_item)
         }
@@ -347,16 +347,12 @@ fn stream_detected<B: BufRead>(
     let reader = Cursor::new(prefix).chain(reader);
     match kind {
         Detected::Empty => Ok(StreamSummary::default()),
-        Detected::Document if layouts.document.is_empty() => Err(StreamError::Ambiguous(
-            format!("the file is one JSON document, but this source reads {}", accepts()),
-        )),
+        Detected::Document if layouts.document.is_empty() => Err(StreamError::Ambiguous(format!(
+            "the file is one JSON document, but this source reads {}",
+            accepts()
+        ))),
         Detected::Document => stream_document(reader, &layouts.document, on_item),
-        Detected::Ndjson => stream_ndjson(
-            reader,
-            layouts.ndjson.unwrap_or(usize::MAX),
-            0,
-            on_item,
-        ),
+        Detected::Ndjson => stream_ndjson(reader, layouts.ndjson.unwrap_or(usize::MAX), 0, on_item),
         Detected::Csv => stream_csv(reader, on_item),
     }
 }
@@ -1781,10 +1777,7 @@ mod tests {
             ndjson: None,
             csv: false,
         });
-        let (r, _) = collect(
-            &br#"{"records":[1],"result":{"records":[2]}}"#[..],
-            &f,
-        );
+        let (r, _) = collect(&br#"{"records":[1],"result":{"records":[2]}}"#[..], &f);
         assert!(
             matches!(&r, Err(StreamError::Ambiguous(m)) if m.contains("both")),
             "{r:?}"
@@ -1793,11 +1786,17 @@ mod tests {
 
     #[test]
     fn detect_truncated_ndjson_fails_the_file() {
-        let (r, items) = collect(&b"{\"id\":1}\n{\"id\":2}\n{\"id\":3, \"na"[..], &shop_layouts());
+        let (r, items) = collect(
+            &b"{\"id\":1}\n{\"id\":2}\n{\"id\":3, \"na"[..],
+            &shop_layouts(),
+        );
         assert_eq!(items.len(), 2);
         match r {
             Err(e @ StreamError::Truncated(_)) => {
-                assert!(e.to_string().contains("line 3, the last line, is cut off"), "{e}")
+                assert!(
+                    e.to_string().contains("line 3, the last line, is cut off"),
+                    "{e}"
+                )
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -1838,7 +1837,8 @@ mod tests {
         let (r, _) = collect(&b"Id,Name,Amount\n1,a,2\n2,b"[..], &csv_layouts());
         match r {
             Err(e @ StreamError::Truncated(_)) => assert!(
-                e.to_string().starts_with("CSV row 3 has 2 field(s) but the header has 3"),
+                e.to_string()
+                    .starts_with("CSV row 3 has 2 field(s) but the header has 3"),
                 "{e}"
             ),
             other => panic!("unexpected {other:?}"),

@@ -75,8 +75,8 @@ pub enum Transform {
     /// Any of the timestamp forms of `salesforce_datetime`, `sap_date` and
     /// `iso8601`, detected from the text.
     Timestamp,
-    /// A JSON number or a numeric string (`"8466.00"`, `" -1.5 "`; no exponents in
-    /// strings) to a decimal string with exactly this many digits after the point,
+    /// A JSON number or a numeric string (`"8466.00"`, `" -1.5 "`, `"3.5E8"`) to a
+    /// decimal string with exactly this many digits after the point,
     /// rounded half away from zero.
     Decimal(u32),
     /// A money amount: the same as `decimal: 2`.
@@ -99,14 +99,15 @@ pub enum Transform {
     Suffix(String),
     /// Removes this text from the start of a string when it is there.
     StripPrefix(String),
-    /// Splits a string at every `separator` and keeps the `index`-th piece (from 0);
-    /// `null` when there is no such piece. E-mail domain: `{split: {separator: "@",
-    /// index: 1}}`.
+    /// Splits a string at every `separator` and keeps the `index`-th piece (from 0;
+    /// negative counts from the end, -1 is the last); `null` when there is no such
+    /// piece. E-mail domain: `{split: {separator: "@", index: 1}}`; the id at the end
+    /// of a Salesforce record URL: `{split: {separator: "/", index: -1}}`.
     Split {
         /// The text to split at; must not be empty.
         separator: String,
-        /// Which piece to keep, counting from 0.
-        index: usize,
+        /// Which piece to keep, counting from 0, or from the end when negative.
+        index: i64,
     },
     /// Left-pads a string with `fill` to at least `width` characters (SAP leading
     /// zeros: `{pad: {width: 10, fill: "0"}}`). Longer strings pass unchanged.
@@ -142,6 +143,14 @@ pub enum Transform {
     /// Milliseconds since 1970-01-01 UTC (a number or numeric text) to a UTC
     /// timestamp.
     EpochMillis,
+    /// A date or date-time written in this chrono/strftime pattern (`"%m/%d/%Y"`,
+    /// `"%d.%m.%Y %H:%M"`), read as UTC unless the pattern has an offset (`%z`),
+    /// to a UTC timestamp. Patterns say what a locale's dates mean; nothing is guessed.
+    DateFormat(String),
+    /// Tries each chain of steps in turn and keeps the first that succeeds; fails
+    /// with every chain's reason when none does. Several date styles in one field:
+    /// `{any_of: [[sap_date], [iso8601], [{date_format: "%m/%d/%Y"}]]}`.
+    AnyOf(Vec<Vec<Transform>>),
 }
 
 fn default_fill() -> char {
@@ -240,6 +249,8 @@ pub fn transform_names() -> Vec<&'static str> {
         "minor_units",
         "epoch_seconds",
         "epoch_millis",
+        "date_format",
+        "any_of",
     ]
 }
 
@@ -273,6 +284,8 @@ impl Transform {
             Transform::MinorUnits { .. } => "minor_units",
             Transform::EpochSeconds => "epoch_seconds",
             Transform::EpochMillis => "epoch_millis",
+            Transform::DateFormat(_) => "date_format",
+            Transform::AnyOf(_) => "any_of",
         }
     }
 }
@@ -414,9 +427,16 @@ fn apply_step(
                 ));
             }
             with_string(value, step, |s| {
-                Ok(s.split(separator.as_str())
-                    .nth(*index)
-                    .map_or(Value::Null, Value::from))
+                let piece = if *index >= 0 {
+                    usize::try_from(*index)
+                        .ok()
+                        .and_then(|i| s.split(separator.as_str()).nth(i))
+                } else {
+                    usize::try_from(-(index + 1))
+                        .ok()
+                        .and_then(|i| s.rsplit(separator.as_str()).nth(i))
+                };
+                Ok(piece.map_or(Value::Null, Value::from))
             })
         }
         Transform::Pad { width, fill } => with_string(value, step, |s| {
@@ -443,6 +463,53 @@ fn apply_step(
         } => minor_units(value, step, &lookup(currency), exponents),
         Transform::EpochSeconds => epoch(value, step, 1),
         Transform::EpochMillis => epoch(value, step, 1000),
+        Transform::DateFormat(pattern) => with_string(value, step, |s| {
+            let t = s.trim();
+            let parsed = DateTime::parse_from_str(t, pattern)
+                .ok()
+                .or_else(|| {
+                    chrono::NaiveDateTime::parse_from_str(t, pattern)
+                        .ok()
+                        .map(|n| n.and_utc().fixed_offset())
+                })
+                .or_else(|| {
+                    NaiveDate::parse_from_str(t, pattern)
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .map(|n| n.and_utc().fixed_offset())
+                });
+            match parsed {
+                Some(dt) => timestamp_value(dt, s),
+                None => Err(TransformError::date(format!(
+                    "{} does not match the date pattern {}",
+                    quote_str(s),
+                    quote_str(pattern)
+                ))),
+            }
+        }),
+        Transform::AnyOf(chains) => {
+            let mut reasons = Vec::new();
+            for chain in chains {
+                match apply_with(value.clone(), chain, lookup) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => reasons.push(e),
+                }
+            }
+            let code = reasons.first().map_or("invalid_value", |e| e.code);
+            let all_same = reasons.iter().all(|e| e.code == code);
+            Err(TransformError {
+                code: if all_same { code } else { "invalid_value" },
+                message: if reasons.is_empty() {
+                    "any_of lists no alternatives".to_string()
+                } else {
+                    reasons
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; nor ")
+                },
+            })
+        }
     }
 }
 
@@ -532,9 +599,7 @@ fn epoch(value: Value, step: &Transform, per_second: i64) -> Result<Value, Trans
     let exact = decimal(Value::String(original.clone()), step, 3)?;
     let text = exact.as_str().unwrap_or_default();
     let (int, frac) = text.split_once('.').unwrap_or((text, "0"));
-    let whole: i64 = int
-        .parse()
-        .map_err(|_| out_of_range_date(&original))?;
+    let whole: i64 = int.parse().map_err(|_| out_of_range_date(&original))?;
     let frac_ms: i64 = frac.parse().unwrap_or(0);
     let ms = if per_second == 1 {
         whole
@@ -544,7 +609,8 @@ fn epoch(value: Value, step: &Transform, per_second: i64) -> Result<Value, Trans
         Some(whole)
     }
     .ok_or_else(|| out_of_range_date(&original))?;
-    let dt = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| out_of_range_date(&original))?;
+    let dt =
+        DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| out_of_range_date(&original))?;
     timestamp_text(dt, &original).map(Value::String)
 }
 
@@ -850,12 +916,14 @@ fn increment(digits: &mut Vec<u8>) {
 /// The decimal text of a number value or numeric string; floats use their shortest
 /// round-trip text, so `0.005` is exactly 0.005.
 fn number_text(value: &Value, step: &Transform) -> Result<DecimalText, TransformError> {
-    let (text, is_string) = match value {
-        Value::Number(n) => (n.to_string(), false),
-        Value::String(s) => (s.trim().to_string(), true),
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
         other => return Err(wrong_type(step, "a number or numeric string", other)),
     };
-    DecimalText::parse(&text, !is_string).map_err(|problem| {
+    // Exponents are read exactly in numbers and text alike: Salesforce Data Loader
+    // writes currency fields such as `"3.5E8"`.
+    DecimalText::parse(&text, true).map_err(|problem| {
         let shown = quote(value);
         TransformError::number(match problem {
             NumberProblem::NotANumber => format!("{shown} is not a number"),
@@ -1281,10 +1349,16 @@ mod tests {
 
     #[test]
     fn transform_decimal_rejects() {
-        for bad in ["1e3", "1E-2"] {
-            let e = fail(json!(bad), &[Transform::Money]);
-            assert_eq!(e.code, "invalid_number", "{bad}");
-            assert!(e.message.contains("exponents"), "{}", e.message);
+        // Exponents in text are read exactly (Data Loader writes "3.5E8").
+        for (text, money) in [
+            ("1e3", "1000.00"),
+            ("1E-2", "0.01"),
+            ("3.5E8", "350000000.00"),
+        ] {
+            assert_eq!(
+                apply(json!(text), &[Transform::Money]).unwrap(),
+                json!(money)
+            );
         }
         for bad in [
             "",
@@ -1337,7 +1411,7 @@ mod tests {
             "invalid_number"
         );
         assert_eq!(fail(json!(1e20), &i).code, "invalid_number");
-        assert_eq!(fail(json!("1e3"), &i).code, "invalid_number");
+        assert_eq!(apply(json!("1e3"), &i).unwrap(), json!(1000));
         assert_eq!(fail(json!("twelve"), &i).code, "invalid_number");
         assert_eq!(fail(json!(false), &i).code, "invalid_type");
     }
@@ -1675,6 +1749,8 @@ mod tests {
             },
             Transform::EpochSeconds,
             Transform::EpochMillis,
+            Transform::DateFormat("%Y".into()),
+            Transform::AnyOf(vec![]),
         ];
         let serialized: Vec<String> = samples
             .iter()
@@ -1744,22 +1820,55 @@ mod tests {
     fn minor_units_follow_the_currency_exponent() {
         let steps: Vec<Transform> =
             serde_yaml::from_str("[{minor_units: {currency: currency}}]").unwrap();
-        let with = |cur: &'static str| move |p: &str| if p == "currency" { json!(cur) } else { Value::Null };
-        assert_eq!(apply_with(json!(7200), &steps, &with("usd")).unwrap(), json!("72.00"));
-        assert_eq!(apply_with(json!(5), &steps, &with("EUR")).unwrap(), json!("0.05"));
-        assert_eq!(apply_with(json!(-150), &steps, &with("eur")).unwrap(), json!("-1.50"));
-        assert_eq!(apply_with(json!(5000), &steps, &with("jpy")).unwrap(), json!("5000"));
-        assert_eq!(apply_with(json!("1234"), &steps, &with("BHD")).unwrap(), json!("1.234"));
-        assert_eq!(apply_with(json!(0), &steps, &with("usd")).unwrap(), json!("0.00"));
+        let with = |cur: &'static str| {
+            move |p: &str| {
+                if p == "currency" {
+                    json!(cur)
+                } else {
+                    Value::Null
+                }
+            }
+        };
+        assert_eq!(
+            apply_with(json!(7200), &steps, &with("usd")).unwrap(),
+            json!("72.00")
+        );
+        assert_eq!(
+            apply_with(json!(5), &steps, &with("EUR")).unwrap(),
+            json!("0.05")
+        );
+        assert_eq!(
+            apply_with(json!(-150), &steps, &with("eur")).unwrap(),
+            json!("-1.50")
+        );
+        assert_eq!(
+            apply_with(json!(5000), &steps, &with("jpy")).unwrap(),
+            json!("5000")
+        );
+        assert_eq!(
+            apply_with(json!("1234"), &steps, &with("BHD")).unwrap(),
+            json!("1.234")
+        );
+        assert_eq!(
+            apply_with(json!(0), &steps, &with("usd")).unwrap(),
+            json!("0.00")
+        );
         let err = apply_with(json!(10), &steps, &with("XYZ")).unwrap_err();
         assert!(err.message.contains("\"XYZ\""), "{}", err.message);
         let err = apply_with(json!(10), &steps, &|_| Value::Null).unwrap_err();
-        assert!(err.message.contains("needs the currency"), "{}", err.message);
+        assert!(
+            err.message.contains("needs the currency"),
+            "{}",
+            err.message
+        );
         assert!(apply_with(json!(10.5), &steps, &with("usd")).is_err());
         let over: Vec<Transform> =
             serde_yaml::from_str("[{minor_units: {currency: c, exponents: {ISK: 2}}}]").unwrap();
         let isk = |p: &str| if p == "c" { json!("isk") } else { Value::Null };
-        assert_eq!(apply_with(json!(1000), &over, &isk).unwrap(), json!("10.00"));
+        assert_eq!(
+            apply_with(json!(1000), &over, &isk).unwrap(),
+            json!("10.00")
+        );
     }
 
     #[test]
@@ -1777,7 +1886,9 @@ mod tests {
             json!("2023-03-10T09:37:42+00:00")
         );
         assert_eq!(
-            apply(json!("soon"), &[Transform::EpochSeconds]).unwrap_err().code,
+            apply(json!("soon"), &[Transform::EpochSeconds])
+                .unwrap_err()
+                .code,
             "invalid_number"
         );
     }
@@ -1786,13 +1897,52 @@ mod tests {
     fn salesforce_datetimes_in_every_form_the_apis_write() {
         let s = [Transform::SalesforceDatetime];
         for (input, out) in [
-            (json!("2024-06-01T10:00:00.000+0000"), "2024-06-01T10:00:00+00:00"),
-            (json!("2024-06-01T10:00:00.000Z"), "2024-06-01T10:00:00+00:00"),
-            (json!("2024-06-01T12:00:00+02:00"), "2024-06-01T10:00:00+00:00"),
+            (
+                json!("2024-06-01T10:00:00.000+0000"),
+                "2024-06-01T10:00:00+00:00",
+            ),
+            (
+                json!("2024-06-01T10:00:00.000Z"),
+                "2024-06-01T10:00:00+00:00",
+            ),
+            (
+                json!("2024-06-01T12:00:00+02:00"),
+                "2024-06-01T10:00:00+00:00",
+            ),
             (json!("2024-06-01"), "2024-06-01T00:00:00+00:00"),
             (json!(1_717_236_000_000_i64), "2024-06-01T10:00:00+00:00"),
         ] {
             assert_eq!(apply(input.clone(), &s).unwrap(), json!(out), "{input}");
         }
+    }
+
+    #[test]
+    fn date_format_any_of_and_split_from_the_end() {
+        let steps: Vec<Transform> = serde_yaml::from_str(
+            r#"[{any_of: [[sap_date], [iso8601], [{date_format: "%m/%d/%Y"}]]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            apply(json!("3/15/2021"), &steps).unwrap(),
+            json!("2021-03-15T00:00:00+00:00")
+        );
+        assert_eq!(
+            apply(json!("/Date(1130112000000)/"), &steps).unwrap(),
+            json!("2005-10-24T00:00:00+00:00")
+        );
+        let err = apply(json!("15/3/2021"), &steps).unwrap_err();
+        assert_eq!(err.code, "invalid_date");
+        assert!(err.message.contains("nor"), "{}", err.message);
+        let steps: Vec<Transform> =
+            serde_yaml::from_str(r#"[{split: {separator: "/", index: -1}}]"#).unwrap();
+        assert_eq!(
+            apply(
+                json!("/services/data/v28.0/sobjects/Account/001i0000002ScjRAAS"),
+                &steps
+            )
+            .unwrap(),
+            json!("001i0000002ScjRAAS")
+        );
+        assert_eq!(apply(json!("001A"), &steps).unwrap(), json!("001A"));
     }
 }

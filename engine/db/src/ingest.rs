@@ -57,6 +57,14 @@ pub struct FileReport {
     pub stale: u64,
     /// Quarantined records by reason code.
     pub quarantined: BTreeMap<String, u64>,
+    /// Records left out by the mapping's skip rules, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Values kept in attributes because their column could not hold them, by
+    /// `entity.column` (details in `quarry.ingest_warnings`).
+    pub warnings: BTreeMap<String, u64>,
+    /// Records loaded without their nested rows (not expanded in the export); the
+    /// nested rows already stored were kept.
+    pub children_not_delivered: u64,
     pub error: Option<String>,
     pub elapsed_ms: u64,
 }
@@ -80,12 +88,21 @@ impl FileReport {
             unchanged: 0,
             stale: 0,
             quarantined: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            children_not_delivered: 0,
             error: None,
             elapsed_ms: 0,
         }
     }
     pub fn quarantined_total(&self) -> u64 {
         self.quarantined.values().sum()
+    }
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+    pub fn warnings_total(&self) -> u64 {
+        self.warnings.values().sum()
     }
 }
 
@@ -172,6 +189,9 @@ pub async fn ingest_with_format(
             report.unchanged = 0;
             report.stale = 0;
             report.quarantined.clear();
+            report.skipped.clear();
+            report.warnings.clear();
+            report.children_not_delivered = 0;
             let marked = client
                 .execute(
                     "UPDATE quarry.ingest_files SET status = 'failed', error = $2, finished_at = now(), records_read = $3 WHERE id = $1",
@@ -305,7 +325,16 @@ async fn claim(
 enum Chunk {
     Rows(Entity, Vec<u8>),
     Quarantine(Vec<u8>),
+    Warnings(Vec<u8>),
     Read(u64),
+}
+
+/// What the parser counted besides rows.
+#[derive(Default)]
+struct ParseCounts {
+    skipped: BTreeMap<String, u64>,
+    warnings: BTreeMap<String, u64>,
+    children_not_delivered: u64,
 }
 
 fn pg_type(ty: ColType) -> &'static str {
@@ -369,14 +398,15 @@ async fn load(
             })
             .collect();
         tx.batch_execute(&format!(
-            "CREATE TEMP TABLE stg_{t} (source_id text NOT NULL, _parent text, _main boolean NOT NULL, _pos bigint NOT NULL, _version timestamptz, attributes jsonb NOT NULL{extra}) ON COMMIT DROP",
+            "CREATE TEMP TABLE stg_{t} (source_id text NOT NULL, _parent text, _main boolean NOT NULL, _pos bigint NOT NULL, _version timestamptz, _keep boolean NOT NULL, attributes jsonb NOT NULL{extra}) ON COMMIT DROP",
             t = e.table(),
             extra = cols.iter().map(|c| format!(", {c}")).collect::<String>()
         ))
         .await?;
     }
     tx.batch_execute(
-        "CREATE TEMP TABLE stg_quarantine (position bigint, record_type text, raw_record text, reason_code text, message text) ON COMMIT DROP",
+        "CREATE TEMP TABLE stg_quarantine (position bigint, record_type text, raw_record text, reason_code text, message text) ON COMMIT DROP;
+         CREATE TEMP TABLE stg_warnings (position bigint, entity text, source_id text, column_name text, reason_code text, message text) ON COMMIT DROP",
     )
     .await?;
 
@@ -384,7 +414,8 @@ async fn load(
     let (txc, mut rxc) = tokio::sync::mpsc::channel::<Chunk>(8);
     let m = mapping.clone();
     let cols_for_parser = columns.clone();
-    let parser = tokio::task::spawn_blocking(move || -> Result<()> {
+    let own_format = format.is_none();
+    let parser = tokio::task::spawn_blocking(move || -> Result<ParseCounts> {
         // The content is hashed again while it is parsed: if it changed since the
         // ledger claim, what loads would not be what the ledger says was loaded.
         let reader = HashingReader {
@@ -394,6 +425,8 @@ async fn load(
         let mut reader = reader;
         let mut bufs: HashMap<Entity, Vec<u8>> = HashMap::new();
         let mut qbuf: Vec<u8> = Vec::new();
+        let mut wbuf: Vec<u8> = Vec::new();
+        let mut counts = ParseCounts::default();
         let mut read = 0u64;
         let send = |c: Chunk| {
             txc.blocking_send(c)
@@ -419,7 +452,14 @@ async fn load(
                 } => {
                     quarantine(&mut qbuf, position, None, &raw, "invalid_json", &error);
                 }
-                StreamItem::Record { position, value } => match m.map_record(&value) {
+                StreamItem::Record {
+                    position,
+                    value,
+                    whole,
+                } => match m.map_item(&value, whole)? {
+                    Mapped::Skipped { reason } => {
+                        *counts.skipped.entry(reason).or_default() += 1;
+                    }
                     Mapped::Rejected {
                         record_type,
                         reason,
@@ -436,12 +476,29 @@ async fn load(
                     }
                     Mapped::Rows { rows, .. } => {
                         for row in rows {
+                            if row.keep_children {
+                                counts.children_not_delivered += 1;
+                            }
+                            for w in &row.warnings {
+                                *counts
+                                    .warnings
+                                    .entry(format!("{}.{}", row.entity.table(), w.column))
+                                    .or_default() += 1;
+                                copy_field(&mut wbuf, Some(&position.to_string()), true);
+                                copy_field(&mut wbuf, Some(row.entity.table()), false);
+                                copy_field(&mut wbuf, Some(&row.source_id), false);
+                                copy_field(&mut wbuf, Some(&w.column), false);
+                                copy_field(&mut wbuf, Some(&w.reason), false);
+                                copy_field(&mut wbuf, Some(&w.message), false);
+                                wbuf.push(b'\n');
+                            }
                             let buf = bufs.entry(row.entity).or_default();
                             copy_field(buf, Some(&row.source_id), true);
                             copy_field(buf, row.parent_key.as_deref(), false);
                             copy_field(buf, Some(if row.main { "t" } else { "f" }), false);
                             copy_field(buf, Some(&position.to_string()), false);
                             copy_field(buf, row.version.as_deref(), false);
+                            copy_field(buf, Some(if row.keep_children { "t" } else { "f" }), false);
                             let attrs = serde_json::Value::Object(row.attributes).to_string();
                             copy_field(buf, Some(&attrs), false);
                             for c in &cols_for_parser[&row.entity] {
@@ -464,13 +521,22 @@ async fn load(
             if qbuf.len() >= COPY_CHUNK {
                 send(Chunk::Quarantine(std::mem::take(&mut qbuf)))?;
             }
+            if wbuf.len() >= COPY_CHUNK {
+                send(Chunk::Warnings(std::mem::take(&mut wbuf)))?;
+            }
             if read.is_multiple_of(1000) {
                 send(Chunk::Read(read))?;
             }
             Ok(())
         };
         let result = stream_records(&mut reader, &format, &mut on_item);
-        result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let summary = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(e) = own_format
+            .then(|| quarry_core::preview::file_error_for_summary(&summary))
+            .flatten()
+        {
+            anyhow::bail!(e);
+        }
         // Read to the end (trailing bytes after the records) before comparing.
         std::io::copy(&mut reader, &mut std::io::sink()).context("reading the file")?;
         let seen = hex::encode(reader.hash.finalize());
@@ -487,8 +553,11 @@ async fn load(
         if !qbuf.is_empty() {
             send(Chunk::Quarantine(qbuf)).map_err(anyhow::Error::msg)?;
         }
+        if !wbuf.is_empty() {
+            send(Chunk::Warnings(wbuf)).map_err(anyhow::Error::msg)?;
+        }
         send(Chunk::Read(read)).map_err(anyhow::Error::msg)?;
-        Ok(())
+        Ok(counts)
     });
 
     let mut copy_error = None;
@@ -504,7 +573,7 @@ async fn load(
                 Chunk::Rows(e, buf) => {
                     let cols = columns[&e].iter().map(|c| format!(", {c}")).collect::<String>();
                     let sink = tx
-                        .copy_in(&format!("COPY stg_{} (source_id, _parent, _main, _pos, _version, attributes{cols}) FROM STDIN", e.table()))
+                        .copy_in(&format!("COPY stg_{} (source_id, _parent, _main, _pos, _version, _keep, attributes{cols}) FROM STDIN", e.table()))
                         .await?;
                     futures_util::pin_mut!(sink);
                     sink.send(Bytes::from(buf)).await?;
@@ -513,6 +582,14 @@ async fn load(
                 Chunk::Quarantine(buf) => {
                     let sink = tx
                         .copy_in("COPY stg_quarantine (position, record_type, raw_record, reason_code, message) FROM STDIN")
+                        .await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(Bytes::from(buf)).await?;
+                    sink.as_mut().finish().await?;
+                }
+                Chunk::Warnings(buf) => {
+                    let sink = tx
+                        .copy_in("COPY stg_warnings (position, entity, source_id, column_name, reason_code, message) FROM STDIN")
                         .await?;
                     futures_util::pin_mut!(sink);
                     sink.send(Bytes::from(buf)).await?;
@@ -532,7 +609,10 @@ async fn load(
     if let Some(e) = copy_error {
         return Err(e.context("loading into staging"));
     }
-    parsed?;
+    let counts = parsed?;
+    report.skipped = counts.skipped;
+    report.warnings = counts.warnings;
+    report.children_not_delivered = counts.children_not_delivered;
 
     // Which records apply: for every entity, the newest main row per key wins
     // (older in-file copies are stale), and a winner older than the stored row is
@@ -623,7 +703,9 @@ async fn load(
             Entity::Orders if cols.iter().any(|c| c == "customer_source_id") => {
                 add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.customer_source_id"), Some("customer_source_id"));
             }
-            Entity::Opportunities if cols.iter().any(|c| c == "organization_source_id") => {
+            Entity::Opportunities | Entity::People
+                if cols.iter().any(|c| c == "organization_source_id") =>
+            {
                 add_ref("organization_id", "g.id", format!(" LEFT JOIN canonical.organizations g ON g.source_system = {src} AND g.source_id = s.organization_source_id"), Some("organization_source_id"));
             }
             _ => {}
@@ -639,6 +721,7 @@ async fn load(
             tx.execute(
                 "DELETE FROM canonical.order_lines l USING canonical.orders o, cur_orders p
                  WHERE l.order_id = o.id AND o.source_system = $1 AND o.source_id = p.source_id
+                   AND NOT p._keep
                    AND NOT EXISTS (SELECT 1 FROM stale_orders x WHERE x.source_id = p.source_id)
                    AND NOT EXISTS (SELECT 1 FROM cur_order_lines c WHERE c.source_id = l.source_id)",
                 &[&source],
@@ -689,13 +772,21 @@ async fn load(
             .quarantined
             .insert(r.get(0), r.get::<_, i64>(1) as u64);
     }
+    tx.execute(
+        "INSERT INTO quarry.ingest_warnings (ingest_file_id, source_system, object_key, position, entity, source_id, column_name, reason_code, message)
+         SELECT $1, $2, $3, position, entity, source_id, column_name, reason_code, message FROM stg_warnings",
+        &[&file_id, &source, &key],
+    )
+    .await
+    .context("recording field warnings")?;
 
     refresh_references(&tx, &source).await?;
     refresh_links(&tx, file_id, &mapping.link_keys()).await?;
 
     tx.execute(
         "UPDATE quarry.ingest_files SET status = 'loaded', error = NULL, finished_at = now(),
-           records_read = $2, inserted = $3, updated = $4, unchanged = $5, stale = $6, quarantined = $7
+           records_read = $2, inserted = $3, updated = $4, unchanged = $5, stale = $6, quarantined = $7,
+           skipped = $8, warnings = $9, children_not_delivered = $10
          WHERE id = $1",
         &[
             &file_id,
@@ -705,6 +796,9 @@ async fn load(
             &(report.unchanged as i64),
             &(report.stale as i64),
             &(report.quarantined_total() as i64),
+            &(report.skipped_total() as i64),
+            &(report.warnings_total() as i64),
+            &(report.children_not_delivered as i64),
         ],
     )
     .await?;
@@ -743,6 +837,14 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
     )
     .await
     .context("resolving opportunity accounts")?;
+    tx.execute(
+        "UPDATE canonical.people o SET organization_id = g.id FROM canonical.organizations g
+         WHERE o.source_system = $1 AND o.organization_id IS NULL
+           AND g.source_system = o.source_system AND g.source_id = o.organization_source_id",
+        &[&source],
+    )
+    .await
+    .context("resolving people's organizations")?;
     tx.execute(
         "UPDATE canonical.order_lines l SET product_id = p.id FROM canonical.products p
          WHERE l.source_system = $1 AND l.product_id IS NULL

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "key_check",
         include_str!("../migrations/0005_key_check.sql"),
     ),
+    (
+        6,
+        "real_exports",
+        include_str!("../migrations/0006_real_exports.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
