@@ -3,7 +3,7 @@
 -- latest ingest and the current data version (the same on every row).
 --
 -- Row counts: a pack cannot build SQL dynamically, so every relation of the
--- canonical model (migration 0001) is counted exactly with its own scalar
+-- canonical model (migrations 0001 and 0006) is counted exactly with its own scalar
 -- subquery (each runs once, only for the row that needs it). A relation added
 -- later and not listed here falls back to the planner estimate
 -- (pg_class.reltuples, NULL when never analysed); row_count_exact says which.
@@ -30,11 +30,13 @@ exact_counts AS (
       WHEN 'orders'         THEN (SELECT count(*) FROM canonical.orders)
       WHEN 'order_lines'    THEN (SELECT count(*) FROM canonical.order_lines)
       WHEN 'opportunities'  THEN (SELECT count(*) FROM canonical.opportunities)
+      WHEN 'people'         THEN (SELECT count(*) FROM canonical.people)
       WHEN 'entity_links'   THEN (SELECT count(*) FROM canonical.entity_links)
       WHEN 'entity_history' THEN (SELECT count(*) FROM canonical.entity_history)
       WHEN 'countries'      THEN (SELECT count(*) FROM canonical.countries)
       WHEN 'ingest_files'   THEN (SELECT count(*) FROM canonical.ingest_files)
       WHEN 'quarantine'     THEN (SELECT count(*) FROM canonical.quarantine)
+      WHEN 'ingest_warnings' THEN (SELECT count(*) FROM canonical.ingest_warnings)
       WHEN 'data_version'   THEN (SELECT count(*) FROM canonical.data_version)
     END AS exact_rows
   FROM rels r

@@ -154,8 +154,9 @@ fn print_preview(p: &Preview) {
     }
 }
 
-/// Inputs under `paths` that have an expected-output file beside them.
-fn cases(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
+/// Inputs under `paths` that have an expected-output file beside them; with
+/// `all`, every data file (not `.md`), so that `--update` can write new cases.
+fn cases(paths: &[PathBuf], all: bool) -> Result<Vec<(PathBuf, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
@@ -175,9 +176,13 @@ fn cases(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
             out.push((input, p));
         } else if !p.exists() {
             bail!("{} does not exist", p.display());
+        } else if all && p.extension().is_none_or(|e| e != "md") {
+            let expected = PathBuf::from(format!("{}{EXPECTED_SUFFIX}", p.display()));
+            out.push((p, expected));
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -185,7 +190,7 @@ fn cases(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>> {
 /// expected files from the current output (review the diff before committing).
 pub fn test_command(mappings_dir: &Path, paths: &[PathBuf], update: bool) -> Result<ExitCode> {
     let mappings = load_mappings(mappings_dir)?;
-    let cases = cases(paths)?;
+    let cases = cases(paths, update)?;
     if cases.is_empty() {
         bail!(
             "no test cases under {}: a case is an input file with NAME{EXPECTED_SUFFIX} beside it (write one with --update)",

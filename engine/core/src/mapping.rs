@@ -514,7 +514,41 @@ impl Mapping {
                 .contains(&FormatKind::Ndjson)
                 .then(|| f.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES)),
             csv: kinds.contains(&FormatKind::Csv),
+            fields: self.read_fields(),
         })
+    }
+
+    /// Top-level field names any record type, condition or skip rule reads.
+    fn read_fields(&self) -> Vec<String> {
+        let mut set = BTreeSet::new();
+        let first = |p: &[String]| p.first().cloned();
+        set.extend(self.type_path.as_deref().and_then(first));
+        for r in &self.records {
+            set.extend(r.rows.used_top_keys.iter().cloned());
+            for f in &r.rows.fields {
+                set.extend(f.source_keys.iter().cloned());
+                for p in f.spec.path.iter().chain(f.spec.first_of.iter().flatten()) {
+                    set.extend(
+                        split_path(p)
+                            .into_iter()
+                            .next()
+                            .filter(|k| !k.starts_with(['^', '#'])),
+                    );
+                }
+            }
+            set.extend(
+                r.when
+                    .iter()
+                    .filter_map(|m| m.path.as_deref().and_then(first)),
+            );
+        }
+        for (when, _) in &self.skips {
+            set.extend(
+                when.iter()
+                    .filter_map(|m| m.path.as_deref().and_then(first)),
+            );
+        }
+        set.into_iter().collect()
     }
 
     /// Entities this mapping writes, main and nested, in load order.

@@ -82,6 +82,10 @@ pub struct Layouts {
     /// CSV with a header row accepted. Empty fields are null; a header `A.B` makes
     /// a nested object, so `Account.Name` reads like the JSON form.
     pub csv: bool,
+    /// Top-level field names the source reads. A CSV header that names none of
+    /// them (compared without case) is not an export of this source: the file
+    /// fails. Empty: no check.
+    pub fields: Vec<String>,
 }
 
 /// Where the records of a JSON document are.
@@ -353,7 +357,7 @@ fn stream_detected<B: BufRead>(
         ))),
         Detected::Document => stream_document(reader, &layouts.document, on_item),
         Detected::Ndjson => stream_ndjson(reader, layouts.ndjson.unwrap_or(usize::MAX), 0, on_item),
-        Detected::Csv => stream_csv(reader, on_item),
+        Detected::Csv => stream_csv(reader, &layouts.fields, on_item),
     }
 }
 
@@ -837,6 +841,7 @@ fn read_capped_line<B: BufRead>(
 /// what a cut-off file looks like.
 fn stream_csv<R: Read>(
     reader: R,
+    known: &[String],
     on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
 ) -> Result<StreamSummary, StreamError> {
     let csv_error = |e: csv::Error| -> StreamError {
@@ -868,6 +873,18 @@ fn stream_csv<R: Read>(
             )));
         }
         paths.push(path);
+    }
+    if !known.is_empty()
+        && !paths
+            .iter()
+            .any(|p| known.iter().any(|k| k.eq_ignore_ascii_case(&p[0])))
+    {
+        let header: Vec<String> = paths.iter().take(8).map(|p| p.join(".")).collect();
+        return Err(StreamError::Ambiguous(format!(
+            "the CSV header ({}) names none of the fields this source reads (such as {}): it is not an export of this source",
+            header.join(", "),
+            known.iter().take(6).cloned().collect::<Vec<_>>().join(", ")
+        )));
     }
     let mut summary = StreamSummary::default();
     let mut row = csv::ByteRecord::new();
@@ -1653,6 +1670,7 @@ mod tests {
             ],
             ndjson: Some(1024),
             csv: false,
+            fields: Vec::new(),
         })
     }
 
@@ -1732,6 +1750,7 @@ mod tests {
             ],
             ndjson: None,
             csv: false,
+            fields: Vec::new(),
         });
         let (r, items) = collect(&br#"{"d":{"results":[{"A":1}]}}"#[..], &sap);
         assert_eq!(r.unwrap().records, 1);
@@ -1776,6 +1795,7 @@ mod tests {
             ],
             ndjson: None,
             csv: false,
+            fields: Vec::new(),
         });
         let (r, _) = collect(&br#"{"records":[1],"result":{"records":[2]}}"#[..], &f);
         assert!(
@@ -1807,6 +1827,7 @@ mod tests {
             document: vec![DocShape::Array(vec!["records".into()])],
             ndjson: None,
             csv: true,
+            fields: vec!["Id".into(), "Name".into()],
         })
     }
 
@@ -1843,6 +1864,18 @@ mod tests {
             ),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn detect_csv_of_another_source_fails() {
+        let (r, _) = collect(&b"this is not json\n"[..], &csv_layouts());
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "the CSV header (this is not json) names none of the fields this source reads (such as Id, Name): it is not an export of this source"
+        );
+        // Upper-case headers (Data Loader) name the same fields.
+        let (r, _) = collect(&b"ID,NAME\n001A,Acme\n"[..], &csv_layouts());
+        assert_eq!(r.unwrap().records, 1);
     }
 
     #[test]

@@ -41,14 +41,16 @@ async fn lists_tables_and_views_with_exact_counts() {
             "order_lines",
             "orders",
             "organizations",
+            "people",
             "products",
             "data_version",
             "ingest_files",
+            "ingest_warnings",
             "quarantine"
         ]
     );
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, [vec!["table"; 8], vec!["view"; 3]].concat());
+    assert_eq!(kinds, [vec!["table"; 9], vec!["view"; 4]].concat());
 
     for (name, count) in [
         ("organizations", 11),
@@ -129,7 +131,7 @@ async fn lists_tables_and_views_with_exact_counts() {
     assert_eq!(files["index_count"], json!(0));
     assert_eq!(files["index_names"], json!([]));
     assert_eq!(files["estimated_rows"], Value::Null);
-    assert_eq!(files["column_count"], json!(15));
+    assert_eq!(files["column_count"], json!(18));
     assert!(files["comment"]
         .as_str()
         .unwrap()
@@ -161,6 +163,7 @@ async fn include_views_false_lists_only_tables() {
             "order_lines",
             "orders",
             "organizations",
+            "people",
             "products"
         ]
     );
@@ -195,8 +198,10 @@ async fn counts_and_ingest_follow_the_data() {
 async fn empty_database_has_zero_counts_and_no_ingest() {
     let db = empty_db().await;
     let rows = db.run("database_info", json!({})).await;
-    assert_eq!(rows.len(), 11);
+    assert_eq!(rows.len(), 13);
     for name in [
+        "people",
+        "ingest_warnings",
         "organizations",
         "products",
         "orders",
