@@ -121,23 +121,27 @@ per_entity AS (
 ),
 ingest AS (
   -- The ledger records files per source system, not per entity: the rate applies
-  -- to every entity of that source.
+  -- to every entity of that source. Only deliveries count: a quarantine replay
+  -- re-reads records that were already counted once.
   SELECT f.source_system,
-         sum(f.records_read)::bigint AS records_read,
-         sum(f.quarantined)::bigint  AS quarantined
+         sum(f.records_read)::bigint AS records_read
   FROM canonical.ingest_files f
+  WHERE f.object_key NOT LIKE 'quarantine-replay/%'
   GROUP BY f.source_system
 ),
 open_quarantine AS (
-  SELECT q.source_system, count(*)::bigint AS open_entries
+  -- One entry per rejected record (a replay that rejects it again adds none); a
+  -- record a replay resolved no longer counts.
+  SELECT q.source_system,
+         count(*)::bigint                                   AS all_entries,
+         count(*) FILTER (WHERE q.resolved_at IS NULL)::bigint AS open_entries
   FROM canonical.quarantine q
-  WHERE q.resolved_at IS NULL
   GROUP BY q.source_system
 ),
 scored AS (
   SELECT e.*,
          i.records_read,
-         i.quarantined,
+         coalesce(q.all_entries, 0) AS quarantined,
          coalesce(q.open_entries, 0) AS open_quarantine,
          round(extract(epoch FROM (pr.as_of - e.newest_source_update)) / 86400.0, 2) AS age_days,
          round(100.0 * e.fields_filled / NULLIF(e.fields_total, 0), 2)                  AS completeness_pct,
@@ -151,7 +155,7 @@ scored AS (
                  100.0 * (1 - (extract(epoch FROM (pr.as_of - e.newest_source_update)) / 86400.0)
                               / pr.freshness_days))), 2)
          END                                                                            AS freshness_pct,
-         round(100.0 * i.quarantined / NULLIF(i.records_read, 0), 2)                    AS quarantine_rate_pct
+         round(100.0 * coalesce(q.open_entries, 0) / NULLIF(i.records_read, 0), 2)      AS quarantine_rate_pct
   FROM per_entity e
   CROSS JOIN params pr
   LEFT JOIN ingest i ON i.source_system = e.source_system

@@ -39,6 +39,8 @@ docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 ./target/debug/quarry --database-url "$docs_url" migrate >/dev/null
 ./target/debug/quarry --database-url "$docs_url" docs --check
 ./target/debug/quarry check --offline queries/ mappings/ tests/fixtures/packs/
+log "mapping tests as data (quarry test: mappings/tests, tests/fixtures/real)"
+./target/debug/quarry test
 
 log "tests"
 cargo test --workspace --no-fail-fast -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true

@@ -146,3 +146,51 @@ async fn a_wrong_column_list_is_caught_with_a_database() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `quarry test` compares a mapping's output with the expected file beside its
+/// input, names the first difference and fails; `--update` writes what it got.
+#[test]
+fn mapping_tests_fail_on_a_difference_and_update_on_request() {
+    let dir = std::env::temp_dir().join(format!("quarry-maptest-{}", std::process::id()));
+    let case = dir.join("stripe");
+    std::fs::create_dir_all(&case).expect("tmp");
+    let src = repo_root().join("mappings/tests/stripe/mixed-list.json");
+    std::fs::copy(&src, case.join("mixed-list.json")).expect("copy input");
+    let expected = std::fs::read_to_string(
+        repo_root().join("mappings/tests/stripe/mixed-list.json.expected.json"),
+    )
+    .expect("expected file");
+    // A reviewer's belief that the JPY charge is 50.00 (as if JPY had cents).
+    let wrong = expected.replacen("\"5000.00\"", "\"50.00\"", 1);
+    assert_ne!(wrong, expected);
+    std::fs::write(case.join("mixed-list.json.expected.json"), &wrong).expect("write");
+    let run = |args: &[&str]| {
+        Command::new(quarry_bin())
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("run quarry test")
+    };
+    let out = run(&["test", &dir.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("expected \"50.00\", got \"5000.00\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+    let out = run(&["test", "--update", &dir.display().to_string()]);
+    assert!(out.status.success());
+    let out = run(&["test", &dir.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A folder with no case is an error, not a silent pass.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = run(&["test", &empty.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,13 +27,24 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
             .next()
             .is_some_and(|l| l.contains("mapping.schema.json"))
     });
+    let mut mappings = Vec::new();
+    let mut mapping_texts = Vec::new();
     for src in &mapping_sources {
-        let (_, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
+        let (m, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
             file: src.yaml_file.clone(),
             text: src.yaml_text.clone(),
         });
         diags.extend(d);
+        if let Some(m) = m {
+            mappings.push(m);
+            mapping_texts.push(src.yaml_text.as_str());
+        }
     }
+    let refs: Vec<&quarry_core::mapping::Mapping> = mappings.iter().collect();
+    diags.extend(quarry_core::mapping::check_mapping_set(
+        &refs,
+        &mapping_texts,
+    ));
     for src in &sources {
         let (pack, d) = check_pack(src);
         diags.extend(d);

@@ -112,7 +112,8 @@ fn print_preview(p: &Preview) {
                     }
                     for w in &row.warnings {
                         println!(
-                            "    warning: `{w}` could not hold its value; it is kept in attributes"
+                            "    warning {}: {}; the value is kept in attributes",
+                            w.reason, w.message
                         );
                     }
                     if row.keeps_stored_children {

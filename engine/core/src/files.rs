@@ -95,16 +95,20 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
     };
     files.sort();
     let mut out = Vec::new();
+    let mut texts = Vec::new();
     let mut diags = Vec::new();
     for f in files {
         match std::fs::read_to_string(&f) {
             Ok(text) => {
                 let (m, d) = crate::mapping::check_mapping(&crate::mapping::MappingSource {
                     file: display(&f),
-                    text,
+                    text: text.clone(),
                 });
                 diags.extend(d);
-                out.extend(m);
+                if let Some(m) = m {
+                    out.push(m);
+                    texts.push(text);
+                }
             }
             Err(e) => diags.push(Diagnostic::new(
                 &display(&f),
@@ -113,6 +117,9 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
             )),
         }
     }
+    let refs: Vec<&crate::mapping::Mapping> = out.iter().collect();
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    diags.extend(crate::mapping::check_mapping_set(&refs, &text_refs));
     if diags.is_empty() {
         Ok(out)
     } else {

@@ -260,7 +260,7 @@ pub struct ChildSpec {
 #[serde(untagged)]
 pub enum FieldDef {
     Path(String),
-    Spec(FieldSpec),
+    Spec(Box<FieldSpec>),
 }
 
 /// Hand-written so that a mistake inside the long form is reported as itself
@@ -280,7 +280,7 @@ impl<'de> Deserialize<'de> for FieldDef {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldDef, A::Error> {
                 FieldSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(FieldDef::Spec)
+                    .map(|s| FieldDef::Spec(Box::new(s)))
             }
         }
         d.deserialize_any(V)
@@ -364,7 +364,7 @@ impl FieldDef {
                 path: Some(p.clone()),
                 ..FieldSpec::default()
             },
-            FieldDef::Spec(s) => s.clone(),
+            FieldDef::Spec(s) => (**s).clone(),
         }
     }
 }
@@ -1607,6 +1607,100 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
     )
 }
 
+/// Checks a set of mappings together: each source once, and no object key
+/// claimed by two of them (a file must have one mapping; the glob order of a
+/// folder listing is no rule). `texts` are the files' contents, for positions.
+pub fn check_mapping_set(mappings: &[&Mapping], texts: &[&str]) -> Vec<Diagnostic> {
+    let mut d = Vec::new();
+    for (i, a) in mappings.iter().enumerate() {
+        let text = texts.get(i).copied().unwrap_or_default();
+        let pos = yaml_key_position(text, &["keys"]);
+        for b in &mappings[..i] {
+            if a.spec.source == b.spec.source {
+                d.push(Diagnostic::new(
+                    &a.file,
+                    yaml_key_position(text, &["source"]),
+                    format!("source `{}` is also mapped by {}", a.spec.source, b.file),
+                ));
+            }
+            let overlap = a
+                .spec
+                .keys
+                .iter()
+                .map(|g| (g, sample_key(g)))
+                .find(|(_, k)| b.matches_key(k))
+                .or_else(|| {
+                    b.spec
+                        .keys
+                        .iter()
+                        .map(|g| (g, sample_key(g)))
+                        .find(|(_, k)| a.matches_key(k))
+                });
+            if let Some((glob, key)) = overlap {
+                d.push(
+                    Diagnostic::new(
+                        &a.file,
+                        pos,
+                        format!(
+                            "keys overlap with {} (`{}`): a file such as `{key}` would be claimed by both, through `{glob}`",
+                            b.file, b.spec.source
+                        ),
+                    )
+                    .help("give each source its own key prefix, such as `stripe-data/**`"),
+                );
+            }
+        }
+    }
+    d
+}
+
+/// A key the glob matches: wildcards filled with `x`, alternatives by the first.
+fn sample_key(glob: &str) -> String {
+    let mut out = String::new();
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {
+                if chars.peek() == Some(&'*') {
+                    chars.next();
+                    out.push_str("x/x");
+                } else {
+                    out.push('x');
+                }
+            }
+            '?' => out.push('x'),
+            '[' => {
+                let first = chars
+                    .next()
+                    .filter(|c| *c != '!' && *c != '^')
+                    .unwrap_or('x');
+                out.push(first);
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                }
+            }
+            '{' => {
+                let mut alt = String::new();
+                let mut taking = true;
+                for c in chars.by_ref() {
+                    match c {
+                        '}' => break,
+                        ',' => taking = false,
+                        c if taking => alt.push(c),
+                        _ => {}
+                    }
+                }
+                out.push_str(&alt);
+            }
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The line of the i-th `- name:` entry under `records:`.
 fn record_line(y: &str, i: usize) -> (usize, usize) {
     let start = yaml_key_position(y, &["records"]).0;
@@ -1681,12 +1775,13 @@ fn compile_field(
     }
     let fallback = spec.fallback.as_ref().map(|fb| {
         let fb_spec = fb.spec();
-        if fb_spec.required || fb_spec.fallback.is_some() && fb_spec.on_invalid != spec.on_invalid
-        {
+        // The field's own `required` and `on_invalid` govern the value, whichever
+        // definition gave it; on the fallback they would be silently ignored.
+        if fb_spec.required || fb_spec.on_invalid != OnInvalid::Quarantine {
             d.push(Diagnostic::new(
                 f,
                 line,
-                format!("{what}: the fallback of `{column}` cannot set `required` or a different `on_invalid`; set them on the field"),
+                format!("{what}: the fallback of `{column}` cannot set `required` or `on_invalid`; set them on the field, they govern the value whichever definition gave it"),
             ));
         }
         Box::new(compile_field(f, line, what, column, col, fb_spec, d))

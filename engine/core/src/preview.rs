@@ -69,12 +69,20 @@ pub struct PreviewRow {
     pub values: BTreeMap<String, String>,
     /// The source fields kept in `attributes` (names only).
     pub attributes: Vec<String>,
-    /// Columns whose value could not be stored and stays in `attributes`.
+    /// Columns whose value could not be stored and stays in `attributes`, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
+    pub warnings: Vec<PreviewWarning>,
     /// Nested rows were not delivered; the stored ones would be kept.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub keeps_stored_children: bool,
+}
+
+/// A value kept in `attributes` because its column could not hold it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PreviewWarning {
+    pub column: String,
+    pub reason: String,
+    pub message: String,
 }
 
 /// One record and its outcome.
@@ -141,7 +149,7 @@ pub fn preview<R: Read>(reader: R, mapping: &Mapping, limit: usize) -> Preview {
                     for w in &r.warnings {
                         *summary
                             .warnings
-                            .entry(format!("{}.{w}", r.entity))
+                            .entry(format!("{}.{}", r.entity, w.column))
                             .or_default() += 1;
                     }
                     if r.keeps_stored_children {
@@ -201,7 +209,15 @@ fn preview_row(r: MappedRow) -> PreviewRow {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect(),
         attributes: attribute_names(&r.attributes),
-        warnings: r.warnings.into_iter().map(|w| w.column).collect(),
+        warnings: r
+            .warnings
+            .into_iter()
+            .map(|w| PreviewWarning {
+                column: w.column,
+                reason: w.reason,
+                message: w.message,
+            })
+            .collect(),
         keeps_stored_children: r.keep_children,
     }
 }
