@@ -123,10 +123,16 @@ ingest AS (
   -- The ledger records files per source system, not per entity: the rate applies
   -- to every entity of that source. Only deliveries count: a quarantine replay
   -- re-reads records that were already counted once.
+  -- A file applied again under a new mapping version (backfill) counts once, as
+  -- its latest application.
   SELECT f.source_system,
          sum(f.records_read)::bigint AS records_read
-  FROM canonical.ingest_files f
-  WHERE f.object_key NOT LIKE 'quarantine-replay/%'
+  FROM (
+    SELECT DISTINCT ON (source_system, object_key, content_sha256) source_system, records_read
+    FROM canonical.ingest_files
+    WHERE status = 'loaded' AND object_key NOT LIKE 'quarantine-replay/%'
+    ORDER BY source_system, object_key, content_sha256, id DESC
+  ) f
   GROUP BY f.source_system
 ),
 open_quarantine AS (

@@ -593,10 +593,36 @@ async fn replay_after_a_mapping_fix_clears_what_now_loads() {
             "{text}"
         );
     }
+    // Replays count each record once: 3 open of 10 read, however often replayed.
+    let rate = |db: &TestDb| {
+        let out = quarry(db, &["query", "data_integrity_analysis", "-f", "json"]);
+        let rows: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        rows["rows"]
+            .as_array()
+            .and_then(|r| {
+                r.iter().find(|r| {
+                    r["entity"] == json!("organizations") && r["source_system"] == json!("crm")
+                })
+            })
+            .map(|r| {
+                (
+                    r["quarantine_rate_pct"].clone(),
+                    r["details"]["open_quarantine"].clone(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(rate(&db), (json!(30.0), json!(3)));
     let first = replay(&db);
     assert!(
         first.contains("replayed 3 record(s) of crm: 1 resolved, 2 still quarantined"),
         "{first}"
+    );
+    assert_eq!(
+        rate(&db),
+        (json!(20.0), json!(2)),
+        "a resolved record no longer counts"
     );
     assert_eq!(
         scalar(

@@ -22,8 +22,11 @@ pub struct Config {
     pub mappings_dir: PathBuf,
     /// Folder watched for new export files; unset disables the watcher.
     pub inbox: Option<PathBuf>,
-    /// Folder for local state: stored results, the link-signing key.
+    /// Folder for local state: stored results, the link-signing key, raw copies of ingested files.
     pub data_dir: PathBuf,
+    /// Keep a copy of every ingested file under `<data_dir>/raw/<source>/<sha256>`, so that
+    /// `quarry backfill` can apply a fixed mapping to files already delivered.
+    pub keep_raw_files: bool,
     /// Run operations marked `raw_sql` (custom_complex_query); they also need the admin scope.
     pub allow_custom_sql: bool,
     pub api: ApiSettings,
@@ -135,6 +138,7 @@ impl Default for Config {
             mappings_dir: "mappings".into(),
             inbox: None,
             data_dir: ".quarry".into(),
+            keep_raw_files: true,
             allow_custom_sql: false,
             api: ApiSettings::default(),
             jobs: JobSettings::default(),
@@ -215,6 +219,7 @@ const ENV_KEYS: &[&str] = &[
     "mappings_dir",
     "inbox",
     "data_dir",
+    "keep_raw_files",
     "allow_custom_sql",
     "api",
     "jobs",

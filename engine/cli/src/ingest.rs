@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use quarry_core::mapping::Mapping;
-use quarry_db::ingest::{ingest_file, FileReport, FileStatus, Opener};
+use quarry_db::ingest::{ingest_with, FileReport, FileStatus, IngestOptions, Opener};
 
 /// A file to load and the object key it stands for.
 struct Job {
@@ -90,6 +90,14 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<Arc<Mapping>>> {
     Ok(mappings.into_iter().map(Arc::new).collect())
 }
 
+/// Where raw copies of ingested files are kept (`keep_raw_files` of the
+/// configuration named by QUARRY_CONFIG, else the defaults and environment).
+pub fn raw_dir() -> Result<Option<PathBuf>> {
+    let file = std::env::var_os("QUARRY_CONFIG").map(PathBuf::from);
+    let cfg = quarry_api::Config::load(file.as_deref())?;
+    Ok(cfg.keep_raw_files.then(|| cfg.data_dir.join("raw")))
+}
+
 pub async fn run(
     database_url: &str,
     mappings_dir: &Path,
@@ -97,6 +105,7 @@ pub async fn run(
     source: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
+    let raw_dir = raw_dir()?;
     let mappings = load_mappings(mappings_dir)?;
     if let Some(s) = source {
         if !mappings.iter().any(|m| m.spec.source == s) {
@@ -139,7 +148,12 @@ pub async fn run(
         let progress = bar
             .clone()
             .map(|b| Arc::new(move |n: u64| b.set_position(n)) as quarry_db::ingest::Progress);
-        let report = ingest_file(&mut client, mapping, &job.key, open, progress).await?;
+        let opts = IngestOptions {
+            progress,
+            raw_dir: raw_dir.clone(),
+            ..IngestOptions::default()
+        };
+        let report = ingest_with(&mut client, mapping, &job.key, open, opts).await?;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -237,6 +251,8 @@ pub struct Watch {
     /// Print a report per file on stdout (the `watch` command); inside `serve`
     /// reports go to the log only, so a closed stdout cannot stop the watcher.
     pub print: bool,
+    /// Keep raw copies of ingested files here (for `quarry backfill`).
+    pub raw_dir: Option<PathBuf>,
 }
 
 /// After its ingest commits, a file moves to `DONE/` (loaded or duplicate) or
@@ -252,6 +268,7 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
         once,
         notifier,
         print,
+        raw_dir,
     } = w;
     let (inbox, done, failed, interval, once) = (
         inbox.as_path(),
@@ -283,7 +300,11 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
             let open: Opener = Arc::new(move || {
                 Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
             });
-            let report = ingest_file(&mut client, mapping, &job.key, open, None).await?;
+            let opts = IngestOptions {
+                raw_dir: raw_dir.clone(),
+                ..IngestOptions::default()
+            };
+            let report = ingest_with(&mut client, mapping, &job.key, open, opts).await?;
             if *print {
                 print_report(&report);
             } else {
@@ -327,4 +348,97 @@ pub async fn watch(database_url: &str, mappings_dir: &Path, w: &Watch) -> Result
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// `quarry backfill --source S [--since DATE]`: the current mapping applied again
+/// to the source's delivered files, read from their raw copies.
+pub async fn backfill(
+    database_url: &str,
+    mappings_dir: &Path,
+    source: &str,
+    since: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mappings = load_mappings(mappings_dir)?;
+    let Some(mapping) = mappings.iter().find(|m| m.spec.source == source).cloned() else {
+        bail!(
+            "no mapping for source `{source}`; known: {}",
+            mappings
+                .iter()
+                .map(|m| m.spec.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let since = match since {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .or_else(|_| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+                })
+                .with_context(|| {
+                    format!("--since {s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")
+                })?,
+        ),
+    };
+    let Some(raw_dir) = raw_dir()? else {
+        bail!("keep_raw_files is off, so no raw copies were kept to apply the mapping to; turn it on (it is on by default) for files delivered from now on");
+    };
+    let raw = move |key: &str, sha: &str| -> std::result::Result<Opener, String> {
+        let path = quarry_db::ingest::raw_path(&raw_dir, source, sha);
+        if path.is_file() {
+            Ok(Arc::new(move || {
+                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+            }))
+        } else {
+            Err(format!("{} (for {key})", path.display()))
+        }
+    };
+    let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
+        .await
+        .context("connecting as the writer role (run `quarry migrate` first)")?;
+    if !json {
+        println!(
+            "applying {source} mapping {} to the files already delivered",
+            mapping.spec.version
+        );
+    }
+    let mut print = |f: &quarry_db::backfill::BackfillFile| {
+        if json {
+            return;
+        }
+        use quarry_db::backfill::BackfillOutcome as O;
+        match &f.outcome {
+            O::AlreadyApplied => {
+                println!("  current  {}  (already applied with this version)", f.key)
+            }
+            O::RawMissing { looked_at } => {
+                println!("  MISSING  {}  no raw copy at {looked_at}", f.key)
+            }
+            O::Applied { report } => print_report(report),
+        }
+    };
+    let report =
+        quarry_db::backfill::backfill(&mut client, mapping, since, &raw, &mut print).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} file(s): {} row(s) changed (one new version each, the old one in history), {} added, {} already current, {} without a raw copy, {} failed",
+            report.files.len(),
+            report.rows_changed,
+            report.rows_added,
+            report.already_applied,
+            report.raw_missing,
+            report.failed
+        );
+    }
+    Ok(if report.raw_missing + report.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

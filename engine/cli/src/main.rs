@@ -184,6 +184,22 @@ enum Command {
         #[command(subcommand)]
         action: MapAction,
     },
+    /// After a mapping fix (a new mapping version), apply the mapping again to the
+    /// files of the source already delivered, from the raw copies kept at ingest
+    /// (<data_dir>/raw). Each changed row gets one new version with its history;
+    /// files already applied with this version are skipped, so it can be run again
+    /// and resumes after an interruption. Exit code 1 if a file has no raw copy or fails.
+    Backfill {
+        /// The source system whose files to apply the mapping to.
+        #[arg(long)]
+        source: String,
+        /// Only files first delivered on or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the mapping tests: every input file with NAME.expected.json beside it
     /// (default folders: mappings/tests and tests/fixtures/real) is previewed and
     /// compared with the expected output. Exit code 1 on any difference.
@@ -480,6 +496,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     json,
                 },
         } => maptest::preview_command(&cli.mappings, &file, source.as_deref(), limit, json),
+        Command::Backfill {
+            source,
+            since,
+            json,
+        } => {
+            ingest::backfill(
+                &cli.database_url,
+                &cli.mappings,
+                &source,
+                since.as_deref(),
+                json,
+            )
+            .await
+        }
         Command::Test { paths, update } => {
             let paths = if paths.is_empty() {
                 [
@@ -565,6 +595,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 once,
                 notifier: None,
                 print: true,
+                raw_dir: ingest::raw_dir()?,
             };
             ingest::watch(&cli.database_url, &cli.mappings, &w).await
         }
@@ -673,6 +704,7 @@ async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> 
     let packs = load_packs(&cfg.queries_dir)?;
     let inbox = cfg.inbox.clone();
     let mappings = cfg.mappings_dir.clone();
+    let raw_dir = cfg.keep_raw_files.then(|| cfg.data_dir.join("raw"));
     let mut local = quarry_api::local::Local::build(cfg, database_url, packs, loopback).await?;
     local.start_background()?;
     if let Some(inbox) = inbox {
@@ -691,6 +723,7 @@ async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> 
                 once: false,
                 notifier: Some(notifier.clone()),
                 print: false,
+                raw_dir: raw_dir.clone(),
             };
             // The watcher restarts after any failure (database down, folder gone),
             // with a growing pause, and reports each failure as a system event.

@@ -125,3 +125,13 @@ COMMENT ON COLUMN canonical.ingest_warnings.column_name IS 'The column left empt
 COMMENT ON COLUMN canonical.ingest_warnings.reason_code IS 'Why the value could not be stored (invalid_value, invalid_date, ...).';
 COMMENT ON COLUMN canonical.ingest_warnings.message IS 'What was found and what was expected.';
 COMMENT ON COLUMN canonical.ingest_warnings.created_at IS 'When the warning was recorded.';
+
+-- The mapping version is part of what was applied: the same file delivered again
+-- under the same mapping version is a duplicate; under a new version (after a
+-- mapping fix, by `quarry backfill`) it is applied again.
+UPDATE quarry.ingest_files SET mapping_version = '' WHERE mapping_version IS NULL;
+ALTER TABLE quarry.ingest_files ALTER COLUMN mapping_version SET NOT NULL;
+ALTER TABLE quarry.ingest_files DROP CONSTRAINT ingest_files_source_system_object_key_content_sha256_key;
+ALTER TABLE quarry.ingest_files ADD CONSTRAINT ingest_files_identity
+    UNIQUE (source_system, object_key, content_sha256, mapping_version);
+COMMENT ON COLUMN canonical.ingest_files.mapping_version IS 'Version of the mapping that processed the file; part of the file identity (a new version applies the file again).';

@@ -8,7 +8,8 @@
 //! taken over (the session advisory lock of the dead process is gone).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,6 +110,25 @@ impl FileReport {
 /// Progress callback: (records read so far, bytes hashed/parsed so far).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// How a file is loaded, beyond the file itself.
+#[derive(Default, Clone)]
+pub struct IngestOptions {
+    /// Called with the records read so far.
+    pub progress: Option<Progress>,
+    /// Read the records in this layout instead of the mapping's own (quarantine
+    /// replay feeds stored records as NDJSON).
+    pub format: Option<RecordFormat>,
+    /// Keep a copy of the file as `<raw_dir>/<source>/<sha256>` (written while it
+    /// is hashed), for `quarry backfill`.
+    pub raw_dir: Option<PathBuf>,
+    /// Backfill: the file is applied again under a new mapping version. Only rows
+    /// whose current version came from one of these ledger entries (earlier
+    /// applications of the same file) are rewritten, so each row changes at most
+    /// once, whatever the order of the files; rows the file did not write before
+    /// are added.
+    pub supersedes: Option<Vec<i64>>,
+}
+
 /// Ingests one file with `mapping`. Never panics on bad input: a bad file comes
 /// back as `Failed` with its error and has loaded nothing. `Err` is returned only
 /// when the database itself is unusable.
@@ -119,24 +139,33 @@ pub async fn ingest_file(
     open: Opener,
     progress: Option<Progress>,
 ) -> Result<FileReport> {
-    ingest_with_format(client, mapping, key, open, progress, None).await
+    let opts = IngestOptions {
+        progress,
+        ..IngestOptions::default()
+    };
+    ingest_with(client, mapping, key, open, opts).await
 }
 
-/// Like [`ingest_file`], reading the records in `format` instead of the mapping's
-/// own layout (quarantine replay feeds stored records as NDJSON).
-pub async fn ingest_with_format(
+/// [`ingest_file`] with every option.
+pub async fn ingest_with(
     client: &mut Client,
     mapping: Arc<Mapping>,
     key: &str,
     open: Opener,
-    progress: Option<Progress>,
-    format: Option<RecordFormat>,
+    opts: IngestOptions,
 ) -> Result<FileReport> {
+    let IngestOptions {
+        progress,
+        format,
+        raw_dir,
+        supersedes,
+    } = opts;
     let started = Instant::now();
     let mut report = FileReport::new(key, &mapping.spec.source);
     let hashed = {
         let open = open.clone();
-        tokio::task::spawn_blocking(move || hash_content(&open)).await
+        let raw = raw_dir.map(|d| d.join(&mapping.spec.source));
+        tokio::task::spawn_blocking(move || hash_content(&open, raw.as_deref())).await
     };
     let (sha, size) = match hashed {
         Ok(Ok(v)) => v,
@@ -171,8 +200,11 @@ pub async fn ingest_with_format(
         key,
         id,
         open,
-        progress,
-        format,
+        LoadOptions {
+            progress,
+            format,
+            supersedes,
+        },
         &sha,
         &mut report,
     )
@@ -228,8 +260,25 @@ impl Read for HashingReader {
     }
 }
 
-fn hash_content(open: &Opener) -> Result<(String, u64)> {
+/// The content's sha256 and size; with `raw_dir`, the bytes are also kept as
+/// `<raw_dir>/<sha256>` (written to a temporary name, renamed once complete).
+fn hash_content(open: &Opener, raw_dir: Option<&Path>) -> Result<(String, u64)> {
     let mut r = open().context("opening the file")?;
+    let mut copy = match raw_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the raw file folder {}", dir.display()))?;
+            let tmp = dir.join(format!(
+                ".incoming-{}-{}",
+                std::process::id(),
+                RAW_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("keeping a raw copy at {}", tmp.display()))?;
+            Some((tmp, std::io::BufWriter::new(f)))
+        }
+        None => None,
+    };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
@@ -239,9 +288,34 @@ fn hash_content(open: &Opener) -> Result<(String, u64)> {
             break;
         }
         h.update(&buf[..k]);
+        if let Some((_, w)) = copy.as_mut() {
+            w.write_all(&buf[..k]).context("keeping a raw copy")?;
+        }
         n += k as u64;
     }
-    Ok((hex::encode(h.finalize()), n))
+    let sha = hex::encode(h.finalize());
+    if let (Some((tmp, w)), Some(dir)) = (copy, raw_dir) {
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .context("keeping a raw copy")?;
+        let target = dir.join(&sha);
+        if target.exists() {
+            std::fs::remove_file(&tmp).ok();
+        } else {
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("keeping a raw copy at {}", target.display()))?;
+        }
+    }
+    Ok((sha, n))
+}
+
+/// Distinguishes temporary raw copies written at the same time by one process.
+static RAW_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where the raw copy of a file with this content is kept.
+pub fn raw_path(raw_dir: &Path, source: &str, sha256: &str) -> PathBuf {
+    raw_dir.join(source).join(sha256)
 }
 
 enum Claim {
@@ -263,7 +337,7 @@ async fn claim(
         .query_opt(
             "INSERT INTO quarry.ingest_files (source_system, object_key, content_sha256, size_bytes, mapping_version, status)
              VALUES ($1, $2, $3, $4, $5, 'processing')
-             ON CONFLICT (source_system, object_key, content_sha256) DO NOTHING RETURNING id",
+             ON CONFLICT (source_system, object_key, content_sha256, mapping_version) DO NOTHING RETURNING id",
             &[source, &key, &sha, &(size as i64), &mapping.spec.version],
         )
         .await
@@ -279,8 +353,8 @@ async fn claim(
     tx.commit().await?;
     let row = client
         .query_one(
-            "SELECT id, status FROM quarry.ingest_files WHERE source_system = $1 AND object_key = $2 AND content_sha256 = $3",
-            &[source, &key, &sha],
+            "SELECT id, status FROM quarry.ingest_files WHERE source_system = $1 AND object_key = $2 AND content_sha256 = $3 AND mapping_version = $4",
+            &[source, &key, &sha, &mapping.spec.version],
         )
         .await?;
     let (id, status): (i64, String) = (row.get(0), row.get(1));
@@ -371,6 +445,13 @@ fn copy_field(buf: &mut Vec<u8>, v: Option<&str>, first: bool) {
     }
 }
 
+/// The parts of [`IngestOptions`] the load itself uses.
+struct LoadOptions {
+    progress: Option<Progress>,
+    format: Option<RecordFormat>,
+    supersedes: Option<Vec<i64>>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn load(
     client: &mut Client,
@@ -378,12 +459,22 @@ async fn load(
     key: &str,
     file_id: i64,
     open: Opener,
-    progress: Option<Progress>,
-    format: Option<RecordFormat>,
+    opts: LoadOptions,
     claimed_sha: &str,
     report: &mut FileReport,
 ) -> Result<()> {
+    let LoadOptions {
+        progress,
+        format,
+        supersedes,
+    } = opts;
+    // Backfill: rows may be rewritten only where this file wrote them before.
+    let mine: Option<Vec<i64>> = supersedes.map(|mut ids| {
+        ids.push(file_id);
+        ids
+    });
     let source = mapping.spec.source.clone();
+    let file_sha = claimed_sha.to_string();
     let claimed_sha = claimed_sha.to_string();
     let entities = mapping.entities();
     let columns: HashMap<Entity, Vec<String>> =
@@ -711,9 +802,11 @@ async fn load(
             _ => {}
         }
         let (order_col, order_sel, order_join, order_set) = (ref_cols, ref_sel, ref_join, ref_set);
+        // A row changes when the record is not older than it and, in a backfill,
+        // when this file wrote its current version ($3 is null otherwise).
         let newer = match &version {
-            Some(_) => format!("WHERE t.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} >= t.{ver_expr}"),
-            None => String::new(),
+            Some(_) => format!("WHERE (t.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} IS NULL OR EXCLUDED.{ver_expr} >= t.{ver_expr}) AND ($3::bigint[] IS NULL OR t.ingest_file_id = ANY($3))"),
+            None => "WHERE ($3::bigint[] IS NULL OR t.ingest_file_id = ANY($3))".to_string(),
         };
         if *e == Entity::OrderLines {
             // Lines no longer present in an applied order are removed with it, before
@@ -722,9 +815,10 @@ async fn load(
                 "DELETE FROM canonical.order_lines l USING canonical.orders o, cur_orders p
                  WHERE l.order_id = o.id AND o.source_system = $1 AND o.source_id = p.source_id
                    AND NOT p._keep
+                   AND ($2::bigint[] IS NULL OR o.ingest_file_id = ANY($2))
                    AND NOT EXISTS (SELECT 1 FROM stale_orders x WHERE x.source_id = p.source_id)
                    AND NOT EXISTS (SELECT 1 FROM cur_order_lines c WHERE c.source_id = l.source_id)",
-                &[&source],
+                &[&source, &mine],
             )
             .await?;
         }
@@ -743,7 +837,7 @@ async fn load(
                      SELECT count(*) FILTER (WHERE up.ins AND c._main), count(*) FILTER (WHERE NOT up.ins AND c._main)
                      FROM up JOIN cur_{t} c USING (source_id)"
                 ),
-                &[&source, &file_id],
+                &[&source, &file_id, &mine],
             )
             .await
             .with_context(|| format!("upserting {t}"))?;
@@ -772,6 +866,18 @@ async fn load(
             .quarantined
             .insert(r.get(0), r.get::<_, i64>(1) as u64);
     }
+    // Open entries of earlier applications of this very file (under another
+    // mapping version) are superseded: this application re-quarantined whatever
+    // is still bad.
+    tx.execute(
+        "UPDATE quarry.quarantine SET resolved_at = now()
+         WHERE resolved_at IS NULL AND ingest_file_id IN (
+           SELECT id FROM quarry.ingest_files
+           WHERE source_system = $1 AND object_key = $2 AND content_sha256 = $3 AND id <> $4)",
+        &[&source, &key, &file_sha, &file_id],
+    )
+    .await
+    .context("superseding earlier quarantine entries of the file")?;
     tx.execute(
         "INSERT INTO quarry.ingest_warnings (ingest_file_id, source_system, object_key, position, entity, source_id, column_name, reason_code, message)
          SELECT $1, $2, $3, position, entity, source_id, column_name, reason_code, message FROM stg_warnings",

@@ -4,6 +4,7 @@
 //! embedded migrations, and running rendered operations as the read-only role
 //! with a statement timeout and a row cap.
 
+pub mod backfill;
 pub mod docs;
 pub mod exec;
 pub mod ingest;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use crate::ingest::{ingest_with_format, FileReport, FileStatus, Opener};
+use crate::ingest::{ingest_with, FileReport, FileStatus, IngestOptions, Opener};
 
 /// One quarantined record.
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +135,11 @@ pub async fn replay(client: &mut Client, mapping: Arc<Mapping>) -> Result<Replay
     let format = RecordFormat::Ndjson {
         max_line_bytes: usize::MAX / 2,
     };
-    let load = ingest_with_format(client, mapping, &key, open, None, Some(format)).await?;
+    let opts = IngestOptions {
+        format: Some(format),
+        ..IngestOptions::default()
+    };
+    let load = ingest_with(client, mapping, &key, open, opts).await?;
     // Only a load that just happened tells which records failed again; a
     // duplicate (same mapping, same records as an earlier replay) resolves nothing.
     if load.status == FileStatus::Loaded {
