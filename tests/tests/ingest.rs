@@ -179,6 +179,10 @@ async fn every_reference_defect_has_its_outcome() {
         scalar(&db, "SELECT column_name || ' ' || reason_code || ' ' || source_id FROM quarry.ingest_warnings").await,
         json!("email pattern_mismatch 001FIX000000000006")
     );
+    let listed = quarry(&db, &["quarantine", "warnings", "--source", "crm", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("warnings JSON");
+    assert_eq!(listed[0]["column_name"], json!("email"), "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
 
     // Newer re-send: version 1 -> 2, old version in history; older re-sends are stale.
     let a2 = report(&reports, "crm-data/accounts-2024-07-01-00.json");

@@ -318,6 +318,23 @@ enum QuarantineAction {
         #[arg(long)]
         json: bool,
     },
+    /// Values that loaded without their column (an unknown country, a malformed
+    /// e-mail, ...): the column is empty and the source value is in the row's
+    /// attributes. Newest first.
+    Warnings {
+        /// Only this source system.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this column (country_code, email, ...).
+        #[arg(long)]
+        column: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// One record with its raw content.
     Show {
         /// The quarantine id (from `quarry quarantine list`).
@@ -657,6 +674,36 @@ async fn quarantine(
                     ]);
                 }
                 println!("{t}\n{} record(s); `quarry quarantine show ID` prints one with its raw content", entries.len());
+            }
+        }
+        QuarantineAction::Warnings {
+            source,
+            column,
+            limit,
+            json,
+        } => {
+            let list = q::warnings(&client, source.as_deref(), column.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                t.set_header(["source", "file", "position", "row", "column", "reason", "message"]);
+                for w in &list {
+                    t.add_row([
+                        w.source_system.clone(),
+                        w.object_key.clone(),
+                        w.position.to_string(),
+                        format!("{} {}", w.entity, w.source_id),
+                        w.column_name.clone(),
+                        w.reason_code.clone(),
+                        w.message.clone(),
+                    ]);
+                }
+                println!(
+                    "{t}\n{} warning(s); each value is kept in its row's attributes under the source field's name",
+                    list.len()
+                );
             }
         }
         QuarantineAction::Show { id } => match q::show(&client, id).await? {

@@ -174,3 +174,54 @@ pub async fn replay(client: &mut Client, mapping: Arc<Mapping>) -> Result<Replay
     report.load = Some(load);
     Ok(report)
 }
+
+/// A value a column could not hold, kept in the row's attributes instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warning {
+    pub id: i64,
+    pub source_system: String,
+    pub object_key: String,
+    pub position: i64,
+    pub entity: String,
+    pub source_id: String,
+    pub column_name: String,
+    pub reason_code: String,
+    pub message: String,
+    pub created_at: String,
+}
+
+/// Field warnings, newest first, optionally by source and column.
+pub async fn warnings(
+    client: &Client,
+    source: Option<&str>,
+    column: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Warning>> {
+    let rows = client
+        .query(
+            "SELECT id, source_system, object_key, position, entity, source_id, column_name, reason_code, message, created_at
+             FROM quarry.ingest_warnings
+             WHERE ($1::text IS NULL OR source_system = $1) AND ($2::text IS NULL OR column_name = $2)
+             ORDER BY id DESC LIMIT $3",
+            &[&source, &column, &limit],
+        )
+        .await
+        .context("reading field warnings")?;
+    Ok(rows
+        .iter()
+        .map(|r| Warning {
+            id: r.get("id"),
+            source_system: r.get("source_system"),
+            object_key: r.get("object_key"),
+            position: r.get("position"),
+            entity: r.get("entity"),
+            source_id: r.get("source_id"),
+            column_name: r.get("column_name"),
+            reason_code: r.get("reason_code"),
+            message: r.get("message"),
+            created_at: r
+                .get::<_, chrono::DateTime<chrono::Utc>>("created_at")
+                .to_rfc3339(),
+        })
+        .collect())
+}
