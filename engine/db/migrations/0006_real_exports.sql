@@ -130,6 +130,7 @@ COMMENT ON COLUMN canonical.ingest_warnings.created_at IS 'When the warning was 
 -- under the same mapping version is a duplicate; under a new version (after a
 -- mapping fix, by `quarry backfill`) it is applied again.
 UPDATE quarry.ingest_files SET mapping_version = '' WHERE mapping_version IS NULL;
+ALTER TABLE quarry.ingest_files ALTER COLUMN mapping_version SET DEFAULT '';
 ALTER TABLE quarry.ingest_files ALTER COLUMN mapping_version SET NOT NULL;
 ALTER TABLE quarry.ingest_files DROP CONSTRAINT ingest_files_source_system_object_key_content_sha256_key;
 ALTER TABLE quarry.ingest_files ADD CONSTRAINT ingest_files_identity
