@@ -179,7 +179,10 @@ async fn every_reference_defect_has_its_outcome() {
         scalar(&db, "SELECT column_name || ' ' || reason_code || ' ' || source_id FROM quarry.ingest_warnings").await,
         json!("email pattern_mismatch 001FIX000000000006")
     );
-    let listed = quarry(&db, &["quarantine", "warnings", "--source", "crm", "--json"]);
+    let listed = quarry(
+        &db,
+        &["quarantine", "warnings", "--source", "crm", "--json"],
+    );
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("warnings JSON");
     assert_eq!(listed[0]["column_name"], json!("email"), "{listed}");
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
@@ -878,6 +881,56 @@ async fn a_stale_record_writes_none_of_its_nested_rows() {
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM canonical.order_lines").await,
         json!(1)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Shopify GraphQL bulk JSONL: line items come as lines of their own with
+/// `__parentId`, in any order; they join their order wherever it is in the file,
+/// and a line whose order is neither in the file nor loaded is quarantined.
+#[tokio::test]
+async fn bulk_jsonl_lines_join_their_order_wherever_it_is() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-bulk-{}", uuid_like()));
+    let shop = dir.join("shop-data");
+    std::fs::create_dir_all(&shop).expect("tmp");
+    std::fs::copy(
+        repo_root().join("mappings/tests/shop/graphql-bulk-orders.jsonl"),
+        shop.join("bulk-orders.jsonl"),
+    )
+    .expect("copy");
+    let (r, code) = ingest(&db, &[&dir]);
+    assert_eq!(code, Some(0), "{r:?}");
+    assert_eq!(r[0]["status"], json!("loaded"), "{r:?}");
+    assert_eq!(r[0]["quarantined"], json!({"missing_parent": 1}), "{r:?}");
+    assert_eq!(
+        scalar(&db, "SELECT string_agg(o.source_id || ':' || l.sku || ' ' || l.net_amount, ', ' ORDER BY l.line_number) FROM canonical.order_lines l JOIN canonical.orders o ON o.id = l.order_id").await,
+        json!("5001:COFFEE-1 20.00, 5001:TEA-1 10.00, 5002:TEA-1 5.50")
+    );
+    assert_eq!(
+        scalar(&db, "SELECT g.name || ' ' || g.kind || ' ' || g.country_code FROM canonical.orders o JOIN canonical.organizations g ON g.id = o.organization_id WHERE o.source_id = '5001'").await,
+        json!("Bistro SARL company FR")
+    );
+    assert_eq!(
+        scalar(&db, "SELECT message FROM quarry.quarantine").await,
+        json!("the record belongs to 404, which is neither in the file nor loaded before")
+    );
+    // The same order through the REST API names the same row.
+    std::fs::write(
+        shop.join("rest.ndjson"),
+        r##"{"id": 5001, "name": "#5001", "created_at": "2024-06-01T10:00:00Z", "updated_at": "2024-06-03T00:00:00Z", "currency": "EUR", "total_price": "30.00", "line_items": [{"id": 9001, "sku": "COFFEE-1", "title": "Coffee", "quantity": 2, "price": "10.00"}, {"id": 9002, "sku": "TEA-1", "title": "Tea", "quantity": 1, "price": "10.00"}]}"##,
+
+    )
+    .expect("write");
+    let (r, _) = ingest(&db, &[&shop.join("rest.ndjson")]);
+    assert_eq!(
+        (r[0]["inserted"].clone(), r[0]["updated"].clone()),
+        (json!(0), json!(1)),
+        "{r:?}"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.order_lines l JOIN canonical.orders o ON o.id = l.order_id WHERE o.source_id = '5001'").await,
+        json!(2)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

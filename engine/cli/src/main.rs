@@ -688,7 +688,9 @@ async fn quarantine(
             } else {
                 let mut t = comfy_table::Table::new();
                 t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-                t.set_header(["source", "file", "position", "row", "column", "reason", "message"]);
+                t.set_header([
+                    "source", "file", "position", "row", "column", "reason", "message",
+                ]);
                 for w in &list {
                     t.add_row([
                         w.source_system.clone(),

@@ -193,6 +193,13 @@ pub struct RecordSpec {
     /// systems after a load (`email_domain`, `vat_id`, `name`).
     #[serde(default)]
     pub link_by: Vec<LinkKey>,
+    /// For a nested row delivered as a record of its own (Shopify GraphQL bulk
+    /// JSONL: a line item on its own line with `__parentId`): the key of the
+    /// record it belongs to, found anywhere in the file or loaded before. Only
+    /// for `order_lines`, whose parent is an order; a line whose order is in
+    /// neither place is quarantined (`missing_parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<FieldDef>,
 }
 
 /// A way to recognise one company across source systems.
@@ -426,6 +433,8 @@ struct CompiledRecord {
     when: Vec<CompiledMatch>,
     rows: CompiledRows,
     children: Vec<CompiledChild>,
+    /// The parent's key of a nested row delivered on its own.
+    parent: Option<FieldSpec>,
 }
 
 /// A checked, ready-to-use mapping.
@@ -631,12 +640,12 @@ impl Mapping {
     /// whose record is the first object at a `format.single` path that a record
     /// type (or a skip rule) takes. `Err` is a file-level error: a document that
     /// holds no record of this source fails as a whole.
-    pub fn map_item(&self, value: &Value, whole: bool) -> Result<Mapped, String> {
+    pub fn map_item(&self, value: &Value, whole: bool, position: u64) -> Result<Mapped, String> {
         if !whole {
-            return Ok(self.map_record(value));
+            return Ok(self.map_record_at(value, Some(position)));
         }
         match self.single_record(value) {
-            Some(record) => Ok(self.map_record(record)),
+            Some(record) => Ok(self.map_record_at(record, Some(position))),
             None => Err(format!(
                 "the file is a single object, but no record type of mapping {} takes it (looked at {}); check that it was delivered under the right key",
                 self.spec.source,
@@ -686,8 +695,18 @@ impl Mapping {
         })
     }
 
+    /// True when a record type is a nested row delivered on its own (`parent`).
+    pub fn has_detached_records(&self) -> bool {
+        self.records.iter().any(|r| r.parent.is_some())
+    }
+
     /// Maps one record.
     pub fn map_record(&self, record: &Value) -> Mapped {
+        self.map_record_at(record, None)
+    }
+
+    /// Maps one record found at `position` in its file.
+    pub fn map_record_at(&self, record: &Value, position: Option<u64>) -> Mapped {
         let Some(obj) = record.as_object() else {
             return rejected(
                 None,
@@ -755,12 +774,28 @@ impl Mapping {
             obj,
             parent: None,
             index: None,
+            position,
             ci,
         };
-        let main = match map_rows(&spec.rows, scope, None) {
+        let mut main = match map_rows(&spec.rows, scope, None) {
             Ok(r) => r,
             Err((reason, message)) => return rejected(name, reason, message),
         };
+        if let Some(p) = &spec.parent {
+            let raw = raw_value(p, scope);
+            match apply_with(raw, &p.transforms, &|q| lookup(q, scope)) {
+                Ok(Value::String(k)) if !k.trim().is_empty() => main.parent_key = Some(k),
+                Ok(Value::Number(n)) => main.parent_key = Some(n.to_string()),
+                Ok(_) => {
+                    return rejected(
+                        name,
+                        "missing_key",
+                        format!("the parent key ({}) is missing or blank", describe(p)),
+                    )
+                }
+                Err(e) => return rejected(name, e.code, format!("parent key: {}", e.message)),
+            }
+        }
         let mut rows = vec![main];
         for child in &spec.children {
             if let Some(key) = &child.not_expanded_key {
@@ -824,6 +859,7 @@ impl Mapping {
                     obj: item,
                     parent: Some(obj),
                     index: Some(i),
+                    position,
                     ci,
                 };
                 match map_rows(&child.rows, child_scope, Some(&parent_key)) {
@@ -943,14 +979,20 @@ struct Scope<'a> {
     obj: &'a Map<String, Value>,
     parent: Option<&'a Map<String, Value>>,
     index: Option<usize>,
+    /// The record's position in its file (`#position`).
+    position: Option<u64>,
     ci: bool,
 }
 
 /// Reads a dot path; `^path` reads the parent record, `#index` is the 1-based
-/// position of a nested row in its array.
+/// position of a nested row in its array, `#position` the record's position in
+/// its file (its line in NDJSON).
 fn lookup(path: &str, scope: Scope<'_>) -> Value {
     if path == "#index" {
         return scope.index.map_or(Value::Null, |i| Value::from(i + 1));
+    }
+    if path == "#position" {
+        return scope.position.map_or(Value::Null, Value::from);
     }
     let (src, p) = match path.strip_prefix('^') {
         Some(rest) => (scope.parent, rest),
@@ -1510,15 +1552,27 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
     let mut compiled = Vec::new();
     for (i, r) in spec.records.iter().enumerate() {
         let line = record_line(y, i);
-        if r.entity == Entity::OrderLines {
-            d.push(Diagnostic::new(
+        match (r.entity, &r.parent) {
+            (Entity::OrderLines, None) => d.push(
+                Diagnostic::new(
+                    f,
+                    line,
+                    format!(
+                        "record `{}`: order_lines are a child of an order record, or need `parent` (the order's key)",
+                        r.name
+                    ),
+                )
+                .help("nest them under the order's `children`, or give `parent: {path: __parentId}` when lines come as records of their own"),
+            ),
+            (Entity::OrderLines, Some(_)) | (_, None) => {}
+            (_, Some(_)) => d.push(Diagnostic::new(
                 f,
                 line,
                 format!(
-                    "record `{}`: order_lines can only be a child of an order record",
+                    "record `{}`: `parent` is only for order_lines (their order's key)",
                     r.name
                 ),
-            ));
+            )),
         }
         let rows = compile_rows(
             f,
@@ -1572,9 +1626,16 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             Some(w) => compile_when(&format!("record `{}`", r.name), w.as_slice(), line, &mut d),
             None => Vec::new(),
         };
+        let parent = r.parent.as_ref().map(|p| {
+            let spec = p.spec();
+            rows.used_top_keys
+                .extend(spec.path.as_deref().and_then(top_key));
+            spec
+        });
         compiled.push(CompiledRecord {
             name: r.name.clone(),
             when,
+            parent,
             rows,
             children,
         });
@@ -1766,6 +1827,17 @@ fn compile_field(
         }
         None => None,
     };
+    for t in &spec.transforms {
+        if let Transform::Replace { pattern, .. } = t {
+            if let Err(e) = crate::transform::cached_regex(pattern) {
+                d.push(Diagnostic::new(
+                    f,
+                    line,
+                    format!("{what}: the `replace` pattern of `{column}` does not compile: {e}"),
+                ));
+            }
+        }
+    }
     let mut source_keys = BTreeSet::new();
     if let Some(p) = &spec.path {
         source_keys.extend(top_key(p));

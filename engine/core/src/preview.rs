@@ -140,7 +140,10 @@ pub fn preview<R: Read>(reader: R, mapping: &Mapping, limit: usize) -> Preview {
                 position,
                 value,
                 whole,
-            } => (position, outcome_of(mapping.map_item(&value, whole)?)),
+            } => (
+                position,
+                outcome_of(mapping.map_item(&value, whole, position)?),
+            ),
         };
         match &outcome {
             Outcome::Rows { rows, .. } => {

@@ -147,6 +147,16 @@ pub enum Transform {
     /// `"%d.%m.%Y %H:%M"`), read as UTC unless the pattern has an offset (`%z`),
     /// to a UTC timestamp. Patterns say what a locale's dates mean; nothing is guessed.
     DateFormat(String),
+    /// Replaces every match of a regular expression in a string (`with` may use
+    /// `$1` for groups): `{replace: {pattern: "gid://shopify/[A-Za-z]+/", with: ""}}`
+    /// turns a GraphQL id into the REST id.
+    Replace {
+        /// The regular expression (Rust `regex` syntax).
+        pattern: String,
+        /// The replacement; empty removes the matches.
+        #[serde(default)]
+        with: String,
+    },
     /// Tries each chain of steps in turn and keeps the first that succeeds; fails
     /// with every chain's reason when none does. Several date styles in one field:
     /// `{any_of: [[sap_date], [iso8601], [{date_format: "%m/%d/%Y"}]]}`.
@@ -250,6 +260,7 @@ pub fn transform_names() -> Vec<&'static str> {
         "epoch_seconds",
         "epoch_millis",
         "date_format",
+        "replace",
         "any_of",
     ]
 }
@@ -285,6 +296,7 @@ impl Transform {
             Transform::EpochSeconds => "epoch_seconds",
             Transform::EpochMillis => "epoch_millis",
             Transform::DateFormat(_) => "date_format",
+            Transform::Replace { .. } => "replace",
             Transform::AnyOf(_) => "any_of",
         }
     }
@@ -487,6 +499,12 @@ fn apply_step(
                 ))),
             }
         }),
+        Transform::Replace { pattern, with } => {
+            let re = cached_regex(pattern).map_err(|e| {
+                TransformError::value(format!("replace: the pattern {} is not valid: {e}", quote_str(pattern)))
+            })?;
+            with_string(value, step, |s| Ok(re.replace_all(s, with.as_str()).into_owned().into()))
+        }
         Transform::AnyOf(chains) => {
             let mut reasons = Vec::new();
             for chain in chains {
@@ -511,6 +529,21 @@ fn apply_step(
             })
         }
     }
+}
+
+/// A compiled regular expression, compiled once per pattern for the process.
+pub fn cached_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = Regex::new(pattern)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(pattern.to_string(), re.clone());
+    }
+    Ok(re)
 }
 
 /// ISO 3166-1 alpha-2 for a code, number, name or alias, in any case and spacing.
@@ -1750,6 +1783,10 @@ mod tests {
             Transform::EpochSeconds,
             Transform::EpochMillis,
             Transform::DateFormat("%Y".into()),
+            Transform::Replace {
+                pattern: "a".into(),
+                with: String::new(),
+            },
             Transform::AnyOf(vec![]),
         ];
         let serialized: Vec<String> = samples

@@ -119,7 +119,7 @@ pub struct IngestOptions {
     /// replay feeds stored records as NDJSON).
     pub format: Option<RecordFormat>,
     /// Keep a copy of the file as `<raw_dir>/<source>/<sha256>` (written while it
-    /// is hashed), for `quarry backfill`.
+    /// is parsed, so duplicates cost nothing), for `quarry backfill`.
     pub raw_dir: Option<PathBuf>,
     /// Backfill: the file is applied again under a new mapping version. Only rows
     /// whose current version came from one of these ledger entries (earlier
@@ -164,8 +164,7 @@ pub async fn ingest_with(
     let mut report = FileReport::new(key, &mapping.spec.source);
     let hashed = {
         let open = open.clone();
-        let raw = raw_dir.map(|d| d.join(&mapping.spec.source));
-        tokio::task::spawn_blocking(move || hash_content(&open, raw.as_deref())).await
+        tokio::task::spawn_blocking(move || hash_content(&open)).await
     };
     let (sha, size) = match hashed {
         Ok(Ok(v)) => v,
@@ -204,6 +203,7 @@ pub async fn ingest_with(
             progress,
             format,
             supersedes,
+            raw_dir: raw_dir.map(|d| d.join(&mapping.spec.source)),
         },
         &sha,
         &mut report,
@@ -250,35 +250,78 @@ pub async fn ingest_with(
 struct HashingReader {
     inner: Box<dyn Read + Send>,
     hash: Sha256,
+    /// The raw copy being written, if one is kept.
+    copy: Option<RawCopy>,
 }
 
 impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
+        if let Some(c) = self.copy.as_mut() {
+            c.out.write_all(&buf[..n])?;
+        }
         Ok(n)
     }
 }
 
-/// The content's sha256 and size; with `raw_dir`, the bytes are also kept as
-/// `<raw_dir>/<sha256>` (written to a temporary name, renamed once complete).
-fn hash_content(open: &Opener, raw_dir: Option<&Path>) -> Result<(String, u64)> {
-    let mut r = open().context("opening the file")?;
-    let mut copy = match raw_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the raw file folder {}", dir.display()))?;
-            let tmp = dir.join(format!(
-                ".incoming-{}-{}",
-                std::process::id(),
-                RAW_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ));
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("keeping a raw copy at {}", tmp.display()))?;
-            Some((tmp, std::io::BufWriter::new(f)))
+/// A raw copy of a file being loaded: written under a temporary name while the
+/// file is parsed, renamed to `<dir>/<sha256>` once the content is verified,
+/// removed otherwise. Only files that load are copied (never duplicates).
+struct RawCopy {
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl RawCopy {
+    fn create(dir: &Path) -> Result<RawCopy> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the raw file folder {}", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".incoming-{}-{}",
+            std::process::id(),
+            RAW_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let f = std::fs::File::create(&tmp)
+            .with_context(|| format!("keeping a raw copy at {}", tmp.display()))?;
+        Ok(RawCopy {
+            dir: dir.to_path_buf(),
+            tmp,
+            out: std::io::BufWriter::new(f),
+        })
+    }
+
+    fn keep(self, sha256: &str) -> Result<()> {
+        let RawCopy { dir, tmp, out } = self;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .context("keeping a raw copy")?;
+        let target = dir.join(sha256);
+        if target.exists() {
+            std::fs::remove_file(&tmp).ok();
+        } else {
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("keeping a raw copy at {}", target.display()))?;
         }
-        None => None,
-    };
+        Ok(())
+    }
+}
+
+impl Drop for HashingReader {
+    fn drop(&mut self) {
+        // A copy not kept (the load failed) leaves nothing behind.
+        if let Some(c) = self.copy.take() {
+            drop(c.out);
+            std::fs::remove_file(&c.tmp).ok();
+        }
+    }
+}
+
+/// The content's sha256 and size.
+fn hash_content(open: &Opener) -> Result<(String, u64)> {
+    let mut r = open().context("opening the file")?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
@@ -288,26 +331,9 @@ fn hash_content(open: &Opener, raw_dir: Option<&Path>) -> Result<(String, u64)> 
             break;
         }
         h.update(&buf[..k]);
-        if let Some((_, w)) = copy.as_mut() {
-            w.write_all(&buf[..k]).context("keeping a raw copy")?;
-        }
         n += k as u64;
     }
-    let sha = hex::encode(h.finalize());
-    if let (Some((tmp, w)), Some(dir)) = (copy, raw_dir) {
-        w.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .context("keeping a raw copy")?;
-        let target = dir.join(&sha);
-        if target.exists() {
-            std::fs::remove_file(&tmp).ok();
-        } else {
-            std::fs::rename(&tmp, &target)
-                .with_context(|| format!("keeping a raw copy at {}", target.display()))?;
-        }
-    }
-    Ok((sha, n))
+    Ok((hex::encode(h.finalize()), n))
 }
 
 /// Distinguishes temporary raw copies written at the same time by one process.
@@ -400,6 +426,8 @@ enum Chunk {
     Rows(Entity, Vec<u8>),
     Quarantine(Vec<u8>),
     Warnings(Vec<u8>),
+    /// Raw records of nested rows delivered on their own, in case their parent is missing.
+    Detached(Vec<u8>),
     Read(u64),
 }
 
@@ -450,6 +478,8 @@ struct LoadOptions {
     progress: Option<Progress>,
     format: Option<RecordFormat>,
     supersedes: Option<Vec<i64>>,
+    /// Keep a raw copy of the file in this folder (the source's).
+    raw_dir: Option<PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,6 +497,7 @@ async fn load(
         progress,
         format,
         supersedes,
+        raw_dir,
     } = opts;
     // Backfill: rows may be rewritten only where this file wrote them before.
     let mine: Option<Vec<i64>> = supersedes.map(|mut ids| {
@@ -497,7 +528,8 @@ async fn load(
     }
     tx.batch_execute(
         "CREATE TEMP TABLE stg_quarantine (position bigint, record_type text, raw_record text, reason_code text, message text) ON COMMIT DROP;
-         CREATE TEMP TABLE stg_warnings (position bigint, entity text, source_id text, column_name text, reason_code text, message text) ON COMMIT DROP",
+         CREATE TEMP TABLE stg_warnings (position bigint, entity text, source_id text, column_name text, reason_code text, message text) ON COMMIT DROP;
+         CREATE TEMP TABLE stg_detached (position bigint, record_type text, raw_record text) ON COMMIT DROP",
     )
     .await?;
 
@@ -509,14 +541,15 @@ async fn load(
     let parser = tokio::task::spawn_blocking(move || -> Result<ParseCounts> {
         // The content is hashed again while it is parsed: if it changed since the
         // ledger claim, what loads would not be what the ledger says was loaded.
-        let reader = HashingReader {
+        let mut reader = HashingReader {
             inner: open().context("opening the file")?,
             hash: Sha256::new(),
+            copy: raw_dir.as_deref().map(RawCopy::create).transpose()?,
         };
-        let mut reader = reader;
         let mut bufs: HashMap<Entity, Vec<u8>> = HashMap::new();
         let mut qbuf: Vec<u8> = Vec::new();
         let mut wbuf: Vec<u8> = Vec::new();
+        let mut dbuf: Vec<u8> = Vec::new();
         let mut counts = ParseCounts::default();
         let mut read = 0u64;
         let send = |c: Chunk| {
@@ -547,7 +580,7 @@ async fn load(
                     position,
                     value,
                     whole,
-                } => match m.map_item(&value, whole)? {
+                } => match m.map_item(&value, whole, position)? {
                     Mapped::Skipped { reason } => {
                         *counts.skipped.entry(reason).or_default() += 1;
                     }
@@ -565,7 +598,16 @@ async fn load(
                             &message,
                         );
                     }
-                    Mapped::Rows { rows, .. } => {
+                    Mapped::Rows { rows, record_type } => {
+                        if rows
+                            .first()
+                            .is_some_and(|r| r.main && r.parent_key.is_some())
+                        {
+                            copy_field(&mut dbuf, Some(&position.to_string()), true);
+                            copy_field(&mut dbuf, Some(&record_type), false);
+                            copy_field(&mut dbuf, Some(&value.to_string()), false);
+                            dbuf.push(b'\n');
+                        }
                         for row in rows {
                             if row.keep_children {
                                 counts.children_not_delivered += 1;
@@ -615,6 +657,9 @@ async fn load(
             if wbuf.len() >= COPY_CHUNK {
                 send(Chunk::Warnings(std::mem::take(&mut wbuf)))?;
             }
+            if dbuf.len() >= COPY_CHUNK {
+                send(Chunk::Detached(std::mem::take(&mut dbuf)))?;
+            }
             if read.is_multiple_of(1000) {
                 send(Chunk::Read(read))?;
             }
@@ -630,11 +675,14 @@ async fn load(
         }
         // Read to the end (trailing bytes after the records) before comparing.
         std::io::copy(&mut reader, &mut std::io::sink()).context("reading the file")?;
-        let seen = hex::encode(reader.hash.finalize());
+        let seen = hex::encode(reader.hash.clone().finalize());
         if seen != claimed_sha {
             anyhow::bail!(
                 "the file changed while it was being loaded; load it again once it is complete"
             );
+        }
+        if let Some(copy) = reader.copy.take() {
+            copy.keep(&seen)?;
         }
         for (e, buf) in bufs {
             if !buf.is_empty() {
@@ -646,6 +694,9 @@ async fn load(
         }
         if !wbuf.is_empty() {
             send(Chunk::Warnings(wbuf)).map_err(anyhow::Error::msg)?;
+        }
+        if !dbuf.is_empty() {
+            send(Chunk::Detached(dbuf)).map_err(anyhow::Error::msg)?;
         }
         send(Chunk::Read(read)).map_err(anyhow::Error::msg)?;
         Ok(counts)
@@ -673,6 +724,14 @@ async fn load(
                 Chunk::Quarantine(buf) => {
                     let sink = tx
                         .copy_in("COPY stg_quarantine (position, record_type, raw_record, reason_code, message) FROM STDIN")
+                        .await?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(Bytes::from(buf)).await?;
+                    sink.as_mut().finish().await?;
+                }
+                Chunk::Detached(buf) => {
+                    let sink = tx
+                        .copy_in("COPY stg_detached (position, record_type, raw_record) FROM STDIN")
                         .await?;
                     futures_util::pin_mut!(sink);
                     sink.send(Bytes::from(buf)).await?;
@@ -848,6 +907,25 @@ async fn load(
         report.updated += upd;
         report.stale += (main_staged - main_cur) + stale_db;
         report.unchanged += main_cur.saturating_sub(ins + upd + stale_db);
+    }
+
+    // Nested rows delivered on their own whose parent is neither in the file nor
+    // loaded before were not written (their insert needs the parent): they are
+    // quarantined, not lost.
+    if mapping.has_detached_records() {
+        let orphans = tx
+            .execute(
+                "INSERT INTO stg_quarantine (position, record_type, raw_record, reason_code, message)
+                 SELECT d.position, d.record_type, d.raw_record, 'missing_parent',
+                        'the record belongs to ' || s._parent || ', which is neither in the file nor loaded before'
+                 FROM stg_detached d
+                 JOIN stg_order_lines s ON s._pos = d.position AND s._main
+                 WHERE NOT EXISTS (SELECT 1 FROM canonical.orders o WHERE o.source_system = $1 AND o.source_id = s._parent)",
+                &[&source],
+            )
+            .await
+            .context("quarantining rows whose parent is missing")?;
+        report.unchanged = report.unchanged.saturating_sub(orphans);
     }
 
     // Quarantine.
