@@ -90,6 +90,31 @@ impl TestDb {
         quarry_db::connect(&self.url).await.expect("connect")
     }
 
+    /// The first column of the one row `sql` returns, as JSON (NULL as `Null`).
+    pub async fn value(&self, sql: &str) -> Value {
+        let c = self.client().await;
+        let row = c
+            .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
+        let v: Value = row.get(0);
+        v.as_object()
+            .and_then(|o| o.values().next().cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The real `quarry` binary with `args`, run from the repository root on this
+    /// database (as its owner; the writer and reader logins derive from it).
+    pub fn quarry(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(quarry_bin())
+            .args(args)
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &self.url)
+            .env_remove("QUARRY_WRITER_URL")
+            .output()
+            .expect("run quarry")
+    }
+
     /// Runs an operation from queries/ exactly as the product does; one JSON object per row.
     pub async fn run(&self, op: &str, params: Value) -> Vec<Map<String, Value>> {
         match self.try_run(op, params).await {

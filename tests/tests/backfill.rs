@@ -29,15 +29,7 @@ impl Env {
     }
 
     async fn value(&self, sql: &str) -> Value {
-        let c = self.db.client().await;
-        let row = c
-            .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
-        let v: Value = row.get(0);
-        v.as_object()
-            .and_then(|o| o.values().next().cloned())
-            .unwrap_or(Value::Null)
+        self.db.value(sql).await
     }
 }
 

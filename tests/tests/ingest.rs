@@ -17,13 +17,7 @@ fn exports() -> PathBuf {
 }
 
 fn quarry(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(quarry_bin())
-        .args(args)
-        .current_dir(repo_root())
-        .env("DATABASE_URL", &db.url)
-        .env_remove("QUARRY_WRITER_URL")
-        .output()
-        .expect("run quarry")
+    db.quarry(args)
 }
 
 /// Runs `quarry ingest --json` and returns the reports and the exit code.
@@ -53,15 +47,7 @@ fn report<'a>(reports: &'a [Value], key: &str) -> &'a Value {
 }
 
 async fn scalar(db: &TestDb, sql: &str) -> Value {
-    let c = db.client().await;
-    let row = c
-        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
-    let v: Value = row.get(0);
-    v.as_object()
-        .and_then(|o| o.values().next().cloned())
-        .unwrap_or(Value::Null)
+    db.value(sql).await
 }
 
 /// The canonical state as stable JSON: rows without surrogate keys and load times.

@@ -11,30 +11,19 @@
 //! and a cut-off copy of any shape loads nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use quarry_tests::{empty_db, quarry_bin, repo_root, TestDb};
+use quarry_tests::{empty_db, repo_root, TestDb};
 use serde_json::{json, Value};
 
 fn real() -> PathBuf {
     repo_root().join("tests/fixtures/real")
 }
 
-fn quarry(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(quarry_bin())
-        .args(args)
-        .current_dir(repo_root())
-        .env("DATABASE_URL", &db.url)
-        .env_remove("QUARRY_WRITER_URL")
-        .output()
-        .expect("run quarry")
-}
-
 fn ingest(db: &TestDb, paths: &[&Path]) -> Vec<Value> {
     let mut args = vec!["ingest".to_string(), "--json".to_string()];
     args.extend(paths.iter().map(|p| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = quarry(db, &args);
+    let out = db.quarry(&args);
     let reports: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "ingest --json printed no JSON ({e}):\n{}\n{}",
@@ -46,15 +35,7 @@ fn ingest(db: &TestDb, paths: &[&Path]) -> Vec<Value> {
 }
 
 async fn value(db: &TestDb, sql: &str) -> Value {
-    let c = db.client().await;
-    let row = c
-        .query_one(&format!("SELECT to_jsonb(x) FROM ({sql}) x"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
-    let v: Value = row.get(0);
-    v.as_object()
-        .and_then(|o| o.values().next().cloned())
-        .unwrap_or(Value::Null)
+    db.value(sql).await
 }
 
 fn report<'a>(reports: &'a [Value], file: &str) -> &'a Value {

@@ -714,36 +714,16 @@ async fn load(
                 }
                 Chunk::Rows(e, buf) => {
                     let cols = columns[&e].iter().map(|c| format!(", {c}")).collect::<String>();
-                    let sink = tx
-                        .copy_in(&format!("COPY stg_{} (source_id, _parent, _main, _pos, _version, _keep, attributes{cols}) FROM STDIN", e.table()))
-                        .await?;
-                    futures_util::pin_mut!(sink);
-                    sink.send(Bytes::from(buf)).await?;
-                    sink.as_mut().finish().await?;
+                    copy_chunk(&tx, &format!("COPY stg_{} (source_id, _parent, _main, _pos, _version, _keep, attributes{cols}) FROM STDIN", e.table()), buf).await?;
                 }
                 Chunk::Quarantine(buf) => {
-                    let sink = tx
-                        .copy_in("COPY stg_quarantine (position, record_type, raw_record, reason_code, message) FROM STDIN")
-                        .await?;
-                    futures_util::pin_mut!(sink);
-                    sink.send(Bytes::from(buf)).await?;
-                    sink.as_mut().finish().await?;
+                    copy_chunk(&tx, "COPY stg_quarantine (position, record_type, raw_record, reason_code, message) FROM STDIN", buf).await?;
                 }
                 Chunk::Detached(buf) => {
-                    let sink = tx
-                        .copy_in("COPY stg_detached (position, record_type, raw_record) FROM STDIN")
-                        .await?;
-                    futures_util::pin_mut!(sink);
-                    sink.send(Bytes::from(buf)).await?;
-                    sink.as_mut().finish().await?;
+                    copy_chunk(&tx, "COPY stg_detached (position, record_type, raw_record) FROM STDIN", buf).await?;
                 }
                 Chunk::Warnings(buf) => {
-                    let sink = tx
-                        .copy_in("COPY stg_warnings (position, entity, source_id, column_name, reason_code, message) FROM STDIN")
-                        .await?;
-                    futures_util::pin_mut!(sink);
-                    sink.send(Bytes::from(buf)).await?;
-                    sink.as_mut().finish().await?;
+                    copy_chunk(&tx, "COPY stg_warnings (position, entity, source_id, column_name, reason_code, message) FROM STDIN", buf).await?;
                 }
             }
             Ok(())
@@ -995,6 +975,15 @@ async fn load(
     Ok(())
 }
 
+/// Sends one chunk of COPY text to a staging table.
+async fn copy_chunk(tx: &tokio_postgres::Transaction<'_>, copy: &str, buf: Vec<u8>) -> Result<()> {
+    let sink = tx.copy_in(copy).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(buf)).await?;
+    sink.as_mut().finish().await?;
+    Ok(())
+}
+
 async fn count(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<u64> {
     Ok(tx.query_one(sql, &[]).await?.get::<_, i64>(0) as u64)
 }
@@ -1005,30 +994,23 @@ fn quote_literal(s: &str) -> String {
 
 /// Resolves references within the source system that are still unresolved.
 async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE canonical.orders o SET organization_id = g.id FROM canonical.organizations g
-         WHERE o.source_system = $1 AND o.organization_id IS NULL
-           AND g.source_system = o.source_system AND g.source_id = o.customer_source_id",
-        &[&source],
-    )
-    .await
-    .context("resolving order customers")?;
-    tx.execute(
-        "UPDATE canonical.opportunities o SET organization_id = g.id FROM canonical.organizations g
-         WHERE o.source_system = $1 AND o.organization_id IS NULL
-           AND g.source_system = o.source_system AND g.source_id = o.organization_source_id",
-        &[&source],
-    )
-    .await
-    .context("resolving opportunity accounts")?;
-    tx.execute(
-        "UPDATE canonical.people o SET organization_id = g.id FROM canonical.organizations g
-         WHERE o.source_system = $1 AND o.organization_id IS NULL
-           AND g.source_system = o.source_system AND g.source_id = o.organization_source_id",
-        &[&source],
-    )
-    .await
-    .context("resolving people's organizations")?;
+    // (table, column holding the organization's source key, what it resolves)
+    for (table, key, what) in [
+        ("orders", "customer_source_id", "order customers"),
+        ("opportunities", "organization_source_id", "opportunity accounts"),
+        ("people", "organization_source_id", "people's organizations"),
+    ] {
+        tx.execute(
+            &format!(
+                "UPDATE canonical.{table} o SET organization_id = g.id FROM canonical.organizations g
+                 WHERE o.source_system = $1 AND o.organization_id IS NULL
+                   AND g.source_system = o.source_system AND g.source_id = o.{key}"
+            ),
+            &[&source],
+        )
+        .await
+        .with_context(|| format!("resolving {what}"))?;
+    }
     tx.execute(
         "UPDATE canonical.order_lines l SET product_id = p.id FROM canonical.products p
          WHERE l.source_system = $1 AND l.product_id IS NULL
