@@ -67,7 +67,7 @@ export const DEFAULTS = {
   prefix: 'quarry',
   lambdaDir: '../target/lambda',
   dev: false,
-  ingestPrefixes: ['crm-data/', 'erp-data/', 'shop-data/'],
+  ingestPrefixes: ['crm-data/', 'erp-data/', 'shop-data/', 'stripe-data/'],
   ingestReservedConcurrency: 5,
   dbInstanceClass: 't4g.micro',
   dbEngineVersion: '17.9',

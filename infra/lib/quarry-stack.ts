@@ -97,7 +97,7 @@ export class QuarryStack extends Stack {
     };
     out('ApiUrl', this.api.restApi.url, `Base URL of the REST API (stage ${STAGE_NAME})`);
     out('ApiKeyId', this.api.apiKey.keyId, 'aws apigateway get-api-key --api-key <id> --include-value');
-    out('RawBucketName', this.storage.rawBucket.bucketName, 'Upload exports under crm-data/, erp-data/, shop-data/');
+    out('RawBucketName', this.storage.rawBucket.bucketName, 'Upload exports under crm-data/, erp-data/, shop-data/, stripe-data/');
     out('ResultsBucketName', this.storage.resultsBucket.bucketName, 'Job results (objects expire)');
     out('StateMachineArn', this.jobs.stateMachine.stateMachineArn, 'Analytics job state machine');
     out('IngestFailureQueueUrl', this.ingest.failureQueue.queueUrl, 'Upload events that failed ingest');

@@ -5,12 +5,12 @@ import { DEFAULTS, INFRA_DIR, lambdaZip, loadConfig } from '../lib/config';
 const config = (context: Record<string, unknown>) => loadConfig(new App({ context }).node);
 
 describe('context', () => {
-  test('defaults: pinned account and region, two AZs, the three source prefixes, cargo lambda output folder', () => {
+  test('defaults: pinned account and region, two AZs, the four shipped source prefixes, cargo lambda output folder', () => {
     const c = config({});
     expect(c.account).toBe('123456789012');
     expect(c.region).toBe('us-east-1');
     expect(c.availabilityZones).toEqual(['us-east-1a', 'us-east-1b']);
-    expect(c.ingestPrefixes).toEqual(['crm-data/', 'erp-data/', 'shop-data/']);
+    expect(c.ingestPrefixes).toEqual(['crm-data/', 'erp-data/', 'shop-data/', 'stripe-data/']);
     expect(c.lambdaDir).toBe(path.resolve(INFRA_DIR, '../target/lambda'));
     expect(c.dev).toBe(false);
     expect(c.alarmEmail).toBeUndefined();

@@ -368,7 +368,7 @@ describe('functions', () => {
 
   test('quarry-ingest: raw bucket source prefixes (read), writer secret, alarm topic; nothing else', () => {
     const p = mentioned(fns.ingest);
-    for (const prefix of ['crm-data/*', 'erp-data/*', 'shop-data/*']) expect(p).toContain(prefix);
+    for (const prefix of ['crm-data/*', 'erp-data/*', 'shop-data/*', 'stripe-data/*']) expect(p).toContain(prefix);
     expect(p).toContain(id(n.alarmTopic));
     for (const other of [s.resultsBucket, s.cacheTable, s.jobsTable, n.jobsTopic]) expect(p).not.toContain(id(other));
     const s3 = statementsOf(template, stack, fns.ingest.role).filter((st) => actionsOf(st).some((a) => a.startsWith('s3:')));
@@ -416,7 +416,7 @@ describe('ingest', () => {
       expect(c.LambdaFunctionArn).toEqual(getAtt(idOf(stack, prod.stack.ingest.fn.function)));
       return c.Filter.Key.FilterRules[0].Value;
     });
-    expect(prefixes.sort()).toEqual(['crm-data/', 'erp-data/', 'shop-data/']);
+    expect(prefixes.sort()).toEqual(['crm-data/', 'erp-data/', 'shop-data/', 'stripe-data/']);
   });
 
   test('reserved concurrency, two retries, failures to an encrypted, TLS-only queue', () => {

@@ -3,6 +3,12 @@
 //! and loaded by the same code as `quarry ingest`; the ingest ledger makes a
 //! repeated delivery a no-op.
 //!
+//! The same function applies a fixed mapping to the files already delivered:
+//! `{"backfill": {"source": "stripe", "since": "2024-06-01", "bucket": "..."}}`,
+//! sent with `aws lambda invoke`, re-reads them from the raw bucket (see
+//! `quarry_db::backfill`); a file whose object now holds other content is
+//! reported, not loaded. Run it again to continue when it runs out of time.
+//!
 //! A record that did not load (a bad file, an unreachable database, a file
 //! another invocation is still loading) makes the invocation fail, so Lambda
 //! retries the event and, when the retries are spent, sends it with the error to
@@ -73,6 +79,65 @@ struct S3Object {
     size: Option<u64>,
 }
 
+/// `{"backfill": {...}}`: apply the current mapping of `source` to its files
+/// already delivered, read back from the raw bucket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillRequest {
+    source: String,
+    /// Only files first delivered on or after this date (YYYY-MM-DD or RFC 3339).
+    #[serde(default)]
+    since: Option<String>,
+    /// The raw bucket (default: QUARRY_RAW_BUCKET).
+    #[serde(default)]
+    bucket: Option<String>,
+}
+
+/// Delivered files read back from the raw bucket through scratch disk; an
+/// object whose content is no longer the delivered one is refused.
+struct S3Raw<'a> {
+    s3: &'a S3Store,
+    bucket: String,
+    scratch: PathBuf,
+    written: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+#[async_trait::async_trait]
+impl quarry_db::backfill::RawFiles for S3Raw<'_> {
+    async fn open(&self, key: &str, sha256: &str) -> Result<Opener, String> {
+        let bucket = &self.bucket;
+        let path = self
+            .scratch
+            .join(format!("quarry-backfill-{}", uuid::Uuid::new_v4()));
+        if let Ok(mut w) = self.written.lock() {
+            w.push(path.clone());
+        }
+        self.s3
+            .download(bucket, key, &path)
+            .await
+            .map_err(|e| format!("s3://{bucket}/{key}: {e:#}"))?;
+        let check = path.clone();
+        let found = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            use sha2::Digest;
+            let mut f = std::fs::File::open(&check)?;
+            let mut h = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut h)?;
+            Ok(hex::encode(h.finalize()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("s3://{bucket}/{key}: {e}"))?;
+        if found != sha256 {
+            return Err(format!(
+                "s3://{bucket}/{key} now holds other content (sha256 {found}, delivered {sha256}); the delivered file is gone unless the bucket keeps versions"
+            ));
+        }
+        Ok(Arc::new(move || {
+            Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+        }))
+    }
+}
+
 /// S3 event keys are URL-encoded, with `+` for a space.
 pub fn decode_key(raw: &str) -> String {
     let spaced = raw.replace('+', " ");
@@ -88,6 +153,13 @@ impl Ingest {
         // S3 sends a test event when a notification is configured: nothing to do.
         if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
             return Ok(json!({ "files": [] }));
+        }
+        if let Some(req) = event.get("backfill") {
+            let req: BackfillRequest = serde_json::from_value(req.clone()).map_err(|e| Diagnostic {
+                error_type: "Quarry.BadEvent".into(),
+                error_message: format!("a backfill event is {{\"backfill\": {{\"source\": S, \"since\"?: DATE, \"bucket\"?: B}}}}: {e}"),
+            })?;
+            return self.backfill(req).await;
         }
         let event: S3Event = serde_json::from_value(event).map_err(|e| Diagnostic {
             error_type: "Quarry.BadEvent".into(),
@@ -205,6 +277,74 @@ impl Ingest {
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), key = %key, "database error during ingest");
                 failed("the database failed during the load; nothing was kept and the event will be retried".into())
+            }
+        }
+    }
+
+    /// Applies the current mapping of a source to its delivered files.
+    async fn backfill(&self, req: BackfillRequest) -> Result<Value, Diagnostic> {
+        let bad = |msg: String| Diagnostic {
+            error_type: "Quarry.BadEvent".into(),
+            error_message: msg,
+        };
+        let Some(mapping) = self
+            .mappings
+            .iter()
+            .find(|m| m.spec.source == req.source)
+            .cloned()
+        else {
+            return Err(bad(format!("no mapping for source `{}`", req.source)));
+        };
+        let since = match req.since.as_deref() {
+            None => None,
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| d.with_timezone(&Utc))
+                    .or_else(|_| {
+                        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                            .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+                    })
+                    .map_err(|_| {
+                        bad(format!(
+                            "since {s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"
+                        ))
+                    })?,
+            ),
+        };
+        let bucket = req.bucket.unwrap_or_else(|| self.s3.bucket().to_string());
+        if bucket.is_empty() {
+            return Err(bad(
+                "name the raw bucket (`bucket`) or set QUARRY_RAW_BUCKET".into(),
+            ));
+        }
+        let raw = S3Raw {
+            s3: &self.s3,
+            bucket,
+            scratch: self.scratch.clone(),
+            written: std::sync::Mutex::new(Vec::new()),
+        };
+        let mut client = self.writer.get().await.map_err(|e| {
+            tracing::error!(error = %e, "no database connection for backfill");
+            Diagnostic {
+                error_type: "Quarry.Transient".into(),
+                error_message: "the database could not be reached; invoke again".into(),
+            }
+        })?;
+        let result = quarry_db::backfill::backfill(&mut client, mapping, since, &raw, &mut |f| {
+            tracing::info!(key = %f.key, outcome = ?f.outcome, "backfill");
+        })
+        .await;
+        for p in raw.written.lock().map(|w| w.clone()).unwrap_or_default() {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        match result {
+            Ok(report) => Ok(json!({ "backfill": report })),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "backfill failed");
+                Err(Diagnostic {
+                    error_type: "Quarry.Transient".into(),
+                    error_message: "the database failed during the backfill; files done so far are kept, invoke again to continue".into(),
+                })
             }
         }
     }

@@ -68,6 +68,11 @@ impl S3Store {
         }
     }
 
+    /// The bucket this store was made for (empty when events name it).
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
     }

@@ -214,6 +214,144 @@ async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
     assert_eq!(err.error_type, "Quarry.BadEvent");
 }
 
+/// `quarry-ingest` with a backfill event: the files delivered through the raw
+/// bucket are read back and a fixed mapping version is applied to them; an
+/// object overwritten since its delivery is reported, not loaded.
+#[tokio::test]
+async fn backfill_event_reapplies_a_fixed_mapping_from_the_raw_bucket() {
+    let m = moto();
+    let sdk = config(&m).await;
+    let s3 = make_bucket(&sdk, "raw-backfill").await;
+    let db = quarry_tests::empty_db().await;
+    let owner = db.client().await;
+    let shipped = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
+        .expect("mappings");
+    let with_stripe = |edit: &dyn Fn(String) -> String| -> Vec<Arc<quarry_core::mapping::Mapping>> {
+        let text = std::fs::read_to_string(quarry_tests::repo_root().join("mappings/stripe.yaml"))
+            .expect("stripe.yaml");
+        let (m, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
+            file: "stripe.yaml".into(),
+            text: edit(text),
+        });
+        assert!(d.is_empty(), "{d:?}");
+        let mut all: Vec<Arc<quarry_core::mapping::Mapping>> = shipped
+            .iter()
+            .filter(|m| m.spec.source != "stripe")
+            .map(|m| {
+                Arc::new(
+                    quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
+                        file: m.file.clone(),
+                        text: std::fs::read_to_string(&m.file).expect("mapping"),
+                    })
+                    .0
+                    .expect("valid"),
+                )
+            })
+            .collect();
+        all.push(Arc::new(m.expect("stripe mapping")));
+        all
+    };
+    let handler = |mappings: Vec<Arc<quarry_core::mapping::Mapping>>| Ingest {
+        s3: s3.clone(),
+        writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url"), 2),
+        mappings,
+        alarms: None,
+        scratch: std::env::temp_dir(),
+        max_bytes: 50 << 20,
+    };
+    // Delivered under a mapping that forgot Stripe's minor units.
+    let buggy = handler(with_stripe(&|t| {
+        t.replace("version: 1.0.0", "version: 0.9.0")
+            .replace("{minor_units: {currency: currency}}", "money")
+    }));
+    let real = |f: &str| {
+        std::fs::read(
+            quarry_tests::repo_root()
+                .join("tests/fixtures/real/stripe-data")
+                .join(f),
+        )
+        .expect("fixture")
+    };
+    let a = put(
+        &sdk,
+        "raw-backfill",
+        "stripe-data/charge.json",
+        real("stripe-java-charge.json"),
+    )
+    .await;
+    let b = put(
+        &sdk,
+        "raw-backfill",
+        "stripe-data/invoice.json",
+        real("stripe-java-invoice-with-lines.json"),
+    )
+    .await;
+    buggy
+        .handle(s3_event(
+            "raw-backfill",
+            &[
+                ("stripe-data/charge.json", a),
+                ("stripe-data/invoice.json", b),
+            ],
+        ))
+        .await
+        .expect("loaded");
+    let total = "SELECT (total_amount * 100)::bigint FROM canonical.orders WHERE source_id = 'ch_198c152iMoKf4jyWWYvyqjTX'";
+    assert_eq!(count(&owner, total).await, 106_100);
+
+    // The fixed mapping, applied by an operator's `aws lambda invoke`.
+    let fixed = handler(with_stripe(&|t| t));
+    let out = fixed
+        .handle(json!({"backfill": {"source": "stripe", "bucket": "raw-backfill"}}))
+        .await
+        .expect("backfill");
+    assert_eq!(out["backfill"]["rows_changed"], json!(2), "{out}");
+    assert_eq!(count(&owner, total).await, 1061);
+    assert_eq!(
+        count(
+            &owner,
+            "SELECT version::bigint FROM canonical.orders WHERE source_id = 'ch_198c152iMoKf4jyWWYvyqjTX'"
+        )
+        .await,
+        2
+    );
+    // Again: nothing to do.
+    let again = fixed
+        .handle(json!({"backfill": {"source": "stripe", "bucket": "raw-backfill"}}))
+        .await
+        .expect("backfill");
+    assert_eq!(again["backfill"]["already_applied"], json!(2), "{again}");
+
+    // An object overwritten since delivery is not the delivered file.
+    put(
+        &sdk,
+        "raw-backfill",
+        "stripe-data/charge.json",
+        real("posthog-stripe-charges-list.json"),
+    )
+    .await;
+    let newer = handler(with_stripe(&|t| {
+        t.replace("version: 1.0.0", "version: 1.0.1")
+    }));
+    let out = newer
+        .handle(json!({"backfill": {"source": "stripe", "bucket": "raw-backfill"}}))
+        .await
+        .expect("backfill");
+    assert_eq!(out["backfill"]["raw_missing"], json!(1), "{out}");
+    let files = out["backfill"]["files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        files.iter().any(|f| f["looked_at"]
+            .as_str()
+            .is_some_and(|m| m.contains("now holds other content"))),
+        "{out}"
+    );
+    let bad = fixed.handle(json!({"backfill": {"source": "nope"}})).await;
+    assert!(bad.is_err());
+}
+
 struct JobsWorld {
     _m: Moto,
     sdk: aws_config::SdkConfig,

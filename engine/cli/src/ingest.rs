@@ -387,15 +387,9 @@ pub async fn backfill(
     let Some(raw_dir) = raw_dir()? else {
         bail!("keep_raw_files is off, so no raw copies were kept to apply the mapping to; turn it on (it is on by default) for files delivered from now on");
     };
-    let raw = move |key: &str, sha: &str| -> std::result::Result<Opener, String> {
-        let path = quarry_db::ingest::raw_path(&raw_dir, source, sha);
-        if path.is_file() {
-            Ok(Arc::new(move || {
-                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
-            }))
-        } else {
-            Err(format!("{} (for {key})", path.display()))
-        }
+    let raw = quarry_db::backfill::RawFolder {
+        dir: raw_dir,
+        source: source.to_string(),
     };
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
         .await

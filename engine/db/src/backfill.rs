@@ -56,9 +56,34 @@ pub struct BackfillReport {
     pub failed: u64,
 }
 
-/// Where to read a delivered file's raw copy: `(object key, sha256)` to an opener,
-/// or the place looked at when there is none.
-pub type RawSource<'a> = &'a (dyn Fn(&str, &str) -> std::result::Result<Opener, String> + Sync);
+/// Where the raw copies of delivered files are: a folder locally
+/// ([`RawFolder`]), the raw bucket on AWS.
+#[async_trait::async_trait]
+pub trait RawFiles: Send + Sync {
+    /// An opener for the file delivered under `key` with this content, or why
+    /// there is none (the place looked at).
+    async fn open(&self, key: &str, sha256: &str) -> std::result::Result<Opener, String>;
+}
+
+/// Raw copies kept by ingest in `<dir>/<source>/<sha256>`.
+pub struct RawFolder {
+    pub dir: std::path::PathBuf,
+    pub source: String,
+}
+
+#[async_trait::async_trait]
+impl RawFiles for RawFolder {
+    async fn open(&self, key: &str, sha256: &str) -> std::result::Result<Opener, String> {
+        let path = crate::ingest::raw_path(&self.dir, &self.source, sha256);
+        if path.is_file() {
+            Ok(Arc::new(move || {
+                Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+            }))
+        } else {
+            Err(format!("{} (for {key})", path.display()))
+        }
+    }
+}
 
 /// Applies `mapping` again to every file of its source first delivered at or
 /// after `since`, oldest first. `on_file` hears about each file as it is done.
@@ -66,7 +91,7 @@ pub async fn backfill(
     client: &mut Client,
     mapping: Arc<Mapping>,
     since: Option<DateTime<Utc>>,
-    raw: RawSource<'_>,
+    raw: &dyn RawFiles,
     on_file: &mut (dyn FnMut(&BackfillFile) + Send),
 ) -> Result<BackfillReport> {
     let source = mapping.spec.source.clone();
@@ -98,7 +123,7 @@ pub async fn backfill(
             report.already_applied += 1;
             BackfillOutcome::AlreadyApplied
         } else {
-            match raw(&key, &sha256) {
+            match raw.open(&key, &sha256).await {
                 Err(looked_at) => {
                     report.raw_missing += 1;
                     BackfillOutcome::RawMissing { looked_at }

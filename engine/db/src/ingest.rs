@@ -997,7 +997,11 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
     // (table, column holding the organization's source key, what it resolves)
     for (table, key, what) in [
         ("orders", "customer_source_id", "order customers"),
-        ("opportunities", "organization_source_id", "opportunity accounts"),
+        (
+            "opportunities",
+            "organization_source_id",
+            "opportunity accounts",
+        ),
         ("people", "organization_source_id", "people's organizations"),
     ] {
         tx.execute(
