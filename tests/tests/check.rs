@@ -194,3 +194,33 @@ fn mapping_tests_fail_on_a_difference_and_update_on_request() {
     assert_eq!(out.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `quarry query ... | head`: a reader that goes away ends the program quietly.
+#[tokio::test]
+async fn a_closed_output_pipe_ends_quietly() {
+    let db = quarry_tests::fixture_db().await;
+    for format in ["json", "csv", "table"] {
+        let mut child = Command::new(quarry_bin())
+            .args(["query", "database_info", "-f", format])
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // The reader is gone before anything was written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

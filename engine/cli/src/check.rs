@@ -11,6 +11,25 @@ use quarry_core::loader::check_pack;
 
 pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> Result<ExitCode> {
     let mut diags = Vec::new();
+    // A folder with nothing to check is a mistyped path, not a success.
+    for p in paths.iter().filter(|p| p.is_dir()) {
+        if quarry_core::files::yaml_files_under(p).is_ok_and(|f| f.is_empty()) {
+            let shown = p.display().to_string();
+            let shown = if shown.ends_with('/') {
+                shown
+            } else {
+                format!("{shown}/")
+            };
+            diags.push(
+                Diagnostic::new(
+                    &shown,
+                    (1, 1),
+                    "no query packs or mappings here (no *.yaml in the folder or its subfolders)",
+                )
+                .help("check the path: CI passes the folders that hold the definitions, such as queries/ and mappings/"),
+            );
+        }
+    }
     let sources = match quarry_core::files::read_pack_sources(paths) {
         Ok(s) => s,
         Err(d) => {

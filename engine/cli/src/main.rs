@@ -355,7 +355,30 @@ enum CheckFormat {
     Json,
 }
 
+/// True when the error (or one of its causes) is a closed output pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) || format!("{e:#}").contains("Broken pipe")
+}
+
 fn main() -> ExitCode {
+    // `quarry query ... | head`: when the reader of our output goes away, stop
+    // quietly with exit 0, as command-line tools do, instead of a panic (println!).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if payload.contains("failed printing to stdout") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -371,6 +394,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -5,23 +5,38 @@ use std::path::{Path, PathBuf};
 use crate::diag::Diagnostic;
 use crate::loader::PackSource;
 
+/// Every `*.yaml` / `*.yml` file under `dir`, in subfolders too (hidden folders
+/// and `node_modules` left out), sorted.
+pub fn yaml_files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let f = e?.path();
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if f.is_dir() {
+                if !name.starts_with('.') && name != "node_modules" {
+                    stack.push(f);
+                }
+            } else if f.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                found.push(f);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Collects pack sources from files and folders. A folder contributes every
-/// `*.yaml` directly inside it; a `.yaml` file contributes itself; the `.sql`
-/// template is looked up beside each YAML file.
+/// `*.yaml` in it and its subfolders; a `.yaml` file contributes itself; the
+/// `.sql` template is looked up beside each YAML file.
 pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagnostic>> {
     let mut yaml_files = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
         if p.is_dir() {
-            match std::fs::read_dir(p) {
-                Ok(rd) => {
-                    let mut found: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-                        .collect();
-                    found.sort();
-                    yaml_files.extend(found);
-                }
+            match yaml_files_under(p) {
+                Ok(found) => yaml_files.extend(found),
                 Err(e) => errors.push(Diagnostic::new(
                     &p.display().to_string(),
                     (1, 1),
