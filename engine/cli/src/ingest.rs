@@ -77,6 +77,21 @@ fn collect(paths: &[PathBuf], mappings: &[Arc<Mapping>]) -> Result<(Vec<Job>, Ve
     Ok((jobs, skipped))
 }
 
+/// The mapping of `source`, or an error listing the known sources.
+pub fn mapping_named(mappings: &[Arc<Mapping>], source: &str) -> Result<Arc<Mapping>> {
+    match mappings.iter().find(|m| m.spec.source == source) {
+        Some(m) => Ok(m.clone()),
+        None => bail!(
+            "no mapping for source `{source}`; known: {}",
+            mappings
+                .iter()
+                .map(|m| m.spec.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Loads and checks every mapping; any problem is an error listing all of them.
 pub fn load_mappings(dir: &Path) -> Result<Vec<Arc<Mapping>>> {
     let mappings = quarry_core::files::load_mappings(dir).map_err(|d| {
@@ -108,16 +123,7 @@ pub async fn run(
     let raw_dir = raw_dir()?;
     let mappings = load_mappings(mappings_dir)?;
     if let Some(s) = source {
-        if !mappings.iter().any(|m| m.spec.source == s) {
-            bail!(
-                "no mapping for source `{s}`; known: {}",
-                mappings
-                    .iter()
-                    .map(|m| m.spec.source.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        mapping_named(&mappings, s)?;
     }
     let (jobs, skipped_keys) = collect(paths, &mappings)?;
     if !json {
@@ -360,16 +366,7 @@ pub async fn backfill(
     json: bool,
 ) -> Result<ExitCode> {
     let mappings = load_mappings(mappings_dir)?;
-    let Some(mapping) = mappings.iter().find(|m| m.spec.source == source).cloned() else {
-        bail!(
-            "no mapping for source `{source}`; known: {}",
-            mappings
-                .iter()
-                .map(|m| m.spec.source.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let mapping = mapping_named(&mappings, source)?;
     let since = match since {
         None => None,
         Some(s) => Some(

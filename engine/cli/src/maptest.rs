@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use quarry_core::mapping::Mapping;
 use quarry_core::preview::{preview, Outcome, Preview};
 
-use crate::ingest::{key_for, load_mappings};
+use crate::ingest::{key_for, load_mappings, mapping_named};
 
 /// Suffix of an expected-output file; the input is the same path without it.
 const EXPECTED_SUFFIX: &str = ".expected.json";
@@ -25,19 +25,8 @@ fn mapping_for(
     mappings: &[Arc<Mapping>],
     source: Option<&str>,
 ) -> Result<Arc<Mapping>> {
-    let known = || {
-        mappings
-            .iter()
-            .map(|m| m.spec.source.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if let Some(s) = source {
-        return mappings
-            .iter()
-            .find(|m| m.spec.source == s)
-            .cloned()
-            .with_context(|| format!("no mapping for source `{s}`; known: {}", known()));
+        return mapping_named(mappings, s);
     }
     let (key, claimed) = key_for(path, None, mappings);
     if claimed {
@@ -53,7 +42,11 @@ fn mapping_for(
     }
     bail!(
         "no mapping claims `{key}` and no folder on its path names a source; pass --source ({})",
-        known()
+        mappings
+            .iter()
+            .map(|m| m.spec.source.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
