@@ -83,13 +83,18 @@ pub fn mapping_named(mappings: &[Arc<Mapping>], source: &str) -> Result<Arc<Mapp
         Some(m) => Ok(m.clone()),
         None => bail!(
             "no mapping for source `{source}`; known: {}",
-            mappings
-                .iter()
-                .map(|m| m.spec.source.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            known_sources(mappings)
         ),
     }
+}
+
+/// The sources of `mappings`, for messages: `crm, erp, shop`.
+pub fn known_sources(mappings: &[Arc<Mapping>]) -> String {
+    mappings
+        .iter()
+        .map(|m| m.spec.source.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Loads and checks every mapping; any problem is an error listing all of them.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use quarry_core::mapping::Mapping;
 use quarry_core::preview::{preview, Outcome, Preview};
 
-use crate::ingest::{key_for, load_mappings, mapping_named};
+use crate::ingest::{key_for, known_sources, load_mappings, mapping_named};
 
 /// Suffix of an expected-output file; the input is the same path without it.
 const EXPECTED_SUFFIX: &str = ".expected.json";
@@ -42,11 +42,7 @@ fn mapping_for(
     }
     bail!(
         "no mapping claims `{key}` and no folder on its path names a source; pass --source ({})",
-        mappings
-            .iter()
-            .map(|m| m.spec.source.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        known_sources(mappings)
     )
 }
 
