@@ -6,6 +6,7 @@ mod generate;
 mod ingest;
 mod maptest;
 mod output;
+mod packtest;
 mod progress;
 
 use std::path::PathBuf;
@@ -200,13 +201,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the mapping tests: every input file with NAME.expected.json beside it
-    /// (default folders: mappings/tests and tests/fixtures/real) is previewed and
-    /// compared with the expected output. Exit code 1 on any difference.
+    /// Run the tests written as data: every pack test (queries/**/NAME.test.yaml:
+    /// rows given, parameters, expected rows or error; run against a scratch
+    /// database made and dropped on the DATABASE_URL server) and every mapping
+    /// test (an input file with NAME.expected.json beside it, in mappings/tests
+    /// and tests/fixtures/real). Exit code 1 on any difference.
     Test {
         /// Files or folders holding test cases.
         paths: Vec<PathBuf>,
-        /// Write the current output as the expected files (review the diff).
+        /// Write the current output as the expected files and as the expected
+        /// rows of failing pack test cases (review the diff).
         #[arg(long)]
         update: bool,
     },
@@ -554,6 +558,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test { paths, update } => {
             let paths = if paths.is_empty() {
                 [
+                    cli.queries.clone(),
                     PathBuf::from("mappings/tests"),
                     PathBuf::from("tests/fixtures/real"),
                 ]
@@ -563,7 +568,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 paths
             };
-            maptest::test_command(&cli.mappings, &paths, update)
+            maptest::test_command(
+                &cli.database_url,
+                &cli.queries,
+                &cli.mappings,
+                &paths,
+                update,
+            )
+            .await
         }
         Command::DemoData { out, scale, seed } => {
             let expected = generate::generate(&out, &generate::GenOptions { scale, seed })?;
@@ -934,6 +946,10 @@ fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
         (
             "mapping.schema.json",
             quarry_core::mapping::mapping_json_schema(),
+        ),
+        (
+            quarry_core::packtest::SCHEMA,
+            quarry_core::packtest::json_schema(),
         ),
     ] {
         let text = serde_json::to_string_pretty(&schema)? + "\n";

@@ -51,6 +51,61 @@ fn run_preview(path: &Path, mapping: &Mapping, limit: usize) -> Result<Preview> 
     Ok(preview(file, mapping, limit))
 }
 
+/// `quarry test [PATHS]`: the mapping tests (`NAME.expected.json` beside an
+/// input) and the pack tests (`*.test.yaml`, against a scratch database) found
+/// under `paths`.
+pub async fn test_command(
+    database_url: &str,
+    queries_dir: &Path,
+    mappings_dir: &Path,
+    paths: &[PathBuf],
+    update: bool,
+) -> Result<ExitCode> {
+    let pack_files = quarry_core::packtest::test_files_under(paths)
+        .context("looking for pack tests (*.test.yaml)")?;
+    let map_cases = cases(paths, update)?;
+    if map_cases.is_empty() && pack_files.is_empty() {
+        bail!(
+            "no tests under {}: a mapping test is an input file with NAME{EXPECTED_SUFFIX} beside it (write one with --update), a pack test a NAME{} file",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            quarry_core::packtest::TEST_SUFFIX
+        );
+    }
+    let mapping = run_mapping_cases(mappings_dir, &map_cases, update)?;
+    let mut packs_tally = crate::packtest::Tally::default();
+    if !pack_files.is_empty() {
+        let (tests, mut diags) = crate::packtest::load_all(&pack_files);
+        let packs = crate::load_packs(queries_dir)?;
+        diags.extend(crate::packtest::check_against(&tests, &packs));
+        if !diags.is_empty() {
+            for d in &diags {
+                println!("{d}");
+            }
+            bail!(
+                "{} problem(s) in the pack tests; nothing was run",
+                diags.len()
+            );
+        }
+        packs_tally = crate::packtest::run(database_url, &packs, &tests, update).await?;
+    }
+    let failed = mapping.failed + packs_tally.failed;
+    println!(
+        "{} passed, {failed} failed ({} mapping case(s), {} pack case(s))",
+        mapping.passed + packs_tally.passed,
+        map_cases.len(),
+        packs_tally.passed + packs_tally.failed
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `quarry map preview FILE`.
 pub fn preview_command(
     mappings_dir: &Path,
@@ -145,7 +200,7 @@ fn print_preview(p: &Preview) {
 }
 
 /// Inputs under `paths` that have an expected-output file beside them; with
-/// `all`, every data file (not `.md`), so that `--update` can write new cases.
+/// `all`, every data file (JSON, NDJSON, CSV), so that `--update` can write new cases.
 fn cases(paths: &[PathBuf], all: bool) -> Result<Vec<(PathBuf, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
@@ -166,7 +221,10 @@ fn cases(paths: &[PathBuf], all: bool) -> Result<Vec<(PathBuf, PathBuf)>> {
             out.push((input, p));
         } else if !p.exists() {
             bail!("{} does not exist", p.display());
-        } else if all && p.extension().is_none_or(|e| e != "md") {
+        } else if all
+            && p.extension()
+                .is_some_and(|e| ["json", "ndjson", "jsonl", "csv"].iter().any(|d| e == *d))
+        {
             let expected = PathBuf::from(format!("{}{EXPECTED_SUFFIX}", p.display()));
             out.push((p, expected));
         }
@@ -176,23 +234,19 @@ fn cases(paths: &[PathBuf], all: bool) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(out)
 }
 
-/// `quarry test [PATHS]`: every mapping test case; `--update` rewrites the
-/// expected files from the current output (review the diff before committing).
-pub fn test_command(mappings_dir: &Path, paths: &[PathBuf], update: bool) -> Result<ExitCode> {
-    let mappings = load_mappings(mappings_dir)?;
-    let cases = cases(paths, update)?;
+/// Runs mapping test cases; `--update` rewrites the expected files from the
+/// current output (review the diff before committing).
+pub fn run_mapping_cases(
+    mappings_dir: &Path,
+    cases: &[(PathBuf, PathBuf)],
+    update: bool,
+) -> Result<crate::packtest::Tally> {
     if cases.is_empty() {
-        bail!(
-            "no test cases under {}: a case is an input file with NAME{EXPECTED_SUFFIX} beside it (write one with --update)",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        return Ok(crate::packtest::Tally::default());
     }
+    let mappings = load_mappings(mappings_dir)?;
     let mut failed = 0;
-    for (input, expected_path) in &cases {
+    for (input, expected_path) in cases {
         let mapping = mapping_for(input, &mappings, None)?;
         let actual = serde_json::to_value(run_preview(input, &mapping, TEST_DETAIL)?)?;
         let text = format!("{}\n", serde_json::to_string_pretty(&actual)?);
@@ -215,14 +269,9 @@ pub fn test_command(mappings_dir: &Path, paths: &[PathBuf], update: bool) -> Res
             }
         }
     }
-    println!(
-        "{} passed, {failed} failed",
-        cases.len() - if update { 0 } else { failed }
-    );
-    Ok(if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    Ok(crate::packtest::Tally {
+        passed: cases.len() - if update { 0 } else { failed },
+        failed,
     })
 }
 

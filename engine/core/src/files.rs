@@ -28,7 +28,8 @@ pub fn yaml_files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Collects pack sources from files and folders. A folder contributes every
-/// `*.yaml` in it and its subfolders; a `.yaml` file contributes itself; the
+/// `*.yaml` in it and its subfolders (except pack tests, `*.test.yaml`, and
+/// their data, `*.data.yaml`); a `.yaml` file contributes itself; the
 /// `.sql` template is looked up beside each YAML file.
 pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagnostic>> {
     let mut yaml_files = Vec::new();
@@ -36,13 +37,19 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
     for p in paths {
         if p.is_dir() {
             match yaml_files_under(p) {
-                Ok(found) => yaml_files.extend(found),
+                Ok(found) => yaml_files.extend(
+                    found
+                        .into_iter()
+                        .filter(|f| !crate::packtest::is_test_or_data_file(f)),
+                ),
                 Err(e) => errors.push(Diagnostic::new(
                     &p.display().to_string(),
                     (1, 1),
                     format!("cannot read folder: {e}"),
                 )),
             }
+        } else if crate::packtest::is_test_or_data_file(p) {
+            // Pack tests and their data are checked by `quarry check` and run by `quarry test`.
         } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             yaml_files.push(p.clone());
         } else if p.extension().is_some_and(|e| e == "sql") {

@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod loader;
 pub mod mapping;
 pub mod pack;
+pub mod packtest;
 pub mod params;
 pub mod ports;
 pub mod preview;

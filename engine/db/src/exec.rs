@@ -138,6 +138,31 @@ pub async fn run_prepared(
 ) -> Result<QueryOutput, QueryError> {
     let started = Instant::now();
     let tx = client.build_transaction().read_only(true).start().await?;
+    let out = fetch_in(&tx, prepared, q, limits, started).await;
+    // Read-only: nothing to keep. Dropping the transaction queues its ROLLBACK
+    // (which also ends a truncated portal) ahead of the connection's next request,
+    // without waiting for it here.
+    drop(tx);
+    out
+}
+
+/// Runs `q` inside a transaction the caller opened (and ends): `quarry test`
+/// gives rows and runs the operation in one transaction it rolls back.
+pub async fn run_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<QueryOutput, QueryError> {
+    fetch_in(tx, None, q, limits, Instant::now()).await
+}
+
+async fn fetch_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    prepared: Option<tokio_postgres::Statement>,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+    started: Instant,
+) -> Result<QueryOutput, QueryError> {
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
     let settings = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
     let stmt = match prepared {
@@ -183,10 +208,6 @@ pub async fn run_prepared(
         }
         rows.push(row_to_json(&row)?);
     }
-    // Read-only: nothing to keep. Dropping the transaction queues its ROLLBACK
-    // (which also ends a truncated portal) ahead of the connection's next request,
-    // without waiting for it here.
-    drop(tx);
     Ok(QueryOutput {
         columns,
         rows,
