@@ -85,6 +85,9 @@ pub struct Expect {
     /// How many rows the answer has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_count: Option<u64>,
+    /// Whether the answer is cut at the pack's `max_rows` (default: it must not be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
     /// Whether `rows` must come in the written order (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub ordered: bool,

@@ -147,6 +147,53 @@ pub const TEMPLATE_GLOBALS: &[&str] = &["ident", "sql", "range", "loop"];
 impl PackTemplate {
     /// Compiles `source` (named `file_name` in errors) for the pack `spec`.
     pub fn compile(spec: &PackSpec, file_name: &str, source: &str) -> Result<Self, Error> {
+        Self::compile_with(spec, file_name, source.to_string())
+    }
+
+    /// Compiles a copy of the template whose rendering says where each piece of
+    /// SQL text came from (see [`MappedTemplate`]), for `quarry check`.
+    pub fn compile_mapped(
+        spec: &PackSpec,
+        file_name: &str,
+        source: &str,
+    ) -> Result<MappedTemplate, Error> {
+        let mut chunks = Vec::new();
+        let mut marked = String::with_capacity(source.len() + 64);
+        let mut copied = 0;
+        let tokens = minijinja::machinery::tokenize(
+            source,
+            false,
+            Default::default(),
+            minijinja::machinery::WhitespaceConfig {
+                keep_trailing_newline: true,
+                ..Default::default()
+            },
+        );
+        for tok in tokens {
+            let (tok, span) = tok?;
+            if let minijinja::machinery::Token::TemplateData(text) = tok {
+                let start = span.start_offset as usize;
+                if text.is_empty() || start < copied || !source.is_char_boundary(start) {
+                    continue;
+                }
+                marked.push_str(&source[copied..start]);
+                marked.push(MARK_OPEN);
+                marked.push_str(&chunks.len().to_string());
+                marked.push(MARK_CLOSE);
+                chunks.push((start, text.len()));
+                copied = start;
+            }
+        }
+        marked.push_str(&source[copied..]);
+        let template = Self::compile_with(spec, file_name, marked)?;
+        Ok(MappedTemplate {
+            template,
+            chunks,
+            source: source.to_string(),
+        })
+    }
+
+    fn compile_with(spec: &PackSpec, file_name: &str, source: String) -> Result<Self, Error> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -216,7 +263,7 @@ impl PackTemplate {
             };
             Ok(Value::from_object(SqlFragment(text.0.clone())))
         });
-        env.add_template_owned(file_name.to_string(), source.to_string())?;
+        env.add_template_owned(file_name.to_string(), source)?;
         Ok(PackTemplate { env })
     }
 
@@ -234,6 +281,15 @@ impl PackTemplate {
 
     /// Renders with resolved parameters. Errors carry the template line.
     pub fn render(&self, spec: &PackSpec, params: &ResolvedParams) -> Result<RenderedQuery, Error> {
+        self.render_with(spec, params, true)
+    }
+
+    fn render_with(
+        &self,
+        spec: &PackSpec,
+        params: &ResolvedParams,
+        trim: bool,
+    ) -> Result<RenderedQuery, Error> {
         let (_, tmpl) = self
             .env
             .templates()
@@ -252,11 +308,126 @@ impl PackTemplate {
             },
             None => Vec::new(),
         };
+        let out = captured.output();
         Ok(RenderedQuery {
-            sql: captured.output().trim().to_string(),
+            sql: if trim { out.trim() } else { out }.to_string(),
             binds,
         })
     }
+}
+
+/// Opens and closes a chunk marker in a mapped rendering (private-use characters
+/// no SQL text contains).
+const MARK_OPEN: char = '\u{E000}';
+const MARK_CLOSE: char = '\u{E001}';
+
+/// A template compiled with a marker before each piece of literal text, so a
+/// rendering can be traced back to the template: for `quarry check` to report
+/// problems in the rendered SQL at the template's line and column.
+#[derive(Debug)]
+pub struct MappedTemplate {
+    template: PackTemplate,
+    /// Start offset and length in `source` of each piece of literal text.
+    chunks: Vec<(usize, usize)>,
+    source: String,
+}
+
+/// Where the text of one rendering came from.
+#[derive(Debug, Clone)]
+pub struct SourceMap {
+    /// (offset in the rendered SQL, offset in the template, length) per piece of
+    /// literal text, in output order.
+    pieces: Vec<(usize, usize, usize)>,
+    source: String,
+}
+
+impl MappedTemplate {
+    /// Renders like [`PackTemplate::render`] and returns the map of the result.
+    pub fn render(
+        &self,
+        spec: &PackSpec,
+        params: &ResolvedParams,
+    ) -> Result<(RenderedQuery, SourceMap), Error> {
+        let marked = self.template.render_with(spec, params, false)?;
+        let mut sql = String::with_capacity(marked.sql.len());
+        let mut pieces = Vec::new();
+        let mut rest = marked.sql.as_str();
+        while let Some(i) = rest.find(MARK_OPEN) {
+            sql.push_str(&rest[..i]);
+            let after = &rest[i + MARK_OPEN.len_utf8()..];
+            let Some(j) = after.find(MARK_CLOSE) else {
+                break;
+            };
+            if let Some(&(src, len)) = after[..j]
+                .parse::<usize>()
+                .ok()
+                .and_then(|k| self.chunks.get(k))
+            {
+                pieces.push((sql.len(), src, len));
+            }
+            rest = &after[j + MARK_CLOSE.len_utf8()..];
+        }
+        sql.push_str(rest);
+        // The same trim as `render`: offsets move by what leaves the front.
+        let lead = sql.len() - sql.trim_start().len();
+        let trimmed = sql.trim().to_string();
+        for p in &mut pieces {
+            p.0 = p.0.saturating_sub(lead);
+        }
+        Ok((
+            RenderedQuery {
+                sql: trimmed,
+                binds: marked.binds,
+            },
+            SourceMap {
+                pieces,
+                source: self.source.clone(),
+            },
+        ))
+    }
+}
+
+impl SourceMap {
+    /// The template's 1-based line and column for a byte offset of the rendered
+    /// SQL: inside literal text, the same character; inside printed output (a
+    /// `$n` bind, an identifier), the `{{` that printed it.
+    pub fn locate(&self, sql_offset: usize) -> (usize, usize) {
+        let Some(&(out, src, len)) = self.pieces.iter().rev().find(|p| p.0 <= sql_offset) else {
+            return self.first_print_after(0);
+        };
+        let within = sql_offset - out;
+        if within < len {
+            line_col(&self.source, src + within)
+        } else {
+            self.first_print_after(src + len)
+        }
+    }
+
+    fn first_print_after(&self, from: usize) -> (usize, usize) {
+        let at = self
+            .source
+            .get(from..)
+            .and_then(|s| s.find("{{"))
+            .map_or(from, |i| from + i);
+        line_col(&self.source, at)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before, |i| &before[i + 1..])
+        .chars()
+        .count()
+        + 1;
+    (line, col)
 }
 
 fn context_value(kind: ParamType, v: ParamValue) -> Value {
