@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
+ensure_build_deps
 command -v /usr/bin/time >/dev/null || as_root apt-get install -y -qq time >/dev/null
 N="${1:-1000000}"
 work="$(mktemp -d)"

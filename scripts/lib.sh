@@ -12,6 +12,18 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# The CLI links PostgreSQL's own SQL parser (libpg_query, through the pg_query
+# crate) for `quarry check`; its build generates bindings with libclang.
+ensure_build_deps() {
+    if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+        log "installing libclang-dev (Debian) for the SQL parser's build"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null 2>&1 || {
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+        }
+    fi
+}
+
 pg_up() {
   psql "$1" -Atqc 'select 1' >/dev/null 2>&1
 }

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
+ensure_build_deps
 ensure_database quarry
 log "building quarry (release)"
 cargo build --release -q -p quarry-cli

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
+ensure_build_deps
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # The AWS adapters are tested against a local AWS emulator (moto server), and
 # the original walkthrough is replayed with the real AWS CLI against it. One pip
@@ -39,8 +40,10 @@ docs_url="${QUARRY_ADMIN_URL%/*}/$docs_db"
 ./target/debug/quarry --database-url "$docs_url" migrate >/dev/null
 ./target/debug/quarry --database-url "$docs_url" docs --check
 ./target/debug/quarry check --offline queries/ mappings/ tests/fixtures/packs/
-log "mapping tests as data (quarry test: mappings/tests, tests/fixtures/real)"
-./target/debug/quarry test
+log "quarry check with the database: every branch of every pack prepared and EXPLAINed"
+./target/debug/quarry --database-url "$docs_url" check queries/ mappings/
+log "tests as data (quarry test: queries/**/*.test.yaml on a scratch database, mappings/tests, tests/fixtures/real)"
+./target/debug/quarry --database-url "$QUARRY_ADMIN_URL" test
 
 log "tests"
 cargo test --workspace --no-fail-fast -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_postgres
+ensure_build_deps
 for b in quarry quarry-api quarry-jobs; do
     [ -x "target/debug/$b" ] || { log "building the Rust binaries"; cargo build -q --workspace; break; }
 done

@@ -97,9 +97,72 @@ async fn shipped_packs_prepare_and_explain_against_the_schema() {
         })
         .count();
     assert!(
-        stdout.contains(&format!("{packs} explained against the database")),
+        stdout.contains(&format!(
+            "of {packs} operation(s) explained against the database"
+        )),
         "{stdout}"
     );
+}
+
+/// A pack test in YAML fails on a wrong expected value (naming the case's line,
+/// the row and the column), passes once `--update` wrote the answer, and runs
+/// against a scratch database that is dropped afterwards. The sum is beyond a
+/// double's precision: `numeric` arrives exact, as a string.
+#[tokio::test]
+async fn pack_tests_fail_on_a_wrong_value_and_update_on_request() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-packtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let header = "# yaml-language-server: $schema=../../schemas/pack-tests.schema.json\n";
+    std::fs::write(
+        dir.join("ltv.test.yaml"),
+        format!(
+            "{header}operation: customer_analysis\ngiven:\n  organizations:\n    - {{source_system: erp, source_id: C1, kind: company, name: Acme}}\n  orders:\n    - {{source_system: erp, source_id: O1, organization_id: 1, total_amount: \"1234567890123456.78\"}}\n    - {{source_system: erp, source_id: O2, organization_id: 1, total_amount: \"0.44\"}}\ncases:\n  - name: one customer with two orders\n    expect:\n      rows:\n        - {{organization_id: 1, lifetime_value: \"1234567890123457.21\", order_count: 2}}\n"
+        ),
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(quarry_bin())
+            .args(args)
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run quarry test")
+    };
+    let file = dir.join("ltv.test.yaml").display().to_string();
+    let out = run(&["test", &file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ltv.test.yaml:10: customer_analysis: one customer with two orders"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "row 1: `lifetime_value` is \"1234567890123457.22\", expected \"1234567890123457.21\""
+        ),
+        "{stdout}"
+    );
+    let out = run(&["test", "--update", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let updated = std::fs::read_to_string(dir.join("ltv.test.yaml")).expect("read");
+    // Exact: a double would have made it 1234567890123457.2.
+    assert!(
+        updated.contains("lifetime_value: '1234567890123457.22'"),
+        "{updated}"
+    );
+    let out = run(&["test", &file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // No scratch database is left behind.
+    let left = db
+        .value("SELECT count(*) FROM pg_database WHERE datname LIKE 'quarry_packtest_%'")
+        .await;
+    assert_eq!(left, serde_json::json!(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

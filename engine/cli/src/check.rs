@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use quarry_core::diag::{word_position, Diagnostic};
+use quarry_core::diag::Diagnostic;
 use quarry_core::loader::check_pack;
 
 pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -75,34 +75,61 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
                     format!("operation `{}` is also defined in {first}", p.spec.name),
                 ));
             }
-            packs.push(p);
+            packs.push(std::sync::Arc::new(p));
+        }
+    }
+    // Pack tests and their data: parsed, their includes read, their operation
+    // and parameters known.
+    let test_files = quarry_core::packtest::test_and_data_files_under(paths).unwrap_or_default();
+    let (tests, test_diags) = crate::packtest::load_all(&test_files);
+    diags.extend(test_diags);
+    if !tests.is_empty() {
+        let set = quarry_core::PackSet {
+            packs: packs
+                .iter()
+                .map(|p| (p.spec.name.clone(), p.clone()))
+                .collect(),
+        };
+        if !set.is_empty() {
+            diags.extend(crate::packtest::check_against(&tests, &set));
         }
     }
     let mut explained = 0;
+    let mut explained_ops = 0;
     if let Some(url) = database_url {
         match quarry_db::connect_reader(url).await {
             Ok(mut reader) => {
                 for p in &packs {
-                    let rendered = match p.sample_params().map(|sp| p.render(&sp)) {
-                        Ok(Ok(q)) => q,
-                        _ => continue, // already reported offline
-                    };
-                    match quarry_db::exec::explain(&mut reader, &rendered).await {
-                        Ok(report) => {
-                            explained += 1;
-                            let got: Vec<&str> =
-                                report.columns.iter().map(|c| c.name.as_str()).collect();
-                            let want: Vec<&str> =
-                                p.spec.columns.iter().map(|c| c.name.as_str()).collect();
-                            if !p.spec.raw_sql && got != want {
-                                diags.push(
-                                    Diagnostic::new(&p.yaml_file, quarry_core::diag::yaml_key_position(&src_text(&sources, &p.yaml_file), &["columns"]),
-                                        format!("declared columns [{}] but the query returns [{}]", want.join(", "), got.join(", ")))
-                                    .help("make `columns:` list exactly what the SELECT returns, in order"),
+                    let yaml = src_text(&sources, &p.yaml_file);
+                    let (renders, _) = quarry_core::loader::render_branches(p);
+                    explained_ops += 1;
+                    let mut reported = std::collections::HashSet::new();
+                    for r in &renders {
+                        match quarry_db::exec::explain(&mut reader, &r.query).await {
+                            Ok(report) => {
+                                explained += 1;
+                                if p.spec.raw_sql {
+                                    continue;
+                                }
+                                if let Some(d) = column_diag(p, &yaml, &report.columns, &r.label) {
+                                    if reported.insert(without_branch(&d.message)) {
+                                        diags.push(d);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let d = sql_diag(p, r, &e);
+                                let key = format!(
+                                    "{}:{}:{}",
+                                    d.line,
+                                    d.column,
+                                    without_branch(&d.message)
                                 );
+                                if reported.insert(key) {
+                                    diags.push(d);
+                                }
                             }
                         }
-                        Err(e) => diags.push(sql_diag(p, &rendered.sql, &e)),
                     }
                 }
             }
@@ -115,7 +142,7 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "checked": sources.len(), "mappings": mapping_sources.len(), "explained": explained, "errors": diags,
+                "checked": sources.len(), "mappings": mapping_sources.len(), "tests": test_files.len(), "explained": explained, "explained_operations": explained_ops, "errors": diags,
             }))?
         );
     } else {
@@ -123,19 +150,17 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
             println!("{d}");
         }
         let db_note = if database_url.is_some() {
-            format!(", {explained} explained against the database")
+            format!(", {explained} rendering(s) of {explained_ops} operation(s) explained against the database")
         } else {
             ", offline".to_string()
         };
-        let what = if mapping_sources.is_empty() {
-            format!("{} operation(s)", sources.len())
-        } else {
-            format!(
-                "{} operation(s) and {} mapping(s)",
-                sources.len(),
-                mapping_sources.len()
-            )
-        };
+        let mut what = format!("{} operation(s)", sources.len());
+        if !mapping_sources.is_empty() {
+            what.push_str(&format!(", {} mapping(s)", mapping_sources.len()));
+        }
+        if !test_files.is_empty() {
+            what.push_str(&format!(", {} pack test file(s)", test_files.len()));
+        }
         if diags.is_empty() {
             println!("checked {what}{db_note}: no problems");
         } else {
@@ -157,9 +182,107 @@ fn src_text(sources: &[quarry_core::PackSource], yaml_file: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Maps a database error on the rendered SQL back to the template: the rendered
-/// line is reported with its text, and located in the template where it occurs.
-fn sql_diag(p: &quarry_core::Pack, rendered: &str, e: &quarry_db::QueryError) -> Diagnostic {
+/// A problem's text without the branch it was seen with (each problem is
+/// reported once, with the first branch that shows it).
+fn without_branch(message: &str) -> String {
+    message
+        .split(" (with ")
+        .next()
+        .unwrap_or(message)
+        .to_string()
+}
+
+/// Declared columns against the ones the database reports, names and types;
+/// the `columns:` block to paste when they differ.
+fn column_diag(
+    p: &quarry_core::Pack,
+    yaml: &str,
+    got: &[quarry_db::OutColumn],
+    label: &str,
+) -> Option<Diagnostic> {
+    use quarry_core::pack::ColumnType;
+    let declared = &p.spec.columns;
+    let mut problems = Vec::new();
+    let mut at = quarry_core::diag::yaml_key_position(yaml, &["columns"]);
+    if got.len() != declared.len() || got.iter().zip(declared).any(|(g, d)| g.name != d.name) {
+        problems.push(format!(
+            "declared columns [{}] but the query returns [{}]",
+            declared
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            got.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    } else {
+        for (g, d) in got.iter().zip(declared) {
+            let want = ColumnType::for_pg(&g.pg_type);
+            if want != d.kind {
+                if problems.is_empty() {
+                    if let Some(pos) =
+                        quarry_core::diag::word_position(yaml, &format!("name: {}", d.name))
+                    {
+                        at = pos;
+                    }
+                }
+                problems.push(format!(
+                    "column `{}` is declared {} but the query returns {} ({})",
+                    d.name,
+                    d.kind.as_str(),
+                    want.as_str(),
+                    g.pg_type
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let with = if label == "the defaults" {
+        String::new()
+    } else {
+        format!(" (with {label})")
+    };
+    let block: Vec<String> = got
+        .iter()
+        .map(|g| {
+            let desc = declared
+                .iter()
+                .find(|d| d.name == g.name)
+                .map(|d| d.description.as_str())
+                .unwrap_or("TODO: what the column holds");
+            format!(
+                "  - {{name: {}, type: {}, description: {}}}",
+                g.name,
+                ColumnType::for_pg(&g.pg_type).as_str(),
+                serde_json::to_string(desc).unwrap_or_default()
+            )
+        })
+        .collect();
+    Some(
+        Diagnostic::new(
+            &p.yaml_file,
+            at,
+            format!("{}{with}", problems.join("; ")),
+        )
+        .help(format!(
+            "`columns:` must list what the SELECT returns, in order, with its type; this block does:\ncolumns:\n{}",
+            block.join("\n")
+        )),
+    )
+}
+
+/// Maps a database error on a rendered branch back to the template through the
+/// branch's source map: the character the database points at, at its template
+/// line and column.
+fn sql_diag(
+    p: &quarry_core::Pack,
+    r: &quarry_core::loader::BranchRender,
+    e: &quarry_db::QueryError,
+) -> Diagnostic {
     let (msg, position, hint) = match e {
         quarry_db::QueryError::Sql {
             sqlstate,
@@ -178,37 +301,30 @@ fn sql_diag(p: &quarry_core::Pack, rendered: &str, e: &quarry_db::QueryError) ->
             None,
         ),
     };
-    let mut pos = (1, 1);
-    let mut snippet = None;
-    if let Some(char_pos) = position {
-        let offset: usize = rendered
+    let rendered = r.query.sql.as_str();
+    let offset = position.map(|char_pos| {
+        rendered
             .chars()
             .take(char_pos.saturating_sub(1) as usize)
             .map(char::len_utf8)
-            .sum();
-        let line_start = rendered[..offset.min(rendered.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line_end = rendered[line_start..]
-            .find('\n')
-            .map_or(rendered.len(), |i| line_start + i);
-        let line = rendered[line_start..line_end].trim();
-        // Find the same text in the template to point at the template line.
-        let token: String = rendered[offset.min(rendered.len())..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
-            .collect();
-        if !token.is_empty() {
-            if let Some(tp) = word_position(&p.sql_text, &token) {
-                pos = tp;
-            }
-        }
-        snippet = Some(line.to_string());
-    }
-    let mut d = Diagnostic::new(&p.sql_file, pos, msg);
+            .sum::<usize>()
+    });
+    let pos = offset.map_or((1, 1), |o| r.map.locate(o));
+    let with = if r.label == "the defaults" {
+        String::new()
+    } else {
+        format!(" (with {})", r.label)
+    };
+    let mut d = Diagnostic::new(&p.sql_file, pos, format!("{msg}{with}"));
     let mut help = String::new();
-    if let Some(s) = snippet {
-        help.push_str(&format!("rendered SQL: {s}"));
+    if let Some(o) = offset {
+        let o = o.min(rendered.len());
+        let line_start = rendered[..o].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = rendered[o..].find('\n').map_or(rendered.len(), |i| o + i);
+        help.push_str(&format!(
+            "rendered SQL: {}",
+            rendered[line_start..line_end].trim()
+        ));
     }
     if let Some(h) = hint {
         if !help.is_empty() {

@@ -84,14 +84,34 @@ pub fn parse_definition<T: serde::de::DeserializeOwned>(
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
             let msg = e.to_string();
-            let msg = msg
-                .rfind(" at line ")
-                .map_or(msg.clone(), |i| msg[..i].to_string());
-            d.push(
-                Diagnostic::new(file, pos, format!("invalid {what}: {msg}")).help(format!(
-                    "compare with schemas/{schema}; `quarry schema` regenerates it"
-                )),
-            );
+            // libyaml names where the construct it was reading began ("while
+            // parsing a flow mapping at line 5 column 13"): often the real mistake.
+            let opened = regex::Regex::new(
+                r"^(.*?) at line \d+ column \d+, while parsing (.*?) at line (\d+) column (\d+)$",
+            )
+            .ok()
+            .and_then(|re| {
+                re.captures(&msg).map(|c| {
+                    (
+                        c[1].to_string(),
+                        c[2].to_string(),
+                        c[3].to_string(),
+                        c[4].to_string(),
+                    )
+                })
+            });
+            let (msg, help) = match opened {
+                Some((problem, what_opened, line, col)) => (
+                    format!("{problem} while reading {what_opened} that starts at line {line} column {col}"),
+                    format!("look at line {line} column {col}: close what opens there (a missing `}}`, `]` or quote is the usual cause)"),
+                ),
+                None => (
+                    msg.rfind(" at line ")
+                        .map_or(msg.clone(), |i| msg[..i].to_string()),
+                    format!("compare with schemas/{schema}; `quarry schema` regenerates it"),
+                ),
+            };
+            d.push(Diagnostic::new(file, pos, format!("invalid {what}: {msg}")).help(help));
             None
         }
     }

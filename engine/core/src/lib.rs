@@ -34,6 +34,7 @@ pub mod params;
 pub mod ports;
 pub mod preview;
 pub mod render;
+pub mod sqlcheck;
 pub mod stream;
 pub mod transform;
 

@@ -75,6 +75,128 @@ impl Pack {
     }
 }
 
+/// Most parameter combinations `quarry check` renders per pack; past it, each
+/// value is tried once with the others at their defaults.
+pub const MAX_BRANCHES: usize = 256;
+
+/// One combination of parameter values that changes the template's structure.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// `level=segment, metric=order_count`, or `the defaults`.
+    pub label: String,
+    pub input: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Pack {
+    /// Every distinct combination of the values that can change what the template
+    /// renders: each enum value, both booleans, optional parameters absent and
+    /// present, required ones at their example (at most [`MAX_BRANCHES`]).
+    pub fn branches(&self) -> Vec<Branch> {
+        let mut axes: Vec<(&str, Vec<serde_json::Value>)> = Vec::new();
+        for (name, p) in &self.spec.parameters {
+            let mut values: Vec<serde_json::Value> = match (&p.allowed, p.kind) {
+                (Some(vals), _) => vals.clone(),
+                (None, ParamType::Boolean) => vec![true.into(), false.into()],
+                _ => Vec::new(),
+            };
+            match &p.default {
+                None => values.extend(p.example.clone()),
+                Some(serde_json::Value::Null) => {
+                    values.push(serde_json::Value::Null);
+                    values.extend(p.example.clone().or_else(|| sample_value(p)));
+                }
+                Some(_) => {}
+            }
+            let mut distinct: Vec<serde_json::Value> = Vec::new();
+            for v in values {
+                if !distinct.contains(&v) {
+                    distinct.push(v);
+                }
+            }
+            if !distinct.is_empty() {
+                axes.push((name.as_str(), distinct));
+            }
+        }
+        let total = axes
+            .iter()
+            .try_fold(1usize, |acc, (_, v)| acc.checked_mul(v.len()))
+            .unwrap_or(usize::MAX);
+        let mut combos: Vec<Vec<(&str, &serde_json::Value)>> = Vec::new();
+        if total <= MAX_BRANCHES {
+            combos.push(Vec::new());
+            for (name, values) in &axes {
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        values.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.push((*name, v));
+                            c
+                        })
+                    })
+                    .collect();
+            }
+        } else {
+            combos.push(Vec::new());
+            for (name, values) in &axes {
+                for v in values {
+                    combos.push(vec![(*name, v)]);
+                }
+            }
+        }
+        combos
+            .into_iter()
+            .map(|combo| {
+                let mut input = serde_json::Map::new();
+                let mut label = Vec::new();
+                for (name, v) in combo {
+                    let is_default = self
+                        .spec
+                        .parameters
+                        .get(name)
+                        .and_then(|p| p.default.as_ref())
+                        == Some(v);
+                    if !is_default {
+                        label.push(format!("{name}={}", short(v)));
+                    }
+                    input.insert(name.to_string(), v.clone());
+                }
+                Branch {
+                    label: if label.is_empty() {
+                        "the defaults".to_string()
+                    } else {
+                        label.join(", ")
+                    },
+                    input,
+                }
+            })
+            .collect()
+    }
+}
+
+fn short(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A value of the parameter's type for "present" when it declares no example.
+fn sample_value(p: &crate::pack::ParamSpec) -> Option<serde_json::Value> {
+    let lo = p.minimum.unwrap_or(1.0);
+    Some(match p.kind {
+        ParamType::String => "x".into(),
+        ParamType::Integer => serde_json::Value::from(lo.ceil() as i64),
+        ParamType::Number => serde_json::Value::from(lo),
+        ParamType::Date => "2024-01-01".into(),
+        ParamType::Timestamp => "2024-01-01T00:00:00Z".into(),
+        ParamType::Interval => "1 day".into(),
+        ParamType::StringList => serde_json::json!(["x"]),
+        ParamType::IntegerList => serde_json::json!([lo.ceil() as i64]),
+        ParamType::Boolean | ParamType::Identifier | ParamType::Sql => return None,
+    })
+}
+
 fn render_error_text(file: &str, e: &minijinja::Error) -> String {
     let line = e.line().unwrap_or(1);
     let detail = e
@@ -375,6 +497,27 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             }
         }
     }
+    // An identifier printed as a value binds its name as text: a constant.
+    let print_re = Regex::new(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\||-?\}\})")
+        .unwrap_or_else(|_| unreachable!());
+    for (i, line) in sql_text.lines().enumerate() {
+        for cap in print_re.captures_iter(line) {
+            let pname = &cap[1];
+            if spec
+                .parameters
+                .get(pname)
+                .is_some_and(|p| p.kind == ParamType::Identifier)
+            {
+                let col = cap
+                    .get(0)
+                    .map_or(1, |m| line[..m.start()].chars().count() + 1);
+                d.push(
+                    Diagnostic::new(sf, (i + 1, col), format!("identifier parameter `{pname}` is printed with {{{{ }}}}: its value is bound as text, not written as a column name"))
+                        .help(format!("print it with {{{{ ident(\"{pname}\") }}}}")),
+                );
+            }
+        }
+    }
     let mut undeclared: Vec<&String> = referenced
         .iter()
         .filter(|v| !spec.parameters.contains_key(*v))
@@ -442,8 +585,96 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
         }
     }
     if d.is_empty() {
+        check_branches_offline(&pack, &mut d);
+    }
+    if d.is_empty() {
         (Some(pack), d)
     } else {
         (None, d)
+    }
+}
+
+/// A pack's branches rendered through the mapped template: the SQL of each
+/// distinct rendering with its map back to the template.
+pub struct BranchRender {
+    pub label: String,
+    pub query: RenderedQuery,
+    pub map: crate::render::SourceMap,
+}
+
+/// Renders every branch (see [`Pack::branches`]); the renderings that fail are
+/// problems at their template line. Renderings with the same SQL are kept once.
+pub fn render_branches(pack: &Pack) -> (Vec<BranchRender>, Vec<Diagnostic>) {
+    let mut d = Vec::new();
+    let mut out: Vec<BranchRender> = Vec::new();
+    let mapped = match PackTemplate::compile_mapped(&pack.spec, &pack.sql_file, &pack.sql_text) {
+        Ok(m) => m,
+        Err(e) => {
+            d.push(Diagnostic::new(
+                &pack.sql_file,
+                (e.line().unwrap_or(1), 1),
+                format!(
+                    "template syntax error: {}",
+                    e.detail().unwrap_or("invalid syntax")
+                ),
+            ));
+            return (out, d);
+        }
+    };
+    let mut seen = HashSet::new();
+    for b in pack.branches() {
+        let Ok(params) = pack.resolve(&b.input, InputStyle::Json) else {
+            continue; // not a combination a caller can send
+        };
+        match mapped.render(&pack.spec, &params) {
+            Ok((query, map)) => {
+                if seen.insert(query.sql.clone()) {
+                    out.push(BranchRender {
+                        label: b.label,
+                        query,
+                        map,
+                    });
+                }
+            }
+            Err(e) => {
+                let line = e.line().unwrap_or(1);
+                let msg = format!(
+                    "rendering with {} fails: {}",
+                    b.label,
+                    e.detail().unwrap_or("error")
+                );
+                if !d
+                    .iter()
+                    .any(|x: &Diagnostic| x.line == line && x.message == msg)
+                {
+                    d.push(Diagnostic::new(&pack.sql_file, (line, 1), msg));
+                }
+            }
+        }
+    }
+    (out, d)
+}
+
+/// The offline SQL checks of every branch (see [`crate::sqlcheck`]), each problem
+/// once, at its template line and column, naming the first branch it shows in.
+fn check_branches_offline(pack: &Pack, d: &mut Vec<Diagnostic>) {
+    let (renders, mut problems) = render_branches(pack);
+    d.append(&mut problems);
+    let mut seen = HashSet::new();
+    for r in &renders {
+        for issue in crate::sqlcheck::analyze(&r.query.sql, r.query.binds.len()) {
+            let pos = r.map.locate(issue.offset);
+            if seen.insert((pos, issue.message.clone())) {
+                let with = if r.label == "the defaults" {
+                    String::new()
+                } else {
+                    format!(" (with {})", r.label)
+                };
+                d.push(
+                    Diagnostic::new(&pack.sql_file, pos, format!("{}{with}", issue.message))
+                        .help(issue.help),
+                );
+            }
+        }
     }
 }

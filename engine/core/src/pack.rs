@@ -178,6 +178,35 @@ pub enum ColumnType {
     Json,
 }
 
+impl ColumnType {
+    /// The name written in a pack's `columns:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Number => "number",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Json => "json",
+        }
+    }
+
+    /// The declared type for a PostgreSQL result type (its `pg_type` name).
+    pub fn for_pg(pg: &str) -> ColumnType {
+        match pg {
+            "int2" | "int4" | "int8" | "oid" => ColumnType::Integer,
+            "numeric" | "float4" | "float8" => ColumnType::Number,
+            "bool" => ColumnType::Boolean,
+            "date" => ColumnType::Date,
+            "timestamptz" | "timestamp" => ColumnType::Timestamp,
+            "json" | "jsonb" => ColumnType::Json,
+            other if other.starts_with('_') => ColumnType::Json,
+            _ => ColumnType::Text,
+        }
+    }
+}
+
 /// The JSON Schema of a pack file, for editors and CI.
 pub fn pack_json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(PackSpec);

@@ -220,7 +220,7 @@ pub fn load(path: &Path) -> Result<LoadedTests, Vec<Diagnostic>> {
             d.push(Diagnostic::new(&file, at, format!("case `{}` expects nothing", c.name))
                 .help("give `expect: rows:` (run `quarry test --update` to write the current answer for review), `contains`, `row_count` or `error`"));
         }
-        if e.tolerance.is_some_and(|t| !(t >= 0.0)) {
+        if e.tolerance.is_some_and(|t| t.is_nan() || t < 0.0) {
             d.push(Diagnostic::new(&file, at, "tolerance must be 0 or more"));
         }
     }
@@ -309,15 +309,24 @@ pub fn merge(given: &mut Given, more: &Given) {
 
 /// Every test file under `paths` (files and folders, recursively).
 pub fn test_files_under(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    files_under(paths, is_test_file)
+}
+
+/// Every test and data file under `paths`, for `quarry check`.
+pub fn test_and_data_files_under(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    files_under(paths, is_test_or_data_file)
+}
+
+fn files_under(paths: &[PathBuf], keep: fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             out.extend(
                 crate::files::yaml_files_under(p)?
                     .into_iter()
-                    .filter(|f| is_test_file(f)),
+                    .filter(|f| keep(f)),
             );
-        } else if is_test_file(p) {
+        } else if keep(p) {
             out.push(p.clone());
         }
     }

@@ -340,17 +340,49 @@ fn cell(row: &Row, i: usize, t: &Type) -> Option<Json> {
 pub struct PgNumeric(pub Option<String>);
 
 impl PgNumeric {
-    /// As a JSON number (NaN and infinities become null).
+    /// As JSON without losing a digit: a JSON number when a double holds the
+    /// value exactly (what JSON parsers read numbers into), else the exact
+    /// decimal as a string (`"12345678901234567.89"`). NaN and infinities are null.
     pub fn to_json(&self) -> Option<Json> {
         let s = self.0.as_ref()?;
         if let Ok(i) = s.parse::<i64>() {
-            return Some(Json::from(i));
+            if i.unsigned_abs() <= MAX_EXACT_INT {
+                return Some(Json::from(i));
+            }
+            return Some(Json::String(s.clone()));
         }
-        s.parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Json::Number)
+        let f = s.parse::<f64>().ok().filter(|f| f.is_finite())?;
+        if same_decimal(s, &format!("{f:?}")) {
+            serde_json::Number::from_f64(f).map(Json::Number)
+        } else {
+            Some(Json::String(s.clone()))
+        }
     }
+}
+
+/// 2^53: integers up to this are exact in a double.
+const MAX_EXACT_INT: u64 = 1 << 53;
+
+/// True when two decimal texts name the same number (`4011.00` and `4011.0`,
+/// `1e-7` and `0.0000001`): compared as digits and a decimal exponent.
+fn same_decimal(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> Option<(bool, String, i64)> {
+        let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+        let (mantissa, exp) = match s.find(['e', 'E']) {
+            Some(i) => (&s[..i], s[i + 1..].parse::<i64>().ok()?),
+            None => (s, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits = format!("{int}{frac}");
+        let exp = exp + int.len() as i64;
+        let lead = digits.len() - digits.trim_start_matches('0').len();
+        let digits = digits.trim_matches('0').to_string();
+        if digits.is_empty() {
+            return Some((false, String::new(), 0));
+        }
+        Some((neg, digits, exp - lead as i64))
+    }
+    matches!((norm(a), norm(b)), (Some(x), Some(y)) if x == y)
 }
 
 impl<'a> FromSql<'a> for PgNumeric {
@@ -513,4 +545,32 @@ pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainRe
         .unwrap_or_default();
     let _ = tx.rollback().await;
     Ok(ExplainReport { columns, plan_head })
+}
+
+#[cfg(test)]
+mod numeric_tests {
+    use super::*;
+
+    #[test]
+    fn numerics_are_exact_numbers_or_exact_strings() {
+        let j = |s: &str| PgNumeric(Some(s.to_string())).to_json();
+        assert_eq!(j("4011.00"), Some(serde_json::json!(4011.0)));
+        assert_eq!(j("49.86"), Some(serde_json::json!(49.86)));
+        assert_eq!(j("-0.0000001"), Some(serde_json::json!(-1e-7)));
+        assert_eq!(j("42"), Some(serde_json::json!(42)));
+        assert_eq!(
+            j("12345678901234567.89"),
+            Some(serde_json::json!("12345678901234567.89"))
+        );
+        assert_eq!(
+            j("9007199254740993"),
+            Some(serde_json::json!("9007199254740993"))
+        );
+        assert_eq!(
+            j("0.1000000000000000055511151231257827"),
+            Some(serde_json::json!("0.1000000000000000055511151231257827"))
+        );
+        assert_eq!(j("0.00"), Some(serde_json::json!(0.0)));
+        assert_eq!(PgNumeric(None).to_json(), None);
+    }
 }
