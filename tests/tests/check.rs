@@ -121,14 +121,7 @@ async fn pack_tests_fail_on_a_wrong_value_and_update_on_request() {
         ),
     )
     .expect("write");
-    let run = |args: &[&str]| {
-        Command::new(quarry_bin())
-            .args(args)
-            .current_dir(repo_root())
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .expect("run quarry test")
-    };
+    let run = |args: &[&str]| db.quarry(args);
     let file = dir.join("ltv.test.yaml").display().to_string();
     let out = run(&["test", &file]);
     let stdout = String::from_utf8_lossy(&out.stdout);
