@@ -335,9 +335,11 @@ pub struct MappedTemplate {
 /// Where the text of one rendering came from.
 #[derive(Debug, Clone)]
 pub struct SourceMap {
-    /// (offset in the rendered SQL, offset in the template, length) per piece of
-    /// literal text, in output order.
+    /// (offset in the untrimmed rendering, offset in the template, length) per
+    /// piece of literal text, in output order.
     pieces: Vec<(usize, usize, usize)>,
+    /// Bytes of leading whitespace the rendered SQL lost to its trim.
+    lead: usize,
     source: String,
 }
 
@@ -371,9 +373,6 @@ impl MappedTemplate {
         // The same trim as `render`: offsets move by what leaves the front.
         let lead = sql.len() - sql.trim_start().len();
         let trimmed = sql.trim().to_string();
-        for p in &mut pieces {
-            p.0 = p.0.saturating_sub(lead);
-        }
         Ok((
             RenderedQuery {
                 sql: trimmed,
@@ -381,6 +380,7 @@ impl MappedTemplate {
             },
             SourceMap {
                 pieces,
+                lead,
                 source: self.source.clone(),
             },
         ))
@@ -392,6 +392,7 @@ impl SourceMap {
     /// SQL: inside literal text, the same character; inside printed output (a
     /// `$n` bind, an identifier), the `{{` that printed it.
     pub fn locate(&self, sql_offset: usize) -> (usize, usize) {
+        let sql_offset = sql_offset + self.lead;
         let Some(&(out, src, len)) = self.pieces.iter().rev().find(|p| p.0 <= sql_offset) else {
             return self.first_print_after(0);
         };
@@ -593,4 +594,55 @@ pub fn quote_ident(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::loader::{build_pack_set, render_branches, PackSource};
+    use crate::params::InputStyle;
+
+    fn pack(sql: &str, params: &str) -> crate::PackSet {
+        let yaml = format!(
+            "# yaml-language-server: $schema=x\nname: p\nversion: 1.0.0\ntitle: t\ndescription: d\ncost: light\ntimeout_seconds: 5\ncache_ttl_seconds: 0\nmax_rows: 10\nparameters:\n{params}columns:\n  - {{name: n, type: text}}\n"
+        );
+        build_pack_set(&[PackSource {
+            yaml_file: "p.yaml".into(),
+            yaml_text: yaml,
+            sql_file: "p.sql".into(),
+            sql_text: Some(sql.into()),
+        }])
+        .unwrap()
+    }
+
+    /// The mapped rendering is the real rendering (whitespace control included),
+    /// and its map points at the template's characters and `{{`.
+    #[test]
+    fn a_mapped_rendering_is_the_real_one_and_maps_back() {
+        let sql = "\n  SELECT n\n  FROM t\n{%- if flag %}\n  WHERE a = {{ x }}   \n{%- endif -%}\n\n  ORDER BY n\n";
+        let set = pack(
+            sql,
+            "  flag: {type: boolean, description: f, default: true}\n  x: {type: string, description: x, default: a}\n",
+        );
+        let p = set.get("p").unwrap();
+        let (renders, problems) = render_branches(p);
+        assert!(problems.is_empty());
+        assert_eq!(renders.len(), 2);
+        for r in &renders {
+            let params = p
+                .resolve(&serde_json::Map::new(), InputStyle::Json)
+                .unwrap();
+            if r.label == "the defaults" {
+                assert_eq!(r.query.sql, p.render(&params).unwrap().sql);
+            }
+        }
+        let r = &renders[0];
+        assert_eq!(r.query.sql, "SELECT n\n  FROM t\n  WHERE a = $1ORDER BY n");
+        // "FROM" is on template line 3, column 3; `$1` comes from the `{{` on line 5.
+        let from = r.query.sql.find("FROM").unwrap();
+        assert_eq!(r.map.locate(from), (3, 3));
+        let bind = r.query.sql.find("$1").unwrap();
+        assert_eq!(r.map.locate(bind), (5, 13));
+        let order = r.query.sql.find("ORDER").unwrap();
+        assert_eq!(r.map.locate(order), (8, 3));
+    }
 }
