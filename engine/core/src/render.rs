@@ -618,7 +618,7 @@ mod tests {
     /// and its map points at the template's characters and `{{`.
     #[test]
     fn a_mapped_rendering_is_the_real_one_and_maps_back() {
-        let sql = "\n  SELECT n\n  FROM t\n{%- if flag %}\n  WHERE a = {{ x }}   \n{%- endif -%}\n\n  ORDER BY n\n";
+        let sql = "\n  SELECT n\n  FROM t\n{%- if flag %}\n  WHERE a = {{ x }}   \n{%- endif %}\n\n  ORDER BY n\n";
         let set = pack(
             sql,
             "  flag: {type: boolean, description: f, default: true}\n  x: {type: string, description: x, default: a}\n",
@@ -636,7 +636,10 @@ mod tests {
             }
         }
         let r = &renders[0];
-        assert_eq!(r.query.sql, "SELECT n\n  FROM t\n  WHERE a = $1ORDER BY n");
+        assert_eq!(
+            r.query.sql,
+            "SELECT n\n  FROM t\n  WHERE a = $1\n\n  ORDER BY n"
+        );
         // "FROM" is on template line 3, column 3; `$1` comes from the `{{` on line 5.
         let from = r.query.sql.find("FROM").unwrap();
         assert_eq!(r.map.locate(from), (3, 3));
