@@ -428,13 +428,47 @@ async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
             .map(Vec::len),
         Some(packs)
     );
+    // A change that passes the offline checks but fails against the database is
+    // refused too, and says so in /health and the metrics.
+    let sql = q.0.join("slow_light.sql");
+    let sql_text = std::fs::read_to_string(&sql).expect("read");
+    std::fs::write(
+        &sql,
+        "SELECT slept_for::text AS slept\nFROM pg_sleep({{ seconds }}) AS t(slept)\n",
+    )
+    .expect("write");
+    std::fs::write(&yaml, &text).expect("restore");
+    // The broken YAML above was rejected already; this rejection names the SQL.
+    let h = wait_for("the rejected reload", Duration::from_secs(10), || {
+        let h = get(&s, "/health").body;
+        h["reload"]["first_problem"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("slow_light.sql:1:8"))
+            .then_some(h)
+    });
+    assert_eq!(h["reload"]["status"], json!("rejected"), "{h}");
+    assert_eq!(
+        title(&s),
+        json!("Renamed"),
+        "the previous pack keeps serving"
+    );
+    assert!(
+        get(&s, "/metrics")
+            .raw
+            .contains("quarry_pack_reload_rejected 1"),
+        "rejection in the metrics"
+    );
     // A new pack appears on SIGHUP too (the watcher may be off).
-    std::fs::write(&yaml, text).expect("restore");
+    std::fs::write(&sql, sql_text).expect("restore");
     let pid = s.child.id().to_string();
     let _ = Command::new("kill").args(["-HUP", &pid]).status();
     wait_for("the SIGHUP reload", Duration::from_secs(10), || {
         (title(&s) == json!("Test pack that overruns its timeout")).then_some(())
     });
+    assert_eq!(
+        get(&s, "/health").body["reload"]["status"],
+        json!("applied")
+    );
 }
 
 #[tokio::test]

@@ -102,6 +102,8 @@ pub struct AppState {
     pub data_version: watch::Receiver<Option<i64>>,
     /// In-process copy of recent cache entries, in front of the cache port.
     pub hot: results::HotCache,
+    /// How the last pack reload went (shown by `/health`).
+    pub reload_status: std::sync::Mutex<reload::ReloadStatus>,
 }
 
 /// A connection pool for `url`.
@@ -142,6 +144,7 @@ impl AppState {
             config,
             data_version,
             hot: results::HotCache::new(64 << 20),
+            reload_status: std::sync::Mutex::new(reload::ReloadStatus::initial()),
         }
     }
 
@@ -273,6 +276,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "database": if db.is_some() { "reachable" } else { "unreachable" },
         "data_version": db,
         "operations": packs.len(),
+        "reload": st.reload_status.lock().map(|r| json!(*r)).unwrap_or(Value::Null),
         "version": env!("CARGO_PKG_VERSION"),
     });
     let code = if db.is_some() {

@@ -361,6 +361,17 @@ pub fn document(packs: &PackSet) -> Value {
                         "database": { "type": "string", "enum": ["reachable", "unreachable"] },
                         "data_version": { "type": ["integer", "null"] },
                         "operations": { "type": "integer" },
+                        "reload": {
+                            "description": "The last reload of the query packs: a rejected one leaves the previous packs serving.",
+                            "type": "object",
+                            "required": ["status", "problems"],
+                            "properties": {
+                                "status": { "type": "string", "enum": ["none", "applied", "rejected"] },
+                                "at": { "type": "string", "format": "date-time" },
+                                "problems": { "type": "integer", "minimum": 0 },
+                                "first_problem": { "type": "string", "description": "file:line:column of the first problem; `quarry check` lists them all" },
+                            },
+                        },
                         "version": { "type": "string" },
                     },
                 },

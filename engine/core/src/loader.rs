@@ -37,6 +37,8 @@ pub struct PackSource {
 pub struct Pack {
     pub spec: PackSpec,
     pub yaml_file: String,
+    /// The YAML as read (for positions in later checks).
+    pub yaml_text: String,
     pub sql_file: String,
     pub sql_text: String,
     /// sha256 of the YAML and SQL content; part of the cache key.
@@ -558,6 +560,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
     let pack = Pack {
         spec,
         yaml_file: src.yaml_file.clone(),
+        yaml_text: src.yaml_text.clone(),
         sql_file: src.sql_file.clone(),
         sql_text,
         content_digest: digest,

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod ingest;
 pub mod migrate;
 pub mod ops;
+pub mod packcheck;
 pub mod packtest;
 pub mod quarantine;
 pub mod store;
