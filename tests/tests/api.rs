@@ -131,6 +131,17 @@ async fn errors_are_problem_json() {
         &[],
     );
     assert_eq!(r.body["errors"][0]["parameter"], json!("group_by"));
+    // A range the wrong way round names both ends.
+    let r = get(
+        &s,
+        "/analytics?operation=revenue_analysis&start_date=2024-05-01&end_date=2024-04-01",
+    );
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let named: Vec<&str> = r.body["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x["parameter"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(named, ["start_date", "end_date"], "{:?}", r.body);
     let huge = format!("/analytics?operation=simple_demo&x={}", "a".repeat(9000));
     let r = get(&s, &huge);
     assert_eq!(

@@ -304,6 +304,7 @@ pub fn describe(p: &Pack) -> Value {
         "parameters": params_json_schema(&p.spec),
         "columns": p.spec.columns,
         "tags": p.spec.tags,
+        "constraints": p.spec.constraints,
         "requires_scope": if p.spec.raw_sql { "admin" } else { "read" },
     })
 }

@@ -350,6 +350,15 @@ pub fn document(packs: &PackSet) -> Value {
                         "parameters": { "type": "object", "description": "JSON Schema of the parameters" },
                         "columns": { "type": ["array", "null"] },
                         "tags": { "type": ["array", "null"] },
+                        "constraints": {
+                            "type": "array",
+                            "description": "Ranges between parameters: `from` must not be after `to` when both are given (else 422 naming both).",
+                            "items": {
+                                "type": "object",
+                                "required": ["from", "to"],
+                                "properties": { "from": { "type": "string" }, "to": { "type": "string" } },
+                            },
+                        },
                         "requires_scope": { "type": "string" },
                     },
                 },

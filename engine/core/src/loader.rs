@@ -444,6 +444,39 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             );
         }
     }
+    for (i, c) in spec.constraints.iter().enumerate() {
+        let pos = word_position(y, &format!("to: {}", c.to))
+            .or_else(|| word_position(y, &format!("from: {}", c.from)))
+            .unwrap_or_else(|| at(&["constraints"]));
+        let kinds: Vec<Option<ParamType>> = [&c.from, &c.to]
+            .iter()
+            .map(|n| spec.parameters.get(*n).map(|p| p.kind))
+            .collect();
+        for (name, kind) in [&c.from, &c.to].iter().zip(&kinds) {
+            if kind.is_none() {
+                d.push(
+                    Diagnostic::new(
+                        yf,
+                        pos,
+                        format!("constraint {}: `{name}` is not a declared parameter", i + 1),
+                    )
+                    .help("a constraint relates two parameters declared under `parameters:`"),
+                );
+            }
+        }
+        if let [Some(a), Some(b)] = kinds[..] {
+            let ordered = matches!(
+                a,
+                ParamType::Date | ParamType::Timestamp | ParamType::Integer | ParamType::Number
+            );
+            if a != b || !ordered || c.from == c.to {
+                d.push(
+                    Diagnostic::new(yf, pos, format!("constraint {}: `{}` ({}) and `{}` ({}) do not make a range", i + 1, c.from, a.as_str(), c.to, b.as_str()))
+                        .help("from and to are two different parameters of the same type: date, timestamp, integer or number"),
+                );
+            }
+        }
+    }
     if spec.raw_sql && sql_params == 0 {
         d.push(Diagnostic::new(
             yf,

@@ -46,6 +46,21 @@ pub struct PackSpec {
     /// Free-form tags for the catalog.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Rules between parameters, checked before the query runs (a call that
+    /// breaks one is refused with 422 naming both parameters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ParamConstraint>,
+}
+
+/// `from` must not be after `to` when both are given: a date, timestamp,
+/// integer or number range.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamConstraint {
+    /// The parameter that starts the range.
+    pub from: String,
+    /// The parameter that ends it (equal is allowed).
+    pub to: String,
 }
 
 /// Where an operation runs by default.

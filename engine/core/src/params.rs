@@ -168,10 +168,52 @@ pub fn resolve(
         };
         out.insert(name.clone(), value);
     }
+    for c in &spec.constraints {
+        if let (Some(a), Some(b)) = (out.get(&c.from), out.get(&c.to)) {
+            if after(a, b) {
+                let message = format!(
+                    "`{}` ({}) is after `{}` ({}): give a `{}` on or before `{}`",
+                    c.from,
+                    shown(a),
+                    c.to,
+                    shown(b),
+                    c.from,
+                    c.to
+                );
+                for parameter in [&c.from, &c.to] {
+                    errors.push(ParamError {
+                        parameter: parameter.clone(),
+                        message: message.clone(),
+                    });
+                }
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(ResolvedParams(out))
     } else {
         Err(errors)
+    }
+}
+
+/// True when `a` comes after `b` (both of the same ordered kind).
+fn after(a: &ParamValue, b: &ParamValue) -> bool {
+    match (a, b) {
+        (ParamValue::Date(x), ParamValue::Date(y)) => x > y,
+        (ParamValue::Timestamp(x), ParamValue::Timestamp(y)) => x > y,
+        (ParamValue::Integer(x), ParamValue::Integer(y)) => x > y,
+        (ParamValue::Number(x), ParamValue::Number(y)) => x > y,
+        _ => false,
+    }
+}
+
+fn shown(v: &ParamValue) -> String {
+    match v {
+        ParamValue::Date(d) => d.to_string(),
+        ParamValue::Timestamp(t) => t.to_rfc3339(),
+        ParamValue::Integer(i) => i.to_string(),
+        ParamValue::Number(n) => n.to_string(),
+        other => format!("{other:?}"),
     }
 }
 
