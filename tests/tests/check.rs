@@ -280,3 +280,77 @@ async fn a_closed_output_pipe_ends_quietly() {
         );
     }
 }
+
+/// `quarry check --against REV` reports what breaks callers at the current
+/// file's line, and accepts the same change once the major version is raised.
+#[test]
+fn breaking_changes_are_caught_against_a_git_revision() {
+    let dir = std::env::temp_dir().join(format!("quarry-breaking-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let q = dir.join("queries");
+    std::fs::create_dir_all(&q).expect("tmp");
+    for f in ["customer_analysis.yaml", "customer_analysis.sql"] {
+        std::fs::copy(repo_root().join("queries").join(f), q.join(f)).expect("copy");
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "base"]);
+    let yaml = q.join("customer_analysis.yaml");
+    let text = std::fs::read_to_string(&yaml).expect("read");
+    let narrowed = text.replace(
+        "enum: [industry, country, tier, source_system, region]",
+        "enum: [industry, country, tier, source_system]",
+    );
+    assert_ne!(narrowed, text);
+    std::fs::write(&yaml, &narrowed).expect("write");
+    let check = || {
+        Command::new(quarry_bin())
+            .args(["check", "--offline", "--against", "HEAD", "queries"])
+            .current_dir(&dir)
+            .output()
+            .expect("run quarry check")
+    };
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "queries/customer_analysis.yaml:25:3: error: customer_analysis: parameter `group_by`: enum values removed: \"region\""
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("version: 2.0.0"), "{stdout}");
+    // Announced with a new major version, the same change passes.
+    let version = narrowed
+        .lines()
+        .find(|l| l.starts_with("version: "))
+        .expect("version line")
+        .to_string();
+    std::fs::write(&yaml, narrowed.replace(&version, "version: 2.0.0")).expect("write");
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A removed operation is named as it is in the base revision.
+    std::fs::remove_file(&yaml).expect("rm");
+    std::fs::remove_file(q.join("customer_analysis.sql")).expect("rm");
+    std::fs::write(q.join("keep.txt"), "").expect("write");
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("HEAD:queries/customer_analysis.yaml:1:1: error: operation `customer_analysis` was removed"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

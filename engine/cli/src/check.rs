@@ -9,7 +9,12 @@ use anyhow::Result;
 use quarry_core::diag::Diagnostic;
 use quarry_core::loader::check_pack;
 
-pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> Result<ExitCode> {
+pub async fn run(
+    paths: &[PathBuf],
+    database_url: Option<&str>,
+    against: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
     let mut diags = Vec::new();
     // A folder with nothing to check is a mistyped path, not a success.
     for p in paths.iter().filter(|p| p.is_dir()) {
@@ -94,6 +99,33 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
             diags.extend(crate::packtest::check_against(&tests, &set));
         }
     }
+    let mut compared = None;
+    if let Some(base) = against {
+        match base_packs(base, paths) {
+            Ok(base_set) => {
+                let current = quarry_core::PackSet {
+                    packs: packs
+                        .iter()
+                        .map(|p| (p.spec.name.clone(), p.clone()))
+                        .collect(),
+                };
+                compared = Some(base_set.len());
+                let tmp = against_dir().display().to_string();
+                for mut d in quarry_core::breaking::breaking_changes(&base_set, &current) {
+                    // What was removed is named as it is in the base revision.
+                    if let Some(rest) = d.file.strip_prefix(&tmp) {
+                        d.file = format!("{base}:{}", rest.trim_start_matches('/'));
+                    }
+                    diags.push(d);
+                }
+            }
+            Err(e) => diags.push(
+                Diagnostic::new(base, (1, 1), format!("cannot read the base packs: {e:#}")).help(
+                    "pass a git revision (origin/main) or a folder holding the base queries/",
+                ),
+            ),
+        }
+    }
     let mut explained = 0;
     let mut explained_ops = 0;
     if let Some(url) = database_url {
@@ -133,6 +165,9 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
         if !test_files.is_empty() {
             what.push_str(&format!(", {} pack test file(s)", test_files.len()));
         }
+        if let (Some(n), Some(base)) = (compared, against) {
+            what.push_str(&format!(", compared with {n} operation(s) of {base}"));
+        }
         if diags.is_empty() {
             println!("checked {what}{db_note}: no problems");
         } else {
@@ -144,4 +179,76 @@ pub async fn run(paths: &[PathBuf], database_url: Option<&str>, json: bool) -> R
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The packs of a base: a folder, or the pack folders among `paths` as they are
+/// at a git revision (read with `git show`, nothing checked out). Packs of the
+/// base that do not load are left out (they cannot have callers).
+fn base_packs(base: &str, paths: &[PathBuf]) -> Result<quarry_core::PackSet> {
+    use anyhow::Context;
+    let dirs: Vec<PathBuf> = if std::path::Path::new(base).is_dir() {
+        vec![PathBuf::from(base)]
+    } else {
+        let tmp = against_dir();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut dirs = Vec::new();
+        let top = String::from_utf8_lossy(
+            &std::process::Command::new("git")
+                .args(["rev-parse", "--show-prefix"])
+                .output()
+                .context("running git (is this a git checkout?)")?
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        for p in paths.iter().filter(|p| p.is_dir()) {
+            let out = std::process::Command::new("git")
+                .args(["ls-tree", "-r", "--name-only", "--full-name", base, "--"])
+                .arg(p)
+                .output()
+                .context("running git (is this a git checkout?)")?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "git does not know the revision `{base}`: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let root = tmp.join(p);
+            for file in String::from_utf8_lossy(&out.stdout).lines() {
+                if !(file.ends_with(".yaml") || file.ends_with(".sql")) {
+                    continue;
+                }
+                let shown = std::process::Command::new("git")
+                    .args(["show", &format!("{base}:{file}")])
+                    .output()
+                    .context("running git show")?;
+                if !shown.status.success() {
+                    continue;
+                }
+                // `file` is relative to the repository root, `p` to the current folder.
+                let rel = file.strip_prefix(&top).unwrap_or(file);
+                let target = tmp.join(rel);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&target, shown.stdout)?;
+            }
+            dirs.push(root);
+        }
+        dirs
+    };
+    let sources = quarry_core::files::read_pack_sources(&dirs).unwrap_or_default();
+    let mut set = quarry_core::PackSet::default();
+    for src in &sources {
+        if let (Some(p), _) = check_pack(src) {
+            set.packs
+                .insert(p.spec.name.clone(), std::sync::Arc::new(p));
+        }
+    }
+    Ok(set)
+}
+
+/// Where the base revision's packs are written for the comparison.
+fn against_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("quarry-against-{}", std::process::id()))
 }

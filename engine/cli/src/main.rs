@@ -113,6 +113,11 @@ enum Command {
         /// Never connect to a database, even when DATABASE_URL is set.
         #[arg(long)]
         offline: bool,
+        /// Also report every change that breaks callers compared with a base: a
+        /// git revision (`origin/main`) or a folder of packs. An operation whose
+        /// major version was raised is not compared.
+        #[arg(long, value_name = "REV_OR_DIR")]
+        against: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
@@ -438,6 +443,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check {
             paths,
             offline,
+            against,
             format,
         } => {
             let paths = if paths.is_empty() {
@@ -450,7 +456,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Some(cli.database_url.as_str())
             };
-            check::run(&paths, db, format == CheckFormat::Json).await
+            check::run(&paths, db, against.as_deref(), format == CheckFormat::Json).await
         }
         Command::Query {
             operation,

@@ -47,12 +47,25 @@ pub fn check_against(tests: &[LoadedTests], packs: &PackSet) -> Vec<quarry_core:
         };
         // A case that expects a refusal may send what the operation does not know.
         for c in t.spec.cases.iter().filter(|c| c.expect.error.is_none()) {
+            let (case_line, _) = t.case_position(c);
             for k in c.params.keys() {
                 if !pack.spec.parameters.contains_key(k) {
+                    // The key in this case's own params, not an earlier mention.
+                    let key = format!("{k}:");
+                    let at = t
+                        .text
+                        .lines()
+                        .enumerate()
+                        .skip(case_line.saturating_sub(1))
+                        .find_map(|(i, l)| {
+                            l.find(&key)
+                                .map(|col| (i + 1, l[..col].chars().count() + 1))
+                        })
+                        .unwrap_or((case_line, 1));
                     d.push(
                         quarry_core::Diagnostic::new(
                             &t.file,
-                            quarry_core::diag::word_position(&t.text, k).unwrap_or((1, 1)),
+                            at,
                             format!("case `{}`: `{op}` has no parameter `{k}`", c.name),
                         )
                         .help(format!(

@@ -21,6 +21,7 @@
 //! assert_eq!(q.sql, "SELECT n FROM t LIMIT $1");
 //! ```
 
+pub mod breaking;
 pub mod cache;
 pub mod canonical;
 pub mod diag;
