@@ -521,3 +521,89 @@ async fn large_answers_are_cached_as_objects_behind_a_pointer() {
     assert_eq!(again.header("x-cache"), Some("hit"), "{:?}", again.body);
     assert_eq!(again.body, first.body);
 }
+
+/// Two major versions of one operation served side by side: `name` calls the
+/// latest, `name@1` the older one, which answers with Deprecation, Sunset and
+/// Link headers; the catalog and the OpenAPI document list both; the cache
+/// keeps their answers apart.
+#[tokio::test]
+async fn two_major_versions_are_served_side_by_side() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let v1 = q.0.join("v1");
+    std::fs::create_dir_all(&v1).expect("mkdir");
+    let yaml = std::fs::read_to_string(q.0.join("customer_analysis.yaml")).expect("read");
+    let version = yaml
+        .lines()
+        .find(|l| l.starts_with("version: "))
+        .expect("version")
+        .to_string();
+    assert_eq!(version, "version: 1.0.0");
+    // The old major keeps its SQL, renamed title, and a deprecation notice.
+    std::fs::write(
+        v1.join("customer_analysis.yaml"),
+        yaml.replace(
+            "title: Customer segmentation and ranking",
+            "title: Customer segmentation (v1)",
+        ) + "deprecation: {since: 2026-12-01, sunset: 2027-06-30, link: \"https://example.com/quarry/customer_analysis-v2\"}\n",
+    )
+    .expect("write");
+    std::fs::copy(
+        q.0.join("customer_analysis.sql"),
+        v1.join("customer_analysis.sql"),
+    )
+    .expect("copy");
+    std::fs::write(
+        q.0.join("customer_analysis.yaml"),
+        yaml.replace("version: 1.0.0", "version: 2.0.0"),
+    )
+    .expect("write");
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[],
+        &data.0,
+    );
+    let latest = get(&s, "/analytics?operation=customer_analysis&level=segment");
+    assert_eq!(latest.status, 200, "{:?}", latest.body);
+    assert_eq!(latest.header("deprecation"), None);
+    let old = get(&s, "/analytics?operation=customer_analysis@1&level=segment");
+    assert_eq!(old.status, 200, "{:?}", old.body);
+    assert_eq!(old.header("x-cache"), Some("miss"), "its own cache entry");
+    // 2026-12-01T00:00:00Z and 2027-06-30 as an HTTP date.
+    assert_eq!(old.header("deprecation"), Some("@1796083200"));
+    assert_eq!(old.header("sunset"), Some("Wed, 30 Jun 2027 00:00:00 GMT"));
+    assert!(old
+        .header("link")
+        .is_some_and(|l| l.contains("rel=\"deprecation\"")));
+    assert_eq!(old.body["rows"], latest.body["rows"], "same SQL, same rows");
+    let ops = get(&s, "/operations").body;
+    let calls: Vec<&str> = ops["operations"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["call_as"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(calls.contains(&"customer_analysis@2") && calls.contains(&"customer_analysis@1"));
+    let one = get(&s, "/operations/customer_analysis@1").body;
+    assert_eq!(one["title"], json!("Customer segmentation (v1)"));
+    assert_eq!(one["deprecation"]["sunset"], json!("2027-06-30"));
+    let doc = get(&s, "/openapi.json").body.to_string();
+    assert!(
+        doc.contains("customer_analysis@1"),
+        "OpenAPI lists the old version"
+    );
+    // A job submitted to the old version runs the old version.
+    let job = post(
+        &s,
+        "/analytics/jobs",
+        r#"{"operation": "customer_analysis@1", "parameters": {"level": "segment"}}"#,
+    );
+    assert_eq!(job.status, 202, "{:?}", job.body);
+    assert_eq!(job.header("deprecation"), Some("@1796083200"));
+    assert_eq!(
+        job.body["operation_version"],
+        json!("1.0.0"),
+        "{:?}",
+        job.body
+    );
+}

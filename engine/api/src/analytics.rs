@@ -287,7 +287,9 @@ async fn run(
             &format!("operation `{op}` is heavy and runs as a job, which"),
         )?;
         let job = jobs::submit_job(st, who, &pack, input, style, ResultFormat::Json).await?;
-        return Ok(jobs::accepted(&job, true));
+        let mut resp = jobs::accepted(&job, true);
+        mark_deprecation(&mut resp, &pack);
+        return Ok(resp);
     }
     let timeout = Duration::from_secs(u64::from(
         st.config
@@ -415,12 +417,46 @@ pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Byt
     });
 }
 
+/// A deprecated version's answers say so: `Deprecation` (RFC 9745, the day as
+/// `@epoch-seconds`), `Sunset` (RFC 8594, an HTTP date) and `Link`s to the page
+/// that tells callers how to move.
+pub fn mark_deprecation(resp: &mut Response, pack: &Pack) {
+    let Some(dep) = &pack.spec.deprecation else {
+        return;
+    };
+    let h = resp.headers_mut();
+    let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    if let Some(t) = midnight(dep.since) {
+        if let Ok(v) = HeaderValue::from_str(&format!("@{}", t.timestamp())) {
+            h.insert("deprecation", v);
+        }
+    }
+    if let Some(t) = dep.sunset.and_then(midnight) {
+        if let Ok(v) = HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+            h.insert("sunset", v);
+        }
+    }
+    if let Some(link) = &dep.link {
+        let rels: &[&str] = if dep.sunset.is_some() {
+            &["deprecation", "sunset"]
+        } else {
+            &["deprecation"]
+        };
+        for rel in rels {
+            if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"{rel}\"")) {
+                h.append(header::LINK, v);
+            }
+        }
+    }
+}
+
 fn with_cache_headers(
     mut resp: Response,
     etag: Option<&str>,
     pack: &Pack,
     hit: &'static str,
 ) -> Response {
+    mark_deprecation(&mut resp, pack);
     let h = resp.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(hit));
     match etag {

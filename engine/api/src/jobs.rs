@@ -179,7 +179,9 @@ pub async fn submit(
         req.format.unwrap_or_default(),
     )
     .await?;
-    Ok(accepted(&job, false))
+    let mut resp = accepted(&job, false);
+    analytics::mark_deprecation(&mut resp, &pack);
+    Ok(resp)
 }
 
 /// Loads a job the caller may see (its owner, or an admin); 404 otherwise, so ids
@@ -359,11 +361,14 @@ pub struct Executed {
 /// Step 2: run the operation. Errors are classified transient or permanent.
 pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
     let packs = st.packs();
-    let pack = packs.get(&job.operation).cloned().ok_or_else(|| JobError {
+    let pack = packs
+        .for_job(&job.operation, &job.operation_version)
+        .cloned()
+        .ok_or_else(|| JobError {
         code: "operation_removed".into(),
         message: format!(
-            "operation `{}` no longer exists on this server; submit a current operation",
-            job.operation
+            "operation `{}` (major version of {}) no longer exists on this server; submit a current operation",
+            job.operation, job.operation_version
         ),
         transient: false,
     })?;
@@ -473,7 +478,7 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
         .unwrap_or(false);
     // A cacheable operation's answer also fills the cache for synchronous calls.
     let packs = st.packs();
-    if let Some(pack) = packs.get(&job.operation) {
+    if let Some(pack) = packs.for_job(&job.operation, &job.operation_version) {
         if pack.spec.cache_ttl_seconds > 0 && rows <= st.config.jobs.inline_max_rows {
             if let Ok(params) = pack.resolve(&job.parameters, InputStyle::Json) {
                 let key = quarry_core::cache::cache_key(pack, &params, Some(ex.data_version));

@@ -7,6 +7,9 @@
 //! (folder, Postgres, in-process runner, webhooks; or S3, DynamoDB, Step
 //! Functions, SNS) is decided by whoever builds the state.
 
+// The OpenAPI document is one large json! literal.
+#![recursion_limit = "256"]
+
 pub mod analytics;
 pub mod auth;
 pub mod config;
@@ -305,6 +308,8 @@ pub fn describe(p: &Pack) -> Value {
         "columns": p.spec.columns,
         "tags": p.spec.tags,
         "constraints": p.spec.constraints,
+        "call_as": p.versioned_name(),
+        "deprecation": p.spec.deprecation,
         "requires_scope": if p.spec.raw_sql { "admin" } else { "read" },
     })
 }
@@ -316,7 +321,7 @@ async fn operations(
     who.require(auth::Scope::Read, "listing operations")?;
     let packs = st.packs();
     Ok(Json(
-        json!({ "operations": packs.packs.values().map(|p| describe(p)).collect::<Vec<_>>() }),
+        json!({ "operations": packs.all().map(|p| describe(p)).collect::<Vec<_>>() }),
     ))
 }
 

@@ -67,17 +67,27 @@ fn retry_after() -> Value {
 
 /// The document for `packs`.
 pub fn document(packs: &PackSet) -> Value {
-    let names: Vec<&str> = packs.names();
+    let names: Vec<String> = packs.call_names();
     let per_op: Vec<Value> = packs
-        .packs
-        .values()
+        .all()
         .map(|p| {
+            // The latest version answers to its name and name@MAJOR; an older one to name@MAJOR.
+            let latest = packs
+                .packs
+                .get(&p.spec.name)
+                .is_some_and(|l| std::sync::Arc::ptr_eq(l, p));
+            let call: Vec<String> = if latest {
+                vec![p.spec.name.clone(), p.versioned_name()]
+            } else {
+                vec![p.versioned_name()]
+            };
             json!({
                 "type": "object",
-                "title": p.spec.name,
+                "title": p.versioned_name(),
                 "description": p.spec.description,
+                "deprecated": p.spec.deprecation.is_some(),
                 "properties": {
-                    "operation": { "const": p.spec.name },
+                    "operation": { "enum": call },
                     "parameters": params_json_schema(&p.spec),
                     "format": { "$ref": "#/components/schemas/ResultFormat" },
                 },
@@ -350,6 +360,15 @@ pub fn document(packs: &PackSet) -> Value {
                         "parameters": { "type": "object", "description": "JSON Schema of the parameters" },
                         "columns": { "type": ["array", "null"] },
                         "tags": { "type": ["array", "null"] },
+                        "call_as": { "type": "string", "description": "name@MAJOR: calls exactly this version (without @, the latest is called)" },
+                        "deprecation": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "since": { "type": "string", "format": "date" },
+                                "sunset": { "type": "string", "format": "date" },
+                                "link": { "type": "string" },
+                            },
+                        },
                         "constraints": {
                             "type": "array",
                             "description": "Ranges between parameters: `from` must not be after `to` when both are given (else 422 naming both).",

@@ -43,7 +43,6 @@ pub async fn run(
         }
     };
     let mut packs = Vec::new();
-    let mut names = std::collections::HashMap::new();
     // Mappings name their own schema on the first line; everything else is a pack.
     let (mapping_sources, sources): (Vec<_>, Vec<_>) = sources.into_iter().partition(|s| {
         s.yaml_text
@@ -72,46 +71,26 @@ pub async fn run(
     for src in &sources {
         let (pack, d) = check_pack(src);
         diags.extend(d);
-        if let Some(p) = pack {
-            if let Some(first) = names.insert(p.spec.name.clone(), p.yaml_file.clone()) {
-                diags.push(Diagnostic::new(
-                    &p.yaml_file,
-                    (2, 1),
-                    format!("operation `{}` is also defined in {first}", p.spec.name),
-                ));
-            }
-            packs.push(std::sync::Arc::new(p));
-        }
+        packs.extend(pack.map(std::sync::Arc::new));
     }
+    // One operation in several files: only with different major versions.
+    let (set, dup) = quarry_core::PackSet::from_packs(packs.clone());
+    diags.extend(dup);
     // Pack tests and their data: parsed, their includes read, their operation
     // and parameters known.
     let test_files = quarry_core::packtest::test_and_data_files_under(paths).unwrap_or_default();
     let (tests, test_diags) = crate::packtest::load_all(&test_files);
     diags.extend(test_diags);
-    if !tests.is_empty() {
-        let set = quarry_core::PackSet {
-            packs: packs
-                .iter()
-                .map(|p| (p.spec.name.clone(), p.clone()))
-                .collect(),
-        };
-        if !set.is_empty() {
-            diags.extend(crate::packtest::check_against(&tests, &set));
-        }
+    if !tests.is_empty() && !set.is_empty() {
+        diags.extend(crate::packtest::check_against(&tests, &set));
     }
     let mut compared = None;
     if let Some(base) = against {
         match base_packs(base, paths) {
             Ok(base_set) => {
-                let current = quarry_core::PackSet {
-                    packs: packs
-                        .iter()
-                        .map(|p| (p.spec.name.clone(), p.clone()))
-                        .collect(),
-                };
                 compared = Some(base_set.len());
                 let tmp = against_dir().display().to_string();
-                for mut d in quarry_core::breaking::breaking_changes(&base_set, &current) {
+                for mut d in quarry_core::breaking::breaking_changes(&base_set, &set) {
                     // What was removed is named as it is in the base revision.
                     if let Some(rest) = d.file.strip_prefix(&tmp) {
                         d.file = format!("{base}:{}", rest.trim_start_matches('/'));

@@ -21,22 +21,27 @@ fn major(version: &str) -> Option<u64> {
 /// (at the base file for what was removed).
 pub fn breaking_changes(base: &PackSet, current: &PackSet) -> Vec<Diagnostic> {
     let mut d = Vec::new();
-    for (name, old) in &base.packs {
-        let Some(new) = current.get(name) else {
-            d.push(
+    for old in base.all() {
+        let name = &old.spec.name;
+        // The same major version, whether it is still the latest or now served beside a newer one.
+        if let Some(new) = current.get(&old.versioned_name()) {
+            compare(old, new, &mut d);
+            continue;
+        }
+        match current.get(name) {
+            Some(new) if major(&new.spec.version) > major(&old.spec.version) => {} // an announced break
+            _ => d.push(
                 Diagnostic::new(
                     &old.yaml_file,
                     (1, 1),
-                    format!("operation `{name}` was removed: its callers get 404"),
+                    format!(
+                        "operation `{}` (version {}) was removed: its callers get 404",
+                        name, old.spec.version
+                    ),
                 )
-                .help("keep it (mark it deprecated in its description) until callers have moved"),
-            );
-            continue;
-        };
-        if major(&new.spec.version) > major(&old.spec.version) {
-            continue; // an announced break
+                .help("keep it (mark it deprecated with `deprecation:`) until callers have moved"),
+            ),
         }
-        compare(old, new, &mut d);
     }
     d
 }

@@ -208,18 +208,72 @@ fn render_error_text(file: &str, e: &minijinja::Error) -> String {
     format!("{file}:{line}: {detail}")
 }
 
-/// The set of packs a server or CLI serves, by name.
+/// The set of packs a server or CLI serves, by name: the latest major version of
+/// each operation, and older major versions still served beside it (called as
+/// `name@MAJOR`).
 #[derive(Debug, Default)]
 pub struct PackSet {
+    /// The latest version of each operation, by name.
     pub packs: IndexMap<String, Arc<Pack>>,
+    /// Older major versions, by `name@MAJOR`.
+    pub older: IndexMap<String, Arc<Pack>>,
+}
+
+/// The major version of a `MAJOR.MINOR.PATCH` version.
+pub fn major_of(version: &str) -> Option<u64> {
+    version.split('.').next()?.parse().ok()
+}
+
+impl Pack {
+    /// The name that calls exactly this version: `name@MAJOR`.
+    pub fn versioned_name(&self) -> String {
+        match major_of(&self.spec.version) {
+            Some(m) => format!("{}@{m}", self.spec.name),
+            None => self.spec.name.clone(),
+        }
+    }
 }
 
 impl PackSet {
+    /// `name` (the latest version) or `name@MAJOR` (that major version).
     pub fn get(&self, name: &str) -> Option<&Arc<Pack>> {
-        self.packs.get(name)
+        if let Some(p) = self.packs.get(name) {
+            return Some(p);
+        }
+        let (base, major) = name.split_once('@')?;
+        let latest = self.packs.get(base)?;
+        if major_of(&latest.spec.version)
+            .map(|m| m.to_string())
+            .as_deref()
+            == Some(major)
+        {
+            return Some(latest);
+        }
+        self.older.get(name)
     }
+    /// The operations' names (latest versions).
     pub fn names(&self) -> Vec<&str> {
         self.packs.keys().map(String::as_str).collect()
+    }
+    /// Every version served: each latest, then the older ones.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Pack>> {
+        self.packs.values().chain(self.older.values())
+    }
+    /// The version a job was submitted to: the same major version (a newer
+    /// minor or patch of it is fine), never another major.
+    pub fn for_job(&self, name: &str, version: &str) -> Option<&Arc<Pack>> {
+        match major_of(version) {
+            Some(m) => self.get(&format!("{name}@{m}")),
+            None => self.get(name),
+        }
+    }
+    /// Every name a caller can use: `name`, and `name@MAJOR` for each version.
+    pub fn call_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.packs.keys().cloned().collect();
+        out.extend(self.all().map(|p| p.versioned_name()));
+        out.sort();
+        out.dedup();
+        out
     }
     pub fn len(&self) -> usize {
         self.packs.len()
@@ -230,30 +284,65 @@ impl PackSet {
 }
 
 /// Checks every source and builds the set; all problems of all packs are returned,
-/// and the set is only built when there are none.
+/// and the set is only built when there are none. One operation may be defined
+/// in several files only with different major versions.
 pub fn build_pack_set(sources: &[PackSource]) -> Result<PackSet, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let mut packs = IndexMap::new();
+    let mut packs = Vec::new();
     for src in sources {
         let (pack, mut d) = check_pack(src);
         diags.append(&mut d);
-        if let Some(pack) = pack {
-            if packs.contains_key(&pack.spec.name) {
-                diags.push(Diagnostic::new(
-                    &src.yaml_file,
-                    yaml_key_position(&src.yaml_text, &["name"]),
-                    format!("operation `{}` is defined twice", pack.spec.name),
-                ));
-            } else {
-                packs.insert(pack.spec.name.clone(), Arc::new(pack));
-            }
-        }
+        packs.extend(pack.map(Arc::new));
     }
+    let (set, mut d) = PackSet::from_packs(packs);
+    diags.append(&mut d);
     if diags.is_empty() {
-        packs.sort_keys();
-        Ok(PackSet { packs })
+        Ok(set)
     } else {
         Err(diags)
+    }
+}
+
+impl PackSet {
+    /// Groups checked packs by name: the highest major version is the latest,
+    /// the others are served as `name@MAJOR`; two files with the same name and
+    /// major version are a problem.
+    pub fn from_packs(packs: Vec<Arc<Pack>>) -> (PackSet, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let mut by_name: IndexMap<String, Vec<Arc<Pack>>> = IndexMap::new();
+        for p in packs {
+            by_name.entry(p.spec.name.clone()).or_default().push(p);
+        }
+        let mut set = PackSet::default();
+        for (name, mut versions) in by_name {
+            versions.sort_by_key(|p| std::cmp::Reverse(major_of(&p.spec.version)));
+            for pair in versions.windows(2) {
+                if major_of(&pair[0].spec.version) == major_of(&pair[1].spec.version) {
+                    diags.push(
+                        Diagnostic::new(
+                            &pair[1].yaml_file,
+                            yaml_key_position(&pair[1].yaml_text, &["version"]),
+                            format!(
+                                "operation `{name}` is defined twice with major version {} (also in {})",
+                                major_of(&pair[1].spec.version).unwrap_or(0),
+                                pair[0].yaml_file
+                            ),
+                        )
+                        .help("serve versions side by side with different major versions, or remove one file"),
+                    );
+                }
+            }
+            let mut it = versions.into_iter();
+            if let Some(latest) = it.next() {
+                set.packs.insert(name.clone(), latest);
+            }
+            for p in it {
+                set.older.insert(p.versioned_name(), p);
+            }
+        }
+        set.packs.sort_keys();
+        set.older.sort_keys();
+        (set, diags)
     }
 }
 
@@ -473,6 +562,32 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
                 d.push(
                     Diagnostic::new(yf, pos, format!("constraint {}: `{}` ({}) and `{}` ({}) do not make a range", i + 1, c.from, a.as_str(), c.to, b.as_str()))
                         .help("from and to are two different parameters of the same type: date, timestamp, integer or number"),
+                );
+            }
+        }
+    }
+    if let Some(dep) = &spec.deprecation {
+        let pos = at(&["deprecation"]);
+        if dep.sunset.is_some_and(|s| s < dep.since) {
+            d.push(Diagnostic::new(
+                yf,
+                pos,
+                "deprecation: the sunset is before the day it was deprecated",
+            ));
+        }
+        if let Some(link) = &dep.link {
+            if !(link.starts_with("https://") || link.starts_with("http://"))
+                || link
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '>')
+            {
+                d.push(
+                    Diagnostic::new(
+                        yf,
+                        pos,
+                        format!("deprecation: link `{link}` is not a plain http(s) URL"),
+                    )
+                    .help("it is sent in a Link header: an absolute URL without spaces"),
                 );
             }
         }

@@ -50,6 +50,24 @@ pub struct PackSpec {
     /// breaks one is refused with 422 naming both parameters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<ParamConstraint>,
+    /// Marks this version as deprecated: its answers carry `Deprecation`,
+    /// `Sunset` (RFC 8594) and `Link` headers, and the catalog says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<Deprecation>,
+}
+
+/// When a version was deprecated, when it stops being served, where to read more.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    /// The day it was deprecated (YYYY-MM-DD).
+    pub since: chrono::NaiveDate,
+    /// The day it stops being served (YYYY-MM-DD), when decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<chrono::NaiveDate>,
+    /// An https:// page telling callers how to move to the new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// `from` must not be after `to` when both are given: a date, timestamp,
