@@ -354,3 +354,62 @@ fn breaking_changes_are_caught_against_a_git_revision() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With a database, a `light` operation whose plan is over the cost budget is
+/// an error naming the plan's features; a `heavy` one with a cheap plan is a
+/// warning that does not fail the check.
+#[tokio::test]
+async fn declared_cost_is_compared_with_the_plan() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-cost-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let pack = |name: &str, cost: &str, sql: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.yaml")),
+            format!("# yaml-language-server: $schema=x\nname: {name}\nversion: 1.0.0\ntitle: t\ndescription: d\ncost: {cost}\ntimeout_seconds: 5\ncache_ttl_seconds: 0\nmax_rows: 10\ncolumns:\n  - {{name: n, type: integer}}\n"),
+        )
+        .expect("write");
+        std::fs::write(dir.join(format!("{name}.sql")), sql).expect("write");
+    };
+    pack(
+        "big_sort",
+        "light",
+        "SELECT g::int4 AS n FROM generate_series(1, 100000000) AS g ORDER BY g DESC\n",
+    );
+    pack("tiny", "heavy", "SELECT 1::int4 AS n\n");
+    let out = Command::new(quarry_bin())
+        .args(["check", "."])
+        .current_dir(&dir)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("big_sort.yaml:6:1: error: declared light, but its plan is too expensive")
+            && stdout.contains("a sort of ~100000000 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "tiny.yaml:6:1: warning: declared heavy, but its most expensive plan is cheap"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains(": 1 problem(s), 1 warning(s)"), "{stdout}");
+    std::fs::remove_file(dir.join("big_sort.yaml")).expect("rm");
+    std::fs::remove_file(dir.join("big_sort.sql")).expect("rm");
+    let out = Command::new(quarry_bin())
+        .args(["check", "."])
+        .current_dir(&dir)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry check");
+    assert!(
+        out.status.success(),
+        "a warning alone passes: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -115,7 +115,9 @@ async fn check_against_database(st: &AppState, packs: &[&Arc<Pack>]) -> Vec<Diag
         Ok(mut conn) => {
             let client: &mut tokio_postgres::Client = &mut conn;
             let refs: Vec<&Pack> = packs.iter().map(|p| p.as_ref()).collect();
-            quarry_db::packcheck::check_packs(client, &refs).await.diagnostics
+            quarry_db::packcheck::check_packs(client, &refs, None)
+                .await
+                .diagnostics
         }
         Err(e) => vec![Diagnostic::new(
             &st.config.queries_dir.display().to_string(),

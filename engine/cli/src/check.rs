@@ -13,6 +13,7 @@ pub async fn run(
     paths: &[PathBuf],
     database_url: Option<&str>,
     against: Option<&str>,
+    budget: &quarry_core::cost::CostBudget,
     json: bool,
 ) -> Result<ExitCode> {
     let mut diags = Vec::new();
@@ -111,7 +112,8 @@ pub async fn run(
         match quarry_db::connect_reader(url).await {
             Ok(mut reader) => {
                 let refs: Vec<&quarry_core::Pack> = packs.iter().map(|p| p.as_ref()).collect();
-                let report = quarry_db::packcheck::check_packs(&mut reader, &refs).await;
+                let report =
+                    quarry_db::packcheck::check_packs(&mut reader, &refs, Some(budget)).await;
                 explained = report.renderings;
                 explained_ops = report.operations;
                 diags.extend(report.diagnostics);
@@ -121,15 +123,17 @@ pub async fn run(
             }
         }
     }
+    let (warnings, errors): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        diags.into_iter().partition(|d| d.warning);
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "checked": sources.len(), "mappings": mapping_sources.len(), "tests": test_files.len(), "explained": explained, "explained_operations": explained_ops, "errors": diags,
+                "checked": sources.len(), "mappings": mapping_sources.len(), "tests": test_files.len(), "explained": explained, "explained_operations": explained_ops, "errors": errors, "warnings": warnings,
             }))?
         );
     } else {
-        for d in &diags {
+        for d in errors.iter().chain(&warnings) {
             println!("{d}");
         }
         let db_note = if database_url.is_some() {
@@ -147,13 +151,21 @@ pub async fn run(
         if let (Some(n), Some(base)) = (compared, against) {
             what.push_str(&format!(", compared with {n} operation(s) of {base}"));
         }
-        if diags.is_empty() {
-            println!("checked {what}{db_note}: no problems");
+        let noted = if warnings.is_empty() {
+            String::new()
         } else {
-            println!("checked {what}{db_note}: {} problem(s)", diags.len());
+            format!(", {} warning(s)", warnings.len())
+        };
+        if errors.is_empty() {
+            println!("checked {what}{db_note}: no problems{noted}");
+        } else {
+            println!(
+                "checked {what}{db_note}: {} problem(s){noted}",
+                errors.len()
+            );
         }
     }
-    Ok(if diags.is_empty() {
+    Ok(if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

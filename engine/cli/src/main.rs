@@ -118,6 +118,19 @@ enum Command {
         /// major version was raised is not compared.
         #[arg(long, value_name = "REV_OR_DIR")]
         against: Option<String>,
+        /// With a database: the highest planner cost estimate a `light` operation
+        /// may have (its most expensive branch); above it, check says it should be
+        /// `heavy`. Estimates follow the data of the database checked against.
+        #[arg(long, env = "QUARRY_CHECK_COST_BUDGET", default_value_t = 200_000.0)]
+        cost_budget: f64,
+        /// With a database: a sequential scan or sort of more estimated rows than
+        /// this in a `light` operation's plan is reported.
+        #[arg(
+            long,
+            env = "QUARRY_CHECK_LARGE_TABLE_ROWS",
+            default_value_t = 500_000.0
+        )]
+        large_table_rows: f64,
         /// Output format.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
@@ -444,6 +457,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             offline,
             against,
+            cost_budget,
+            large_table_rows,
             format,
         } => {
             let paths = if paths.is_empty() {
@@ -456,7 +471,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Some(cli.database_url.as_str())
             };
-            check::run(&paths, db, against.as_deref(), format == CheckFormat::Json).await
+            let budget = quarry_core::cost::CostBudget {
+                max_cost: cost_budget,
+                large_rows: large_table_rows,
+            };
+            check::run(
+                &paths,
+                db,
+                against.as_deref(),
+                &budget,
+                format == CheckFormat::Json,
+            )
+            .await
         }
         Command::Query {
             operation,

@@ -16,6 +16,9 @@ pub struct Diagnostic {
     /// What to do about it, when there is something specific to say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// A finding to consider that does not fail the check.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl Diagnostic {
@@ -26,7 +29,14 @@ impl Diagnostic {
             column: column.max(1),
             message: message.into(),
             help: None,
+            warning: false,
         }
+    }
+
+    /// Makes this a warning: reported, but not a failure.
+    pub fn warning(mut self) -> Self {
+        self.warning = true;
+        self
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -39,8 +49,12 @@ impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}:{}:{}: error: {}",
-            self.file, self.line, self.column, self.message
+            "{}:{}:{}: {}: {}",
+            self.file,
+            self.line,
+            self.column,
+            if self.warning { "warning" } else { "error" },
+            self.message
         )?;
         if let Some(h) = &self.help {
             write!(f, "\n  help: {h}")?;

@@ -509,8 +509,8 @@ impl<'a> FromSql<'a> for PgInterval {
 #[derive(Debug, Clone)]
 pub struct ExplainReport {
     pub columns: Vec<OutColumn>,
-    /// The top line of the plan (node and cost estimate).
-    pub plan_head: String,
+    /// The top `Plan` object of `EXPLAIN (FORMAT JSON)`.
+    pub plan: serde_json::Value,
 }
 
 /// Prepares and EXPLAINs `q` as the reader, without running it.
@@ -528,7 +528,7 @@ pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainRe
             pg_type: c.type_().name().to_string(),
         })
         .collect();
-    let explain_sql = format!("EXPLAIN {}", q.sql);
+    let explain_sql = format!("EXPLAIN (FORMAT JSON) {}", q.sql);
     let estmt = tx.prepare_typed(&explain_sql, &types).await?;
     let rows = tx
         .query(
@@ -539,12 +539,13 @@ pub async fn explain(client: &mut Client, q: &RenderedQuery) -> Result<ExplainRe
                 .collect::<Vec<_>>(),
         )
         .await?;
-    let plan_head = rows
+    let plan = rows
         .first()
-        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .and_then(|r| r.try_get::<_, serde_json::Value>(0).ok())
+        .and_then(|v| v.get(0).and_then(|p| p.get("Plan")).cloned())
         .unwrap_or_default();
     let _ = tx.rollback().await;
-    Ok(ExplainReport { columns, plan_head })
+    Ok(ExplainReport { columns, plan })
 }
 
 #[cfg(test)]

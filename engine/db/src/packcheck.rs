@@ -3,7 +3,9 @@
 //! database errors placed at the template's line and column through the
 //! branch's source map, declared columns compared by name and type.
 
+use quarry_core::cost::{CostBudget, PlanCost};
 use quarry_core::diag::Diagnostic;
+use quarry_core::pack::CostClass;
 use quarry_core::Pack;
 use tokio_postgres::Client;
 
@@ -18,16 +20,32 @@ pub struct DbCheck {
 
 /// Prepares and EXPLAINs every branch of `packs` on `reader` (a reader-role
 /// connection). Each problem is reported once, with the first branch showing it.
-pub async fn check_packs(reader: &mut Client, packs: &[&Pack]) -> DbCheck {
+/// With a `budget`, the declared cost class is compared with the plans (see
+/// [`quarry_core::cost`]): the most expensive branch of a `light` operation.
+pub async fn check_packs(
+    reader: &mut Client,
+    packs: &[&Pack],
+    budget: Option<&CostBudget>,
+) -> DbCheck {
     let mut out = DbCheck::default();
     for p in packs {
         let (renders, _) = quarry_core::loader::render_branches(p);
         out.operations += 1;
         let mut reported = std::collections::HashSet::new();
+        let mut worst: Option<(PlanCost, String)> = None;
         for r in &renders {
             match crate::exec::explain(reader, &r.query).await {
                 Ok(report) => {
                     out.renderings += 1;
+                    if let Some(b) = budget {
+                        let c = PlanCost::of(&report.plan, b);
+                        if worst
+                            .as_ref()
+                            .is_none_or(|(w, _)| c.total_cost > w.total_cost)
+                        {
+                            worst = Some((c, r.label.clone()));
+                        }
+                    }
                     if p.spec.raw_sql {
                         continue;
                     }
@@ -46,8 +64,44 @@ pub async fn check_packs(reader: &mut Client, packs: &[&Pack]) -> DbCheck {
                 }
             }
         }
+        if let (Some(b), Some((c, label))) = (budget, worst) {
+            out.diagnostics.extend(cost_diag(p, &c, &label, b));
+        }
     }
     out
+}
+
+/// The declared cost class against the most expensive branch's plan.
+fn cost_diag(p: &Pack, c: &PlanCost, label: &str, b: &CostBudget) -> Option<Diagnostic> {
+    let at = quarry_core::diag::yaml_key_position(&p.yaml_text, &["cost"]);
+    let with = if label == "the defaults" {
+        String::new()
+    } else {
+        format!(" (with {label})")
+    };
+    match p.spec.cost {
+        CostClass::Light => c.too_heavy(b).map(|why| {
+            Diagnostic::new(
+                &p.yaml_file,
+                at,
+                format!("declared light, but its plan is too expensive for a synchronous answer{with}: {why}"),
+            )
+            .help("declare `cost: heavy` (it then runs as a job), or make the plan cheaper (an index, a filter); the budget is --cost-budget / --large-table-rows")
+        }),
+        CostClass::Heavy if c.light_enough(b) => Some(
+            Diagnostic::new(
+                &p.yaml_file,
+                at,
+                format!(
+                    "declared heavy, but its most expensive plan is cheap (estimated cost {:.0}, no large scan or sort){with}: it could answer synchronously",
+                    c.total_cost
+                ),
+            )
+            .help("declare `cost: light` unless the data it runs on in production is much larger than here")
+            .warning(),
+        ),
+        CostClass::Heavy => None,
+    }
 }
 
 /// A problem's text without the branch it was seen with (each problem is
