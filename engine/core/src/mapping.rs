@@ -1576,6 +1576,7 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
         }
         let rows = compile_rows(
             f,
+            y,
             line,
             &r.name,
             r.entity,
@@ -1602,9 +1603,17 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             for first in paths.iter().filter_map(|p| p.first()) {
                 rows.used_top_keys.insert(first.clone());
             }
+            // The child's fields come after its `path:` line.
+            let child_line = c
+                .path
+                .as_slice()
+                .first()
+                .and_then(|p| line_after(y, line, &format!("path: {p}")))
+                .unwrap_or(line);
             let crows = compile_rows(
                 f,
-                line,
+                y,
+                child_line,
                 &format!("{}.{}", r.name, c.path.as_slice().join("|")),
                 c.entity,
                 &c.key,
@@ -1869,9 +1878,26 @@ fn compile_field(
     }
 }
 
+/// The first line at or after `from` where `needle` starts a key (after
+/// indentation, `{` or `,`): a field's own line inside its record.
+fn line_after(text: &str, from: (usize, usize), needle: &str) -> Option<(usize, usize)> {
+    text.lines()
+        .enumerate()
+        .skip(from.0.saturating_sub(1))
+        .find_map(|(i, l)| {
+            l.match_indices(needle).find_map(|(at, _)| {
+                let before = l[..at].chars().next_back();
+                before
+                    .is_none_or(|c| c.is_whitespace() || c == '{' || c == ',' || c == '-')
+                    .then(|| (i + 1, l[..at].chars().count() + 1))
+            })
+        })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn compile_rows(
     f: &str,
+    y: &str,
     line: (usize, usize),
     what: &str,
     entity: Entity,
@@ -1885,13 +1911,17 @@ fn compile_rows(
     let key = key.spec();
     used_keys(&key, &mut used);
     let mut out = Vec::new();
+    // Fields are looked for from the record's `fields:` on (the record's own
+    // `name:` is not its `name` field).
+    let fields_at = line_after(y, line, "fields:").unwrap_or(line);
     for (column, def) in fields {
+        let field_line = line_after(y, fields_at, &format!("{column}:")).unwrap_or(line);
         let Some(col) = entity.column(column) else {
             let known: Vec<&str> = entity.columns().iter().map(|c| c.name).collect();
             d.push(
                 Diagnostic::new(
                     f,
-                    line,
+                    field_line,
                     format!("{what}: `{column}` is not a column of {}", entity.table()),
                 )
                 .help(format!(
@@ -1903,7 +1933,7 @@ fn compile_rows(
         };
         let spec = def.spec();
         used_keys(&spec, &mut used);
-        out.push(compile_field(f, line, what, column, col, spec, d));
+        out.push(compile_field(f, field_line, what, column, col, spec, d));
     }
     for col in entity.columns().iter().filter(|c| c.required) {
         if !fields.contains_key(col.name) {
