@@ -91,7 +91,17 @@ pub fn print_operations(set: &quarry_core::PackSet) {
         "parameters",
         "title",
     ]);
-    for (name, p) in &set.packs {
+    for p in set.all() {
+        // The latest version by its name, older ones as name@MAJOR.
+        let latest = set
+            .packs
+            .get(&p.spec.name)
+            .is_some_and(|l| std::sync::Arc::ptr_eq(l, p));
+        let name = if latest {
+            p.spec.name.clone()
+        } else {
+            p.versioned_name()
+        };
         let params: Vec<String> = p
             .spec
             .parameters
@@ -105,8 +115,11 @@ pub fn print_operations(set: &quarry_core::PackSet) {
             })
             .collect();
         t.add_row([
-            name.clone(),
-            p.spec.version.clone(),
+            name,
+            match &p.spec.deprecation {
+                Some(d) => format!("{} (deprecated {})", p.spec.version, d.since),
+                None => p.spec.version.clone(),
+            },
             format!("{:?}", p.spec.cost).to_lowercase(),
             format!("{}s", p.spec.cache_ttl_seconds),
             params.join("\n"),
