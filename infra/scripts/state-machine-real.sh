@@ -66,7 +66,7 @@ PY
 
 # The functions' packs: the shipped ones plus the test packs (many rows, slow, failing).
 mkdir -p "$work/queries"
-cp queries/* tests/fixtures/packs/* "$work/queries/"
+cp queries/*.yaml queries/*.sql tests/fixtures/packs/* "$work/queries/"
 export LAMBDA_TASK_ROOT="$PWD" QUARRY_QUERIES_DIR="$work/queries" QUARRY_DB_TLS=disable RUST_LOG=warn
 export QUARRY_READER_URL="$reader_url" QUARRY_RESULTS_BUCKET=quarry-results QUARRY_CACHE_TABLE=quarry-cache
 export QUARRY_JOBS_TABLE=quarry-jobs QUARRY_STATE_MACHINE_ARN="$sm"
