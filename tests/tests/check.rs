@@ -200,6 +200,31 @@ async fn a_wrong_column_list_is_caught_with_a_database() {
         stdout.contains("declared columns [total] but the query returns [n]"),
         "{stdout}"
     );
+    // Names right, type wrong: the column's own line and the block to paste.
+    std::fs::write(
+        dir.join("cols.sql"),
+        "SELECT count(*) AS total FROM canonical.organizations\n",
+    )
+    .expect("write");
+    let yaml = std::fs::read_to_string(dir.join("cols.yaml")).expect("read");
+    std::fs::write(
+        dir.join("cols.yaml"),
+        yaml.replace("{name: total, type: integer}", "{name: total, type: text}"),
+    )
+    .expect("write");
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "cols.yaml:11:6: error: column `total` is declared text but the query returns integer (int8)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("columns:\n  - {name: total, type: integer, description: \"\"}"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
