@@ -404,3 +404,39 @@ async fn a_failed_inbox_file_is_published_as_a_system_error() {
         .exists());
     drop(s);
 }
+
+/// A finished job wakes the runner: with one slot and a poll of a minute, five
+/// queued one-second jobs all finish long before the next poll (before, each
+/// waited for a poll tick once the first had taken the slot).
+#[tokio::test]
+async fn a_finished_job_wakes_the_runner_for_the_next_one() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[
+            ("QUARRY_JOBS__CONCURRENCY", "1"),
+            ("QUARRY_JOBS__POLL_INTERVAL_MS", "60000"),
+        ],
+        &data.0,
+    );
+    let ids: Vec<String> = (0..5)
+        .map(|_| {
+            let r = post(
+                &s,
+                "/analytics/jobs",
+                r#"{"operation": "slow_job", "parameters": {"seconds": 1}}"#,
+            );
+            assert_eq!(r.status, 202, "{:?}", r.body);
+            job_id(&r)
+        })
+        .collect();
+    // Well under the one-minute poll: only wake-ups can have started them.
+    wait_for("all five jobs", Duration::from_secs(40), || {
+        ids.iter()
+            .all(|id| get(&s, &format!("/analytics/jobs/{id}")).body["state"] == json!("succeeded"))
+            .then_some(())
+    });
+}

@@ -644,19 +644,30 @@ pub async fn recover(st: &AppState) -> PortResult<usize> {
 }
 
 /// The in-process runner: runs due jobs with bounded concurrency, woken by
-/// submissions and by a poll that also recovers interrupted jobs.
+/// submissions, by each finished attempt (a freed slot takes the next queued
+/// job at once: a backlog drains at the speed of the work, not of the poll) and
+/// by a poll that also recovers interrupted jobs and picks up retries whose
+/// back-off has passed.
 pub async fn runner(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<String>) {
     let permits = Arc::new(Semaphore::new(st.config.jobs.concurrency));
     let poll = Duration::from_millis(st.config.jobs.poll_interval_ms.max(50));
+    let finished = Arc::new(tokio::sync::Notify::new());
     let mut last_sweep = std::time::Instant::now();
+    let mut last_recovery: Option<std::time::Instant> = None;
     let mut store_down = false;
     loop {
         tokio::select! {
             r = rx.recv() => if r.is_none() { return },
+            _ = finished.notified() => {}
             _ = tokio::time::sleep(poll) => {}
         }
-        if let Err(e) = recover(&st).await {
-            tracing::warn!(error = %e, "job recovery failed");
+        // A burst of submissions is one look at the queue, not one per job.
+        while rx.try_recv().is_ok() {}
+        if last_recovery.is_none_or(|t| t.elapsed() >= poll) {
+            last_recovery = Some(std::time::Instant::now());
+            if let Err(e) = recover(&st).await {
+                tracing::warn!(error = %e, "job recovery failed");
+            }
         }
         let free = permits.available_permits();
         if free > 0 {
@@ -667,9 +678,11 @@ pub async fn runner(st: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<String>) 
                             return;
                         };
                         let st = st.clone();
+                        let finished = finished.clone();
                         tokio::spawn(async move {
                             run_attempt(st, job).await;
                             drop(permit);
+                            finished.notify_one();
                         });
                     }
                 }
