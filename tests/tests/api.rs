@@ -612,3 +612,47 @@ async fn two_major_versions_are_served_side_by_side() {
         job.body
     );
 }
+
+/// A client that trickles its request headers is cut off by the header read
+/// timeout instead of holding a connection for as long as it likes; a prompt
+/// client on the same server is answered.
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &[],
+        &[("QUARRY_API__HEADER_READ_TIMEOUT_SECONDS", "2")],
+        &data.0,
+    );
+    let mut slow = std::net::TcpStream::connect(&s.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    // One header byte every half second for up to 20 s: the server must close
+    // the connection long before the headers would be complete.
+    let mut writer = slow.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(500));
+            if writer.write_all(b"X").is_err() {
+                return true; // the server closed it
+            }
+        }
+        let _ = writer.write_all(b": y\r\n\r\n");
+        false
+    });
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let answered = String::from_utf8_lossy(&buf).contains("200 OK");
+    assert!(!answered, "the trickled request was answered: {buf:?}");
+    let cut_while_sending = trickle.join().expect("trickle thread");
+    assert!(
+        cut_while_sending,
+        "the connection stayed open for the whole trickle"
+    );
+    assert_eq!(get(&s, "/health").status, 200);
+}

@@ -57,6 +57,11 @@ pub struct ApiSettings {
     pub rate_limit_burst: u32,
     /// Cached answers larger than this many bytes are kept in object storage; the cache holds a pointer.
     pub cache_inline_max_bytes: usize,
+    /// Seconds a client has to send a request's headers, from the connection's
+    /// start or the end of its previous request; slower connections are closed.
+    pub header_read_timeout_seconds: u64,
+    /// Most client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// `[jobs]`: the asynchronous job runner.
@@ -161,6 +166,8 @@ impl Default for ApiSettings {
             rate_limit_per_second: 50,
             rate_limit_burst: 100,
             cache_inline_max_bytes: 256 * 1024,
+            header_read_timeout_seconds: 10,
+            max_connections: 1024,
         }
     }
 }
@@ -264,6 +271,12 @@ impl Config {
         let mut problems = Vec::new();
         if self.jobs.concurrency == 0 {
             problems.push("jobs.concurrency must be at least 1");
+        }
+        if self.api.header_read_timeout_seconds == 0 {
+            problems.push("api.header_read_timeout_seconds must be at least 1");
+        }
+        if self.api.max_connections == 0 {
+            problems.push("api.max_connections must be at least 1");
         }
         if self.jobs.max_attempts == 0 {
             problems.push("jobs.max_attempts must be at least 1");

@@ -50,14 +50,82 @@ pub use axum::Router;
 pub use config::Config;
 pub use problem::ApiError;
 
-/// Serves `router` on `listener` until Ctrl-C or SIGTERM, finishing requests in flight.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+/// Limits of the HTTP server itself, before any handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Time a client has to send its request headers (slow-header clients are cut).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; the next ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    pub fn from_config(api: &config::ApiSettings) -> Self {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(api.header_read_timeout_seconds.max(1)),
+            max_connections: api.max_connections.max(1),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until Ctrl-C or SIGTERM, finishing requests in
+/// flight. hyper's HTTP/1 connection with a timer, so that a client that trickles
+/// its headers is cut after `header_read_timeout`; at most `max_connections`
+/// connections at once. Each request carries the client's address (`ConnectInfo`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = router
+            .clone()
+            .map_request(move |mut req: axum::extract::Request| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                req
+            });
+        let svc = hyper_util::service::TowerToHyperService::new(svc.map_request(
+            |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+        ));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 

@@ -872,7 +872,8 @@ async fn serve(database_url: &str, cfg: quarry_api::Config) -> Result<ExitCode> 
     if local.state.auth.is_open() {
         tracing::warn!("no API keys exist: read and jobs access is open to this loopback address (admin stays closed); create keys with `quarry keys create` to require them");
     }
-    axum_serve(listener, quarry_api::router(local.state.clone())).await?;
+    let limits = quarry_api::ServeLimits::from_config(&local.state.config.api);
+    axum_serve(listener, quarry_api::router(local.state.clone()), limits).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -922,8 +923,12 @@ async fn keys(database_url: &str, action: KeysAction) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn axum_serve(listener: tokio::net::TcpListener, router: quarry_api::Router) -> Result<()> {
-    quarry_api::serve(listener, router).await
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    router: quarry_api::Router,
+    limits: quarry_api::ServeLimits,
+) -> Result<()> {
+    quarry_api::serve(listener, router, limits).await
 }
 
 /// True when the user pointed at a database explicitly.
