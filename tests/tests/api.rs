@@ -131,6 +131,25 @@ async fn errors_are_problem_json() {
         &[],
     );
     assert_eq!(r.body["errors"][0]["parameter"], json!("group_by"));
+    // A key given twice is refused, not silently the last one.
+    let r = post(
+        &s,
+        "/analytics",
+        r#"{"operation": "customer_analysis", "parameters": {"group_by": "country", "group_by": "industry"}}"#,
+    );
+    assert_eq!(
+        (r.status, r.body["type"].clone()),
+        (400, json!("/problems/malformed-request")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("duplicate key `group_by`")),
+        "{:?}",
+        r.body
+    );
     // A range the wrong way round names both ends.
     let r = get(
         &s,

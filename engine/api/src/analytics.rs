@@ -208,11 +208,14 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, 
             )));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::MalformedBody(format!(
-            "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
-        ))
-    })
+    // Strict: a key given twice is refused, not silently the last one.
+    quarry_core::strict_json::from_slice(body)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::MalformedBody(format!(
+                "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
+            ))
+        })
 }
 
 /// Finds the pack and checks the caller may run it.

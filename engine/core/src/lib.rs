@@ -38,6 +38,7 @@ pub mod preview;
 pub mod render;
 pub mod sqlcheck;
 pub mod stream;
+pub mod strict_json;
 pub mod transform;
 
 pub use diag::Diagnostic;

@@ -563,6 +563,20 @@ impl Node<'_, '_> {
     }
 }
 
+/// A record's key, refused when the object already has it (no silent last-wins).
+fn insert_once<E: de::Error>(b: &mut Map<String, Value>, key: String, v: Value) -> Result<(), E> {
+    match b.entry(key) {
+        serde_json::map::Entry::Occupied(e) => Err(E::custom(format_args!(
+            "duplicate key `{}` in an object (JSON allows it, but which value is meant is a guess; send each key once)",
+            e.key()
+        ))),
+        serde_json::map::Entry::Vacant(e) => {
+            e.insert(v);
+            Ok(())
+        }
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
     type Value = Walked;
 
@@ -585,7 +599,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 None => {
                     self.state.matched = Some(i);
                     let mut position = 0u64;
-                    while let Some(value) = seq.next_element::<Value>()? {
+                    while let Some(crate::strict_json::StrictValue(value)) = seq.next_element()? {
                         self.state.emit(position, value, false)?;
                         position += 1;
                     }
@@ -609,7 +623,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         }
         if self.keep {
             let mut items = Vec::new();
-            while let Some(v) = seq.next_element::<Value>()? {
+            while let Some(crate::strict_json::StrictValue(v)) = seq.next_element()? {
                 items.push(v);
             }
             return self.no_records("an array", Value::Array(items));
@@ -646,14 +660,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     Walked::Matched => matched_here = true,
                     Walked::Unmatched(Some(v)) => {
                         if let Some(b) = buf.as_mut() {
-                            b.insert(key, v);
+                            insert_once(b, key, v)?;
                         }
                     }
                     Walked::Unmatched(None) => {}
                 }
             } else if let Some(b) = buf.as_mut() {
-                let v = map.next_value::<Value>()?;
-                b.insert(key, v);
+                let crate::strict_json::StrictValue(v) = map.next_value()?;
+                insert_once(b, key, v)?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -743,7 +757,7 @@ fn stream_ndjson<B: BufRead>(
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            match serde_json::from_slice::<Value>(&line) {
+            match crate::strict_json::from_slice(&line) {
                 Ok(value) => StreamItem::Record {
                     position: number,
                     value,
@@ -1511,6 +1525,28 @@ mod tests {
         assert_eq!(items[2], record(3, json!({"a": 3})));
         assert!(
             matches!(&items[3], StreamItem::BadRecord { position: 4, error, .. } if error.contains("trailing characters"))
+        );
+    }
+
+    #[test]
+    fn a_record_naming_a_key_twice_is_refused_not_last_wins() {
+        let input =
+            b"{\"Id\":\"1\",\"Name\":\"a\"}\n{\"Id\":\"2\",\"Name\":\"b\",\"Name\":\"c\"}\n";
+        let (result, items) = collect(&input[..], &ndjson(1024));
+        assert_eq!(result.unwrap().bad_records, 1);
+        assert!(
+            matches!(&items[1], StreamItem::BadRecord { position: 2, error, .. } if error.contains("duplicate key `Name`")),
+            "{:?}",
+            items[1]
+        );
+        // In a JSON document it fails the file, like any invalid JSON there.
+        let (result, _) = collect(
+            &br#"{"records":[{"a":1},{"a":1,"b":{"c":1,"c":2}}]}"#[..],
+            &doc(&["records"]),
+        );
+        assert!(
+            matches!(&result, Err(StreamError::Parse { message, .. }) if message.contains("duplicate key `c`")),
+            "{result:?}"
         );
     }
 
