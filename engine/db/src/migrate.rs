@@ -41,6 +41,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
+/// Takes signalling, advisory-lock, notify and set_config functions from PUBLIC
+/// (run as the connecting login, which must be a superuser for it to apply).
+const CONFINE_SQL: &str = include_str!("../sql/confine.sql");
 /// Arbitrary constant for pg_advisory_lock: "quarry" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0000_7175_6172_7279;
 
@@ -173,6 +176,10 @@ async fn migrate_locked(client: &mut Client, passwords: &RolePasswords) -> Resul
         .await
         .context("applying role grants")?;
     client.batch_execute("RESET ROLE").await?;
+    client
+        .batch_execute(CONFINE_SQL)
+        .await
+        .context("confining the reader role (sql/confine.sql)")?;
     Ok(report)
 }
 

@@ -67,6 +67,31 @@ async fn writes_and_second_statements_are_refused() {
     assert_eq!(rows[0]["n"], json!(11), "nothing was deleted");
 }
 
+/// Custom SQL runs as the reader, which cannot act outside its own answer:
+/// no terminating or cancelling other sessions (the server's LISTEN connection,
+/// another caller's query), no advisory locks, no notifications to the servers'
+/// data-version channel, no raising its own statement timeout.
+#[tokio::test]
+async fn the_reader_cannot_signal_lock_notify_or_reconfigure() {
+    let db = fixture_db().await;
+    for q in [
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity",
+        "SELECT pg_cancel_backend(pg_backend_pid()) AS done",
+        "SELECT pg_advisory_lock(42) AS done",
+        "SELECT pg_try_advisory_xact_lock(42) AS done",
+        "SELECT pg_notify('quarry_data_version', '999') AS done",
+        "SELECT set_config('statement_timeout', '0', false) AS done",
+    ] {
+        let err = db
+            .run_err("custom_complex_query", json!({"query": q}))
+            .await;
+        assert!(
+            err.contains("42501") && err.contains("permission denied for function"),
+            "{q}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn internal_schema_is_not_readable() {
     let db = fixture_db().await;
