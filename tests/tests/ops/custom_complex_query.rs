@@ -75,12 +75,13 @@ async fn writes_and_second_statements_are_refused() {
 async fn the_reader_cannot_signal_lock_notify_or_reconfigure() {
     let db = fixture_db().await;
     for q in [
-        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity",
+        "SELECT pg_terminate_backend(4242) AS done",
         "SELECT pg_cancel_backend(pg_backend_pid()) AS done",
         "SELECT pg_advisory_lock(42) AS done",
         "SELECT pg_try_advisory_xact_lock(42) AS done",
         "SELECT pg_notify('quarry_data_version', '999') AS done",
         "SELECT set_config('statement_timeout', '0', false) AS done",
+        "SELECT count(*) AS done FROM pg_stat_get_activity(NULL)",
     ] {
         let err = db
             .run_err("custom_complex_query", json!({"query": q}))
@@ -90,6 +91,17 @@ async fn the_reader_cannot_signal_lock_notify_or_reconfigure() {
             "{q}: {err}"
         );
     }
+    // Nor see the server's other sessions, of this database or any other.
+    let err = db
+        .run_err(
+            "custom_complex_query",
+            json!({"query": "SELECT datname, usename FROM pg_stat_activity"}),
+        )
+        .await;
+    assert!(
+        err.contains("permission denied for view pg_stat_activity"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
