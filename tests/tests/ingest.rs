@@ -920,3 +920,31 @@ async fn bulk_jsonl_lines_join_their_order_wherever_it_is() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ingest --json` reports every file it was given, including the ones no
+/// mapping claims (status `skipped`), which do not fail the run.
+#[tokio::test]
+async fn ingest_json_reports_skipped_files_too() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-skipped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("crm-data")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("hr-data")).expect("mkdir");
+    std::fs::copy(
+        exports().join("crm-data/accounts-2024-06-01-00.json"),
+        dir.join("crm-data/accounts-2024-06-01-00.json"),
+    )
+    .expect("copy");
+    std::fs::write(dir.join("hr-data/people.json"), "[]").expect("write");
+    let (reports, code) = ingest(&db, &[&dir]);
+    assert_eq!(code, Some(0), "{reports:?}");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let skipped = report(&reports, "hr-data/people.json");
+    assert_eq!(skipped["status"], json!("skipped"));
+    assert_eq!(skipped["error"], json!("no mapping claims this key"));
+    assert_eq!(
+        report(&reports, "crm-data/accounts-2024-06-01-00.json")["status"],
+        json!("loaded")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,7 @@ pub fn ingest(reports: &[FileReport]) {
             FileStatus::Duplicate => "duplicate",
             FileStatus::InProgress => "in_progress",
             FileStatus::Failed => "failed",
+            FileStatus::Skipped => "skipped",
         };
         metrics::counter!("quarry_ingest_files_total", "status" => status).increment(1);
         if r.status == FileStatus::Loaded {

@@ -178,7 +178,7 @@ impl Ingest {
             let size = record.s3.object.size;
             let report = self.one(&bucket, &key, size).await;
             match report.status {
-                FileStatus::Loaded | FileStatus::Duplicate => {}
+                FileStatus::Loaded | FileStatus::Duplicate | FileStatus::Skipped => {}
                 FileStatus::InProgress => problems.push(format!(
                     "s3://{bucket}/{key} is being loaded by another invocation; retry later"
                 )),
@@ -235,6 +235,7 @@ impl Ingest {
             FileStatus::InProgress => {
                 tracing::warn!(key = %key, "file is being loaded elsewhere")
             }
+            FileStatus::Skipped => tracing::info!(key = %key, "no mapping claims the file"),
             FileStatus::Failed => {
                 tracing::error!(key = %key, error = report.error.as_deref().unwrap_or(""), "file failed");
                 self.alarm(&report).await;

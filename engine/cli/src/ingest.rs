@@ -131,15 +131,17 @@ pub async fn run(
         mapping_named(&mappings, s)?;
     }
     let (jobs, skipped_keys) = collect(paths, &mappings)?;
-    if !json {
-        for k in &skipped_keys {
+    let mut reports = Vec::new();
+    for k in &skipped_keys {
+        if !json {
             println!("  skipped  {k}  (no mapping claims this key)");
         }
+        // In --json too: every file asked about has a report.
+        reports.push(FileReport::skipped(k, "no mapping claims this key"));
     }
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
         .await
         .context("connecting as the writer role (run `quarry migrate` first)")?;
-    let mut reports = Vec::new();
     for job in jobs {
         let mapping = match source {
             Some(s) => mappings.iter().find(|m| m.spec.source == s).cloned(),
@@ -189,8 +191,12 @@ pub async fn run(
             .iter()
             .filter(|r| matches!(r.status, FileStatus::Duplicate | FileStatus::InProgress))
             .count();
+        let skipped = reports
+            .iter()
+            .filter(|r| r.status == FileStatus::Skipped)
+            .count();
         println!(
-            "{} file(s): {loaded} loaded, {dup} duplicate, {failed} failed",
+            "{} file(s): {loaded} loaded, {dup} duplicate, {failed} failed, {skipped} skipped",
             reports.len()
         );
     }
@@ -211,6 +217,7 @@ fn print_report(r: &FileReport) {
         FileStatus::Failed => "FAILED",
         FileStatus::Duplicate => "duplicate",
         FileStatus::InProgress => "in progress elsewhere",
+        FileStatus::Skipped => "skipped",
     };
     let counted = |m: &std::collections::BTreeMap<String, u64>| {
         let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -41,6 +41,8 @@ pub enum FileStatus {
     Duplicate,
     /// Another process is loading this very file right now: nothing done.
     InProgress,
+    /// No mapping claims the file's key: nothing done (`quarry ingest` on a folder).
+    Skipped,
 }
 
 /// The per-file report `quarry ingest` prints.
@@ -74,6 +76,14 @@ impl FileReport {
     /// A report for a file that was not loaded.
     pub fn failed(key: &str, source: &str) -> Self {
         Self::new(key, source)
+    }
+
+    /// A file no mapping claims, left alone.
+    pub fn skipped(key: &str, why: &str) -> Self {
+        let mut r = Self::new(key, "");
+        r.status = FileStatus::Skipped;
+        r.error = Some(why.to_string());
+        r
     }
 
     fn new(key: &str, source: &str) -> Self {
