@@ -261,3 +261,33 @@ fn open_access_is_for_loopback_only() {
         "{err}"
     );
 }
+
+/// An address that keeps presenting invalid keys is slowed down: after a burst
+/// of failures it gets 429 with Retry-After instead of 401, while a valid key
+/// keeps working.
+#[tokio::test]
+async fn invalid_keys_count_against_the_callers_address() {
+    let db = fixture_db().await;
+    let good = bearer(&quarry(
+        &db,
+        &["keys", "create", "--name", "good", "--scope", "read"],
+    ));
+    let (s, _data) = serve(&db, &[]);
+    let bad = [("Authorization", "Bearer qk_0000000000_notthesecret")];
+    let statuses: Vec<u16> = (0..14)
+        .map(|_| request(&s, "GET", "/operations", None, &bad).status)
+        .collect();
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert!(statuses[10..].contains(&429), "{statuses:?}");
+    let r = request(&s, "GET", "/operations", None, &bad);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    let ok = request(
+        &s,
+        "GET",
+        "/operations",
+        None,
+        &[("Authorization", good.as_str())],
+    );
+    assert_eq!(ok.status, 200, "a valid key is not held back");
+}

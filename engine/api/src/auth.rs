@@ -68,6 +68,14 @@ pub enum AuthMode {
 /// (so a revocation takes effect within this time).
 pub const CHECKED_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Failed authentications (a missing, unknown or wrong key) one client address
+/// may make in a burst; after that one per second, and the address is answered
+/// 429 until then, before any key is looked up in the database.
+pub const AUTH_FAILURE_BURST: u32 = 10;
+/// Addresses tracked for failed authentications; past this the oldest record is
+/// forgotten wholesale (a flood of addresses cannot grow memory without bound).
+const AUTH_FAILURE_ADDRESSES: usize = 100_000;
+
 /// The active keys and the rate limiters.
 pub struct Auth {
     mode: AuthMode,
@@ -77,6 +85,9 @@ pub struct Auth {
     limiters: RwLock<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     default_rate: NonZeroU32,
     burst: NonZeroU32,
+    /// Failed authentications per client address, and addresses refused until when.
+    failures: RwLock<HashMap<IpAddr, Arc<DefaultDirectRateLimiter>>>,
+    blocked: RwLock<HashMap<IpAddr, std::time::Instant>>,
 }
 
 impl Auth {
@@ -89,7 +100,56 @@ impl Auth {
             limiters: RwLock::new(HashMap::new()),
             default_rate,
             burst: NonZeroU32::new(burst.max(rate_per_second)).unwrap_or(default_rate),
+            failures: RwLock::new(HashMap::new()),
+            blocked: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// 429 while `addr` is over its budget of failed authentications.
+    fn refused(&self, addr: Option<IpAddr>) -> Option<ApiError> {
+        let addr = addr?;
+        let until = *self.blocked.read().ok()?.get(&addr)?;
+        let now = std::time::Instant::now();
+        (now < until).then(|| ApiError::RateLimited {
+            retry_after_secs: (until - now).as_secs_f64().ceil().max(1.0) as u64,
+        })
+    }
+
+    /// Counts a failed authentication of `addr`; 429 once it is over budget.
+    fn failed(&self, addr: Option<IpAddr>) -> Option<ApiError> {
+        let addr = addr?;
+        let limiter = {
+            let existing = self.failures.read().ok()?.get(&addr).cloned();
+            match existing {
+                Some(l) => l,
+                None => {
+                    let mut m = self.failures.write().ok()?;
+                    if m.len() >= AUTH_FAILURE_ADDRESSES {
+                        m.clear();
+                    }
+                    m.entry(addr)
+                        .or_insert_with(|| {
+                            Arc::new(RateLimiter::direct(
+                                Quota::per_second(NonZeroU32::MIN).allow_burst(
+                                    NonZeroU32::new(AUTH_FAILURE_BURST).unwrap_or(NonZeroU32::MIN),
+                                ),
+                            ))
+                        })
+                        .clone()
+                }
+            }
+        };
+        let not_until = limiter.check().err()?;
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        if let Ok(mut b) = self.blocked.write() {
+            if b.len() >= AUTH_FAILURE_ADDRESSES {
+                b.clear();
+            }
+            b.insert(addr, std::time::Instant::now() + wait);
+        }
+        Some(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
     }
 
     /// Replaces the key set (at start and on every refresh).
@@ -272,6 +332,11 @@ pub async fn layer(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(presented) = presented_key(&req).filter(|p| st.auth.needs_check(p)) {
+        // An address guessing keys waits before its next guess reaches the database.
+        if let Some(e) = st.auth.refused(addr) {
+            metrics::counter!("quarry_rate_limited_total").increment(1);
+            return e.into_response();
+        }
         let checked = match st.reader.get().await {
             Ok(c) => quarry_db::store::check_key(&c, presented).await,
             Err(e) => Err(anyhow::anyhow!("{e}")),
@@ -292,6 +357,10 @@ pub async fn layer(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         Ok(p) => p,
         Err(e) => {
             metrics::counter!("quarry_auth_failures_total").increment(1);
+            if let Some(limited) = st.auth.refused(addr).or_else(|| st.auth.failed(addr)) {
+                metrics::counter!("quarry_rate_limited_total").increment(1);
+                return limited.into_response();
+            }
             return e.into_response();
         }
     };
