@@ -948,3 +948,89 @@ async fn ingest_json_reports_skipped_files_too() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run that finds the file claimed by a session that has not ended (a killed
+/// run whose statement is still finishing, or a concurrent run) waits for the
+/// claim, takes the abandoned file over and loads it: it never reports success
+/// for a file it did not load. If the claim outlasts `--claim-wait`, the file is
+/// reported `in_progress` and the run exits 1.
+#[tokio::test]
+async fn a_rerun_waits_for_an_abandoned_claim_and_loads_the_file() {
+    let db = empty_db().await;
+    let file = exports().join("shop-data/orders-2024-06-01-00.ndjson");
+    let bytes = std::fs::read(&file).expect("read");
+    let sha = String::from_utf8_lossy(
+        &Command::new("sha256sum")
+            .arg(&file)
+            .output()
+            .expect("sha256sum")
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .expect("digest")
+    .to_string();
+    let version = std::fs::read_to_string(repo_root().join("mappings/shop.yaml"))
+        .expect("mapping")
+        .lines()
+        .find_map(|l| l.strip_prefix("version: ").map(str::to_string))
+        .expect("version");
+    // What a killed run leaves: its ledger row `processing`, its lock held by a
+    // session that is still there.
+    let lingering = db.client().await;
+    let id: i64 = lingering
+        .query_one(
+            "INSERT INTO quarry.ingest_files (source_system, object_key, content_sha256, size_bytes, mapping_version, status)
+             VALUES ('shop', 'shop-data/orders-2024-06-01-00.ndjson', $1, $2, $3, 'processing') RETURNING id",
+            &[&sha, &(bytes.len() as i64), &version],
+        )
+        .await
+        .expect("ledger row")
+        .get(0);
+    let lock = quarry_db::ingest::LEDGER_LOCK_BASE + id;
+    lingering
+        .execute("SELECT pg_advisory_lock($1)", &[&lock])
+        .await
+        .expect("hold the claim");
+    let run = |wait: &str| {
+        Command::new(quarry_bin())
+            .args(["ingest", "--json", "--claim-wait", wait])
+            .arg(&file)
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    // Held past the wait: not loaded, and the run says so with its exit code.
+    let out = run("1").wait_with_output().expect("wait");
+    let reports: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reports[0]["status"], json!("in_progress"), "{reports}");
+    assert_eq!(out.status.code(), Some(1));
+    // Released while the re-run waits: it takes the file over and loads it.
+    let child = run("60");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.orders").await,
+        json!(0),
+        "nothing is loaded while the claim is held"
+    );
+    drop(lingering); // the lingering session ends, as a killed run's does
+                     // (the connection task runs on this runtime: let it close, wait off-thread)
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let reports: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reports[0]["status"], json!("loaded"), "{reports}");
+    assert_eq!(
+        reports[0]["ingest_file_id"],
+        json!(id),
+        "the same ledger entry, taken over"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.orders").await,
+        json!(3)
+    );
+}

@@ -37,6 +37,7 @@ pub async fn run(
         std::slice::from_ref(&dir),
         None,
         false,
+        quarry_db::ingest::DEFAULT_CLAIM_WAIT,
     )
     .await?;
     let counts = client

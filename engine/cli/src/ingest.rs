@@ -124,6 +124,7 @@ pub async fn run(
     paths: &[PathBuf],
     source: Option<&str>,
     json: bool,
+    claim_wait: std::time::Duration,
 ) -> Result<ExitCode> {
     let raw_dir = raw_dir()?;
     let mappings = load_mappings(mappings_dir)?;
@@ -164,6 +165,7 @@ pub async fn run(
         let opts = IngestOptions {
             progress,
             raw_dir: raw_dir.clone(),
+            claim_wait: Some(claim_wait),
             ..IngestOptions::default()
         };
         let report = ingest_with(&mut client, mapping, &job.key, open, opts).await?;
@@ -182,6 +184,12 @@ pub async fn run(
         .iter()
         .filter(|r| r.status == FileStatus::Failed)
         .count();
+    // A file still claimed by another run after the wait was not loaded by this
+    // one: the run does not succeed.
+    let waiting = reports
+        .iter()
+        .filter(|r| r.status == FileStatus::InProgress)
+        .count();
     if !json {
         let loaded = reports
             .iter()
@@ -189,7 +197,7 @@ pub async fn run(
             .count();
         let dup = reports
             .iter()
-            .filter(|r| matches!(r.status, FileStatus::Duplicate | FileStatus::InProgress))
+            .filter(|r| r.status == FileStatus::Duplicate)
             .count();
         let skipped = reports
             .iter()
@@ -199,8 +207,14 @@ pub async fn run(
             "{} file(s): {loaded} loaded, {dup} duplicate, {failed} failed, {skipped} skipped",
             reports.len()
         );
+        if waiting > 0 {
+            println!(
+                "{waiting} file(s) NOT loaded: another run still held them after waiting {} s; run again once it has finished (or raise --claim-wait)",
+                claim_wait.as_secs()
+            );
+        }
     }
-    Ok(if failed > 0 {
+    Ok(if failed > 0 || waiting > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -149,6 +149,11 @@ enum Command {
         /// Print the per-file reports as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Seconds to wait for another run's claim on the same file (a concurrent
+        /// load, or a killed run whose database session has not ended yet) before
+        /// giving up on that file (exit code 1).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        claim_wait: u64,
     },
     /// Serve the REST API (health, operations catalog, analytics by name) after
     /// applying migrations. Without API keys only a loopback address is allowed.
@@ -554,6 +559,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             source,
             json,
+            claim_wait,
         } => {
             ingest::run(
                 &cli.database_url,
@@ -561,6 +567,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &paths,
                 source.as_deref(),
                 json,
+                std::time::Duration::from_secs(claim_wait),
             )
             .await
         }

@@ -27,7 +27,10 @@ use tokio_postgres::Client;
 pub type Opener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
 
 /// Advisory-lock namespace for ledger rows, so they never collide with other locks.
-const LEDGER_LOCK_BASE: i64 = 0x5155_4152_0000_0000;
+pub const LEDGER_LOCK_BASE: i64 = 0x5155_4152_0000_0000;
+/// How long a run waits for another run's claim on the same file (a concurrent
+/// load, or the session of a run that was killed and has not ended yet).
+pub const DEFAULT_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Bytes of COPY text buffered per table before it is sent.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -137,6 +140,9 @@ pub struct IngestOptions {
     /// once, whatever the order of the files; rows the file did not write before
     /// are added.
     pub supersedes: Option<Vec<i64>>,
+    /// How long to wait for another run's claim on the same file before
+    /// reporting it `InProgress` (default [`DEFAULT_CLAIM_WAIT`]).
+    pub claim_wait: Option<std::time::Duration>,
 }
 
 /// Ingests one file with `mapping`. Never panics on bad input: a bad file comes
@@ -169,6 +175,7 @@ pub async fn ingest_with(
         format,
         raw_dir,
         supersedes,
+        claim_wait,
     } = opts;
     let started = Instant::now();
     let mut report = FileReport::new(key, &mapping.spec.source);
@@ -186,7 +193,8 @@ pub async fn ingest_with(
         Err(e) => return Err(anyhow::anyhow!("the hashing thread failed: {e}")),
     };
     report.bytes = size;
-    let claim = claim(client, &mapping, key, &sha, size).await?;
+    let wait = claim_wait.unwrap_or(DEFAULT_CLAIM_WAIT);
+    let claim = claim(client, &mapping, key, &sha, size, wait).await?;
     let id = match claim {
         Claim::Duplicate(id) => {
             report.status = FileStatus::Duplicate;
@@ -366,6 +374,7 @@ async fn claim(
     key: &str,
     sha: &str,
     size: u64,
+    wait: std::time::Duration,
 ) -> Result<Claim> {
     let source = &mapping.spec.source;
     let tx = client.transaction().await?;
@@ -397,15 +406,35 @@ async fn claim(
     if status == "loaded" {
         return Ok(Claim::Duplicate(id));
     }
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&(LEDGER_LOCK_BASE + id)],
-        )
+    // Another session holds the claim: a concurrent run, or the session of a run
+    // that was killed and has not noticed yet (it ends, and lets go, once its
+    // current statement is over). Wait for it, then look again: loaded by the
+    // other run, or abandoned and ours to take over. Never skip it silently.
+    let lock = LEDGER_LOCK_BASE + id;
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
         .await?
         .get(0);
-    if !locked {
-        return Ok(Claim::InProgress(id));
+    if !free {
+        tracing::info!(
+            key,
+            ingest_file_id = id,
+            wait_s = wait.as_secs(),
+            "another run holds this file's claim; waiting for it"
+        );
+        let tx = client.transaction().await?;
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128);
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {ms}"))
+            .await?;
+        match tx.execute("SELECT pg_advisory_lock($1)", &[&lock]).await {
+            // A session-level lock outlives the transaction that took it.
+            Ok(_) => tx.commit().await?,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                let _ = tx.rollback().await;
+                return Ok(Claim::InProgress(id));
+            }
+            Err(e) => return Err(e).context("waiting for another run's claim on the file"),
+        }
     }
     // Re-read under the lock: the holder may have finished in between.
     let status: String = client
