@@ -22,6 +22,8 @@ fi
 for tool in openssl runuser; do
     command -v "$tool" >/dev/null || { log "installing $tool"; as_root apt-get install -y -qq openssl util-linux >/dev/null; }
 done
+# The memory-bound test reads the peak RSS of `quarry ingest` with GNU time.
+[ -x /usr/bin/time ] || { log "installing time"; as_root apt-get install -y -qq time >/dev/null; }
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

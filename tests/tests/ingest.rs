@@ -1034,3 +1034,58 @@ async fn a_rerun_waits_for_an_abandoned_claim_and_loads_the_file() {
         json!(3)
     );
 }
+
+/// A JSON document with a 100 MB field fails as a whole with a message naming
+/// the limit, and the process stays far below the 100 MB the README promises
+/// (before, memory grew with the field: 413 MB).
+#[tokio::test]
+async fn a_100_mb_field_fails_the_file_with_bounded_memory() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-bigfield-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("crm-data")).expect("mkdir");
+    let file = dir.join("crm-data/accounts-big.json");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        f.write_all(br#"{"records":[{"attributes":{"type":"Account"},"Id":"001A","Name":"ok"},{"attributes":{"type":"Account"},"Id":"001B","Name":""#)
+            .expect("write");
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).expect("write");
+        }
+        f.write_all(br#""}]}"#).expect("write");
+    }
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "peak_rss_kb=%M"])
+        .arg(quarry_bin())
+        .args(["ingest", "--json"])
+        .arg(&file)
+        .current_dir(repo_root())
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run quarry under /usr/bin/time (Debian package `time`)");
+    let reports: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reports[0]["status"], json!("failed"), "{reports}");
+    let error = reports[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("record 2 of the document") && error.contains("larger than 16 MiB"),
+        "{error}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak_kb: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
+    assert!(
+        peak_kb < 100 * 1024,
+        "peak RSS {peak_kb} kB for a 100 MB field"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM canonical.organizations").await,
+        json!(0),
+        "a failed file loads nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -35,6 +35,36 @@ use serde_json::{Map, Value};
 
 /// Capacity of the read buffer put in front of the caller's reader.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest record of a JSON document, in bytes of the file (what a record may
+/// hold whole in memory, as an NDJSON line may): past it the file fails with a
+/// clear message instead of memory growing with the input.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// Counts the bytes the JSON parser consumes and refuses to read on once more
+/// than `limit` were consumed since `mark` (the start of the current record).
+struct Capped<R> {
+    inner: R,
+    consumed: std::rc::Rc<std::cell::Cell<u64>>,
+    mark: std::rc::Rc<std::cell::Cell<u64>>,
+    over: std::rc::Rc<std::cell::Cell<bool>>,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let consumed = self.consumed.get() + n as u64;
+        self.consumed.set(consumed);
+        if consumed - self.mark.get() > self.limit {
+            self.over.set(true);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "record over the size limit",
+            ));
+        }
+        Ok(n)
+    }
+}
 
 /// The UTF-8 byte order mark, ignored at the start of a file.
 const UTF8_BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -185,6 +215,9 @@ pub enum StreamError {
     /// NDJSON whose last line is cut off, or CSV whose rows do not fit its header.
     #[error("{0}")]
     Truncated(String),
+    /// A record (or another value) of a JSON document is over the size limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The reader failed.
     #[error("reading the file failed: {0}")]
     Io(#[from] std::io::Error),
@@ -436,6 +469,10 @@ struct WalkState<'f> {
     /// With a single array shape: why it was not found (kept for the old, precise
     /// messages `no record array at` / `is not an array`).
     miss: Option<StreamError>,
+    /// Bytes the parser consumed so far, and where the current record began:
+    /// the size limit counts from there.
+    consumed: std::rc::Rc<std::cell::Cell<u64>>,
+    mark: std::rc::Rc<std::cell::Cell<u64>>,
     /// What the top level holds, for the message when no shape matched.
     found: String,
 }
@@ -468,6 +505,16 @@ fn stream_document<R: Read>(
     shapes: &[DocShape],
     on_item: &mut dyn FnMut(StreamItem) -> Result<(), String>,
 ) -> Result<StreamSummary, StreamError> {
+    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let mark = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let over = std::rc::Rc::new(std::cell::Cell::new(false));
+    let reader = Capped {
+        inner: reader,
+        consumed: consumed.clone(),
+        mark: mark.clone(),
+        over: over.clone(),
+        limit: MAX_RECORD_BYTES,
+    };
     let mut state = WalkState {
         on_item,
         shapes,
@@ -476,6 +523,8 @@ fn stream_document<R: Read>(
         failure: None,
         miss: None,
         found: String::new(),
+        consumed,
+        mark,
     };
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let walked = Node {
@@ -486,6 +535,13 @@ fn stream_document<R: Read>(
     }
     .deserialize(&mut deserializer)
     .and_then(|_| deserializer.end());
+    if over.get() {
+        return Err(StreamError::TooLarge(format!(
+            "record {} of the document (or a value before the records) is larger than {} MiB: the file is not loaded; split the export into smaller records or deliver it as NDJSON",
+            state.records + 1,
+            MAX_RECORD_BYTES >> 20
+        )));
+    }
     if let Some(failure) = state.failure.take() {
         return Err(failure);
     }
@@ -599,7 +655,13 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 None => {
                     self.state.matched = Some(i);
                     let mut position = 0u64;
-                    while let Some(crate::strict_json::StrictValue(value)) = seq.next_element()? {
+                    loop {
+                        // Each record may be up to MAX_RECORD_BYTES from its start.
+                        self.state.mark.set(self.state.consumed.get());
+                        let Some(crate::strict_json::StrictValue(value)) = seq.next_element()?
+                        else {
+                            break;
+                        };
                         self.state.emit(position, value, false)?;
                         position += 1;
                     }
@@ -1526,6 +1588,29 @@ mod tests {
         assert!(
             matches!(&items[3], StreamItem::BadRecord { position: 4, error, .. } if error.contains("trailing characters"))
         );
+    }
+
+    #[test]
+    fn a_record_over_the_size_limit_fails_the_file_with_bounded_memory() {
+        // Many records below the limit pass, whatever the document's total size.
+        let small = format!("{{\"a\":\"{}\"}}", "x".repeat(1 << 20));
+        let doc_ok = format!("{{\"records\":[{}]}}", vec![small; 20].join(","));
+        let (result, _) = collect(doc_ok.as_bytes(), &doc(&["records"]));
+        assert_eq!(result.unwrap().records, 20);
+        // One record over it fails the file, naming the record.
+        let huge = format!(
+            "{{\"records\":[{{\"a\":1}},{{\"a\":\"{}\"}}]}}",
+            "y".repeat((MAX_RECORD_BYTES + 10) as usize)
+        );
+        let (result, items) = collect(huge.as_bytes(), &doc(&["records"]));
+        assert_eq!(items.len(), 1);
+        match result {
+            Err(StreamError::TooLarge(m)) => {
+                assert!(m.starts_with("record 2 of the document"), "{m}");
+                assert!(m.contains("16 MiB"), "{m}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
