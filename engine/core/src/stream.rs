@@ -619,20 +619,6 @@ impl Node<'_, '_> {
     }
 }
 
-/// A record's key, refused when the object already has it (no silent last-wins).
-fn insert_once<E: de::Error>(b: &mut Map<String, Value>, key: String, v: Value) -> Result<(), E> {
-    match b.entry(key) {
-        serde_json::map::Entry::Occupied(e) => Err(E::custom(format_args!(
-            "duplicate key `{}` in an object (JSON allows it, but which value is meant is a guess; send each key once)",
-            e.key()
-        ))),
-        serde_json::map::Entry::Vacant(e) => {
-            e.insert(v);
-            Ok(())
-        }
-    }
-}
-
 impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
     type Value = Walked;
 
@@ -722,14 +708,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     Walked::Matched => matched_here = true,
                     Walked::Unmatched(Some(v)) => {
                         if let Some(b) = buf.as_mut() {
-                            insert_once(b, key, v)?;
+                            crate::strict_json::insert_once(b, key, v)?;
                         }
                     }
                     Walked::Unmatched(None) => {}
                 }
             } else if let Some(b) = buf.as_mut() {
                 let crate::strict_json::StrictValue(v) = map.next_value()?;
-                insert_once(b, key, v)?;
+                crate::strict_json::insert_once(b, key, v)?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }

@@ -70,13 +70,9 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            // Checked before the value is read: the error points at the key.
             match out.entry(key) {
-                serde_json::map::Entry::Occupied(e) => {
-                    return Err(de::Error::custom(format_args!(
-                        "duplicate key `{}` in an object (JSON allows it, but which value is meant is a guess; send each key once)",
-                        e.key()
-                    )));
-                }
+                serde_json::map::Entry::Occupied(e) => return Err(duplicate_key(e.key())),
                 serde_json::map::Entry::Vacant(e) => {
                     let StrictValue(v) = map.next_value()?;
                     e.insert(v);
@@ -84,6 +80,29 @@ impl<'de> Visitor<'de> for Strict {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// The error for an object that names `key` twice.
+fn duplicate_key<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!(
+        "duplicate key `{key}` in an object (JSON allows it, but which value is meant is a guess; send each key once)"
+    ))
+}
+
+/// Adds `key` to an object being read, refused when the object already has it
+/// (no silent last-wins). Shared with the document walker of `stream`.
+pub fn insert_once<E: de::Error>(
+    object: &mut Map<String, Value>,
+    key: String,
+    value: Value,
+) -> Result<(), E> {
+    match object.entry(key) {
+        serde_json::map::Entry::Occupied(e) => Err(duplicate_key(e.key())),
+        serde_json::map::Entry::Vacant(e) => {
+            e.insert(value);
+            Ok(())
+        }
     }
 }
 

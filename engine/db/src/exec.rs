@@ -352,7 +352,9 @@ impl PgNumeric {
             return Some(Json::String(s.clone()));
         }
         let f = s.parse::<f64>().ok().filter(|f| f.is_finite())?;
-        if same_decimal(s, &format!("{f:?}")) {
+        // Up to 15 significant digits a double always gives the decimal back
+        // (DBL_DIG): the common case costs no formatting.
+        if significant_digits(s) <= 15 || same_decimal(s, &format!("{f:?}")) {
             serde_json::Number::from_f64(f).map(Json::Number)
         } else {
             Some(Json::String(s.clone()))
@@ -362,6 +364,21 @@ impl PgNumeric {
 
 /// 2^53: integers up to this are exact in a double.
 const MAX_EXACT_INT: u64 = 1 << 53;
+
+/// Digits of a decimal text without its leading and trailing zeros.
+fn significant_digits(s: &str) -> usize {
+    let digits = s.bytes().filter(u8::is_ascii_digit);
+    let lead = digits.clone().take_while(|&b| b == b'0').count();
+    let total = digits.clone().count();
+    let trail = if s.contains('.') {
+        s.bytes().rev().take_while(|&b| b == b'0').count()
+    } else {
+        // An integer's trailing zeros are significant for i64 beyond 2^53,
+        // which never reaches here; count them to stay on the careful side.
+        0
+    };
+    total.saturating_sub(lead + trail)
+}
 
 /// True when two decimal texts name the same number (`4011.00` and `4011.0`,
 /// `1e-7` and `0.0000001`): compared as digits and a decimal exponent.
