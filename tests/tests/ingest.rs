@@ -173,7 +173,10 @@ async fn every_reference_defect_has_its_outcome() {
     assert_eq!(listed[0]["column_name"], json!("email"), "{listed}");
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
 
-    // Newer re-send: version 1 -> 2, old version in history; older re-sends are stale.
+    // Newer re-send: version 1 -> 2, old version in history. An older re-send is
+    // stale: the current row keeps the newer values, and the older version takes
+    // its place in history (versions are ordered by source timestamp, so a late
+    // file ends where an early one would have).
     let a2 = report(&reports, "crm-data/accounts-2024-07-01-00.json");
     assert_eq!(
         (
@@ -184,14 +187,19 @@ async fn every_reference_defect_has_its_outcome() {
         (json!(1), json!(2), json!(1))
     );
     assert_eq!(scalar(&db, "SELECT tier || ' v' || version FROM canonical.organizations WHERE source_id = '001FIX000000000001'").await, json!("Platinum v2"));
-    assert_eq!(scalar(&db, "SELECT string_agg(row_data->>'tier' || ' v' || version, ',') FROM canonical.entity_history").await, json!("Gold v1"));
+    assert_eq!(scalar(&db, "SELECT string_agg(row_data->>'tier' || ' v' || version, ',' ORDER BY source_id) FROM canonical.entity_history").await, json!("Gold v1,Bronze-STALE v1"));
     assert_eq!(
         scalar(
             &db,
-            "SELECT tier FROM canonical.organizations WHERE source_id = '001FIX000000000003'"
+            "SELECT tier || ' v' || version FROM canonical.organizations WHERE source_id = '001FIX000000000003'"
         )
         .await,
-        json!("Bronze")
+        json!("Bronze v2")
+    );
+    assert_eq!(
+        scalar(&db, "SELECT (valid_from = valid_to)::text FROM canonical.entity_history WHERE source_id = '001FIX000000000003'").await,
+        json!("true"),
+        "a late version was never current"
     );
 
     // The truncated file: rejected as a whole, nothing loaded, the ledger says why.
@@ -815,7 +823,8 @@ async fn a_reassigned_order_does_not_keep_its_old_customer() {
 }
 
 #[tokio::test]
-async fn a_stale_record_writes_none_of_its_nested_rows() {
+async fn a_stale_record_writes_none_of_its_lines_but_its_customer_and_products_stand_on_their_own()
+{
     let db = empty_db().await;
     let dir = std::env::temp_dir().join(format!("quarry-stale-nested-{}", uuid_like()));
     let shop = dir.join("shop-data");
@@ -848,13 +857,18 @@ async fn a_stale_record_writes_none_of_its_nested_rows() {
         (json!(1), json!({"invalid_value": 1})),
         "{r:?}"
     );
+    // The buyer as the older order names them is a version of the customer too
+    // (which one is current is decided by timestamp, then content: never by
+    // the order the files came in), and a product it sold exists.
     assert_eq!(
         scalar(
             &db,
-            "SELECT name FROM canonical.organizations WHERE source_id = '10'"
+            "SELECT string_agg(name, ',' ORDER BY name) FROM (
+               SELECT name FROM canonical.organizations WHERE source_id = '10'
+               UNION ALL SELECT row_data->>'name' FROM canonical.entity_history WHERE source_id = '10') x"
         )
         .await,
-        json!("C 10")
+        json!("C 10,C Old Name")
     );
     assert_eq!(
         scalar(
@@ -862,7 +876,7 @@ async fn a_stale_record_writes_none_of_its_nested_rows() {
             "SELECT count(*) FROM canonical.products WHERE sku = 'SKU-Z'"
         )
         .await,
-        json!(0)
+        json!(1)
     );
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM canonical.order_lines").await,

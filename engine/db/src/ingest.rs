@@ -28,6 +28,13 @@ pub type Opener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send +
 
 /// Advisory-lock namespace for ledger rows, so they never collide with other locks.
 pub const LEDGER_LOCK_BASE: i64 = 0x5155_4152_0000_0000;
+/// Advisory lock class (with `hashtext(source)`) held, per transaction, while a
+/// file of that source compares and writes canonical rows.
+const APPLY_LOCK_CLASS: i32 = 0x5155_4101;
+/// Advisory lock class held, per transaction, while links are recomputed: two
+/// files of different sources must see each other's organizations.
+const LINK_LOCK_CLASS: i32 = 0x5155_4102;
+
 /// How long a run waits for another run's claim on the same file (a concurrent
 /// load, or the session of a run that was killed and has not ended yet).
 pub const DEFAULT_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -783,10 +790,37 @@ async fn load(
     report.warnings = counts.warnings;
     report.children_not_delivered = counts.children_not_delivered;
 
+    // One file of a source applies at a time: what is compared below is what is
+    // written (parsing and staging above run in parallel with other loads).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&APPLY_LOCK_CLASS, &source],
+    )
+    .await
+    .context("waiting for other loads of the source to commit")?;
+    // The canonical type of every column: a staged row is compared with the
+    // stored one as the row it would become (see `staged_row_json`).
+    let mut canonical_types: HashMap<Entity, HashMap<String, String>> = HashMap::new();
+    for e in &entities {
+        let rows = tx
+            .query(
+                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+                 WHERE attrelid = ('canonical.' || $1)::regclass AND attnum > 0 AND NOT attisdropped",
+                &[&e.table()],
+            )
+            .await
+            .with_context(|| format!("reading the columns of canonical.{}", e.table()))?;
+        canonical_types.insert(*e, rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+    }
+    let backfill = mine.is_some();
+
     // Which records apply: for every entity, the newest main row per key wins
-    // (older in-file copies are stale), and a winner older than the stored row is
-    // stale too. Nested rows follow their record (`_pos`): a stale or superseded
-    // order writes no customer, product or line.
+    // (older in-file copies are superseded), and a winner older than the stored
+    // row is stale. Versions are ordered by source timestamp, a version without
+    // one first, and equal timestamps by content (migration 0007), so the order
+    // files arrive in does not decide. Nested rows of other entities (an order's
+    // customer, its products) stand on their own; an order's lines follow it: a
+    // stale order writes none of its lines.
     let src = quote_literal(&source);
     tx.batch_execute("CREATE TEMP TABLE applied_pos (_pos bigint PRIMARY KEY) ON COMMIT DROP")
         .await?;
@@ -794,7 +828,16 @@ async fn load(
         let t = e.table();
         let stale_cond = match mapping.version_column(*e) {
             Some(v) => format!(
-                "SELECT w.source_id FROM win_{t} w JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = w.source_id WHERE c.{v} > w._version"
+                "SELECT w.source_id FROM win_{t} w
+                 JOIN stg_{t} s ON s._pos = w._pos AND s._main AND s.source_id = w.source_id
+                 JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = w.source_id
+                 WHERE {older}",
+                older = older_than_stored(
+                    &v,
+                    &columns[e],
+                    &staged_row_json(&columns[e], &canonical_types[e]),
+                    backfill
+                )
             ),
             None => format!("SELECT source_id FROM win_{t} WHERE false"),
         };
@@ -815,6 +858,20 @@ async fn load(
         .await?;
     }
     tx.batch_execute("ANALYZE applied_pos").await?;
+    // Link key values of the organizations this file writes, before and (below)
+    // after: the links of exactly these values are recomputed.
+    let writes_orgs = entities.contains(&Entity::Organizations);
+    if writes_orgs {
+        tx.execute(
+            "CREATE TEMP TABLE touched_orgs ON COMMIT DROP AS
+             SELECT email_domain, vat_id, canonical.normalized_company_name(name) AS norm
+             FROM canonical.organizations
+             WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)",
+            &[&source],
+        )
+        .await
+        .context("noting the link keys of the organizations before the file")?;
+    }
 
     // Set-based upserts, parents before children.
     for e in &entities {
@@ -826,10 +883,25 @@ async fn load(
             "CREATE TEMP TABLE cur_{t} ON COMMIT DROP AS
              SELECT DISTINCT ON (s.source_id) s.* FROM stg_{t} s
              WHERE (s._main AND EXISTS (SELECT 1 FROM win_{t} w WHERE w.source_id = s.source_id AND w._pos = s._pos))
-                OR (NOT s._main AND EXISTS (SELECT 1 FROM applied_pos a WHERE a._pos = s._pos))
-             ORDER BY s.source_id, s._version DESC NULLS LAST, s._pos DESC;
+                OR (NOT s._main AND ({on_their_own} OR EXISTS (SELECT 1 FROM applied_pos a WHERE a._pos = s._pos)))
+             ORDER BY s.source_id, {sv} DESC NULLS LAST, s._pos DESC;
              CREATE UNIQUE INDEX ON cur_{t} (source_id);
-             ANALYZE cur_{t};"
+             ANALYZE cur_{t};
+             CREATE TEMP TABLE late_{t} ON COMMIT DROP AS {late};
+             CREATE UNIQUE INDEX ON late_{t} (source_id);",
+            on_their_own = !backfill && *e != Entity::OrderLines,
+            sv = version.as_deref().map_or("s._version".to_string(), |v| staged_version(v, cols)),
+            late = match &version {
+                // A version older than the stored row: not written, placed in history.
+                Some(v) => format!(
+                    "SELECT s.source_id, ({json} || jsonb_build_object('ingest_file_id', {file_id}::bigint)) - ARRAY['organization_id', 'product_id'] AS row_data
+                     FROM cur_{t} s JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = s.source_id
+                     WHERE {older}",
+                    json = staged_row_json(cols, &canonical_types[e]),
+                    older = older_than_stored(v, cols, &staged_row_json(cols, &canonical_types[e]), backfill)
+                ),
+                None => format!("SELECT source_id, NULL::jsonb AS row_data FROM cur_{t} WHERE false"),
+            }
         ))
         .await?;
         let stale_db = count(&tx, &format!("SELECT count(*) FROM stale_{t}")).await?;
@@ -907,7 +979,7 @@ async fn load(
                        INSERT INTO canonical.{t} AS t (source_system, source_id, attributes, ingest_file_id{order_col}{col_list})
                        SELECT $1, s.source_id, s.attributes, $2{order_sel}{sel_list}
                        FROM cur_{t} s {order_join}
-                       WHERE NOT EXISTS (SELECT 1 FROM stale_{t} x WHERE x.source_id = s.source_id)
+                       WHERE NOT EXISTS (SELECT 1 FROM late_{t} x WHERE x.source_id = s.source_id)
                        ON CONFLICT (source_system, source_id) DO UPDATE SET {set_list}{order_set}attributes = EXCLUDED.attributes, ingest_file_id = EXCLUDED.ingest_file_id
                        {newer}
                        RETURNING t.source_id, (xmax = 0) AS ins
@@ -926,6 +998,21 @@ async fn load(
         report.updated += upd;
         report.stale += (main_staged - main_cur) + stale_db;
         report.unchanged += main_cur.saturating_sub(ins + upd + stale_db);
+        if !backfill {
+            let placed = count(
+                &tx,
+                &format!("SELECT count(*) FILTER (WHERE canonical.place_late_version('{t}', row_data)) FROM late_{t}"),
+            )
+            .await
+            .with_context(|| format!("placing late versions of {t} in history"))?;
+            if placed > 0 {
+                tracing::info!(
+                    entity = t,
+                    placed,
+                    "versions older than the stored rows placed in history"
+                );
+            }
+        }
     }
 
     // Nested rows delivered on their own whose parent is neither in the file nor
@@ -984,7 +1071,9 @@ async fn load(
     .context("recording field warnings")?;
 
     refresh_references(&tx, &source).await?;
-    refresh_links(&tx, file_id, &mapping.link_keys()).await?;
+    if writes_orgs {
+        refresh_links(&tx, &source, &mapping.link_keys()).await?;
+    }
 
     tx.execute(
         "UPDATE quarry.ingest_files SET status = 'loaded', error = NULL, finished_at = now(),
@@ -1012,6 +1101,58 @@ async fn load(
     .await?;
     tx.commit().await.context("committing the file")?;
     Ok(())
+}
+
+/// A staged row (`s`) as the canonical row it would make of the stored one
+/// (`c`): the mapped columns cast to their canonical types over the stored
+/// row, so both compare as `canonical.version_rank` sees them.
+fn staged_row_json(cols: &[String], types: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = cols
+        .iter()
+        .map(|c| match types.get(c) {
+            Some(ty) => format!("'{c}', s.{c}::{ty}"),
+            None => format!("'{c}', s.{c}"),
+        })
+        .collect();
+    pairs.push("'attributes', s.attributes".to_string());
+    // jsonb_build_object takes at most 100 arguments.
+    let objects: Vec<String> = pairs
+        .chunks(40)
+        .map(|p| format!("jsonb_build_object({})", p.join(", ")))
+        .collect();
+    format!("(to_jsonb(c) || {})", objects.join(" || "))
+}
+
+/// The condition under which staged row `s` is older than stored row `c`:
+/// an earlier source timestamp, none where the stored row has one, or the same
+/// timestamp and a lower content rank. A backfill rewrites what its own file
+/// wrote: equal timestamps apply there.
+fn older_than_stored(
+    version_col: &str,
+    cols: &[String],
+    staged_json: &str,
+    backfill: bool,
+) -> String {
+    let v = version_col;
+    let sv = staged_version(version_col, cols);
+    let tie = if backfill {
+        String::new()
+    } else {
+        format!(
+            " OR (c.{v} IS NOT DISTINCT FROM {sv} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))"
+        )
+    };
+    format!("(c.{v} > {sv} OR (c.{v} IS NOT NULL AND {sv} IS NULL){tie})")
+}
+
+/// A staged row's version: its own version column where the mapping fills it
+/// (a nested customer's `updated_at`), else the record's.
+fn staged_version(version_col: &str, cols: &[String]) -> String {
+    if cols.iter().any(|c| c == version_col) {
+        format!("s.{version_col}")
+    } else {
+        "s._version".to_string()
+    }
 }
 
 /// Sends one chunk of COPY text to a staging table.
@@ -1065,58 +1206,103 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
     Ok(())
 }
 
-/// Links organizations written by this file to organizations of other source
-/// systems, by the keys the mapping declares: same e-mail domain (domains shared
-/// by more than 20 organizations are public mail providers, not evidence), same
-/// VAT id, or equal names once case, punctuation and legal forms are stripped.
+/// Recomputes the automatic links of every key value this file touched (its
+/// organizations' values before and after it), so the links are a function of
+/// the organizations, not of the order files came in. Organizations of different
+/// source systems are linked by a key when either side's mapping declares it:
+/// same e-mail domain (domains shared by more than 20 organizations are public
+/// mail providers, not evidence), same VAT id, or equal names once case,
+/// punctuation and legal forms are stripped (a name borne by two companies of
+/// one system is no evidence). Manual links are never touched.
 async fn refresh_links(
     tx: &tokio_postgres::Transaction<'_>,
-    file_id: i64,
+    source: &str,
     keys: &[LinkKey],
 ) -> Result<()> {
-    for key in keys {
-        let sql = match key {
-            LinkKey::EmailDomain => {
-                "WITH mine AS (SELECT id, source_system, email_domain FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company' AND email_domain IS NOT NULL),
-                      busy AS (SELECT email_domain FROM canonical.organizations WHERE email_domain IN (SELECT email_domain FROM mine) GROUP BY 1 HAVING count(*) > 20)
-                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'email_domain', 1.0, jsonb_build_object('domain', m.email_domain)
-                 FROM mine m JOIN canonical.organizations o ON o.email_domain = m.email_domain AND o.source_system <> m.source_system AND o.kind = 'company'
-                 WHERE m.email_domain NOT IN (SELECT email_domain FROM busy)
-                 ON CONFLICT DO NOTHING"
-            }
-            LinkKey::VatId => {
-                "WITH mine AS (SELECT id, source_system, vat_id FROM canonical.organizations WHERE ingest_file_id = $1 AND vat_id IS NOT NULL)
-                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'vat_id', 1.0, jsonb_build_object('vat_id', m.vat_id)
-                 FROM mine m JOIN canonical.organizations o ON o.vat_id = m.vat_id AND o.source_system <> m.source_system
-                 ON CONFLICT DO NOTHING"
-            }
-            LinkKey::Name => {
-                // Equal normalised names, through an expression index: linear in
-                // the file. Fuzzy candidates are the entity_resolution operation's job.
-                "WITH mine AS MATERIALIZED (
-                   SELECT id, source_system, name, canonical.normalized_company_name(name) AS norm
-                   FROM canonical.organizations WHERE ingest_file_id = $1 AND kind = 'company'),
-                 others AS MATERIALIZED (
-                   SELECT id, source_system, name, canonical.normalized_company_name(name) AS norm
-                   FROM canonical.organizations
-                   WHERE kind = 'company' AND source_system NOT IN (SELECT source_system FROM mine)),
-                 -- A name borne by more than one company per system is no evidence.
-                 ambiguous AS (
-                   SELECT norm FROM (SELECT norm, source_system FROM mine UNION ALL SELECT norm, source_system FROM others) x
-                   GROUP BY norm HAVING count(*) > count(DISTINCT source_system))
-                 INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-                 SELECT DISTINCT least(m.id, o.id), greatest(m.id, o.id), 'name_similarity', 1.0,
-                        jsonb_build_object('names', jsonb_build_array(m.name, o.name), 'normalized', m.norm)
-                 FROM mine m JOIN others o ON o.norm = m.norm
-                 WHERE m.norm <> '' AND m.norm NOT IN (SELECT norm FROM ambiguous)
-                 ON CONFLICT DO NOTHING"
-            }
-        };
-        tx.execute(sql, &[&file_id])
+    // Serialised across files: a concurrent load of another source must see
+    // this file's organizations (and this one its), or a link is lost.
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
+        .await
+        .context("waiting for other loads' link refresh")?;
+    let declared: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    tx.execute(
+        "INSERT INTO quarry.source_link_keys (source_system, link_keys) VALUES ($1, $2)
+         ON CONFLICT (source_system) DO UPDATE SET link_keys = EXCLUDED.link_keys, updated_at = now()
+         WHERE source_link_keys.link_keys IS DISTINCT FROM EXCLUDED.link_keys",
+        &[&source, &declared],
+    )
+    .await
+    .context("recording the source's link keys")?;
+    tx.execute(
+        "INSERT INTO touched_orgs
+         SELECT email_domain, vat_id, canonical.normalized_company_name(name)
+         FROM canonical.organizations
+         WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)",
+        &[&source],
+    )
+    .await
+    .context("noting the link keys of the organizations after the file")?;
+    // (method, touched values, candidate organizations with those values, evidence)
+    let rules = [
+        (
+            "email_domain",
+            "SELECT DISTINCT email_domain AS v FROM touched_orgs WHERE email_domain IS NOT NULL",
+            "SELECT o.id, o.source_system, o.source_id, o.name, o.email_domain AS v
+             FROM canonical.organizations o JOIN vals ON o.email_domain = vals.v
+             WHERE o.kind = 'company'
+               AND o.email_domain NOT IN (SELECT email_domain FROM canonical.organizations
+                                          WHERE email_domain IN (SELECT v FROM vals)
+                                          GROUP BY 1 HAVING count(*) > 20)",
+            "jsonb_build_object('domain', a.v)",
+        ),
+        (
+            "vat_id",
+            "SELECT DISTINCT vat_id AS v FROM touched_orgs WHERE vat_id IS NOT NULL",
+            "SELECT o.id, o.source_system, o.source_id, o.name, o.vat_id AS v
+             FROM canonical.organizations o JOIN vals ON o.vat_id = vals.v",
+            "jsonb_build_object('vat_id', a.v)",
+        ),
+        (
+            "name_similarity",
+            "SELECT DISTINCT norm AS v FROM touched_orgs WHERE norm IS NOT NULL AND norm <> ''",
+            "SELECT o.id, o.source_system, o.source_id, o.name, canonical.normalized_company_name(o.name) AS v
+             FROM canonical.organizations o JOIN vals ON canonical.normalized_company_name(o.name) = vals.v
+             WHERE o.kind = 'company'
+               AND vals.v NOT IN (SELECT canonical.normalized_company_name(name) FROM canonical.organizations
+                                  WHERE kind = 'company' AND canonical.normalized_company_name(name) IN (SELECT v FROM vals)
+                                  GROUP BY 1 HAVING count(*) > count(DISTINCT source_system))",
+            "jsonb_build_object('names', CASE WHEN (a.source_system, a.source_id) < (b.source_system, b.source_id)
+                                            THEN jsonb_build_array(a.name, b.name) ELSE jsonb_build_array(b.name, a.name) END,
+                                'normalized', a.v)",
+        ),
+    ];
+    for (method, vals, cands, evidence) in rules {
+        let sql = format!(
+            "WITH vals AS MATERIALIZED ({vals}),
+                  cands AS MATERIALIZED ({cands}),
+                  desired AS MATERIALIZED (
+                    SELECT a.id AS left_id, b.id AS right_id, {evidence} AS evidence
+                    FROM cands a JOIN cands b ON b.v = a.v AND a.id < b.id AND a.source_system <> b.source_system
+                    LEFT JOIN quarry.source_link_keys ka ON ka.source_system = a.source_system
+                    LEFT JOIN quarry.source_link_keys kb ON kb.source_system = b.source_system
+                    WHERE '{method}' = ANY(ka.link_keys) OR '{method}' = ANY(kb.link_keys)),
+                  scope AS (SELECT id FROM cands
+                            UNION SELECT id FROM canonical.organizations
+                                  WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)),
+                  gone AS (
+                    DELETE FROM canonical.entity_links l
+                    WHERE l.method = '{method}'
+                      AND (l.left_id IN (SELECT id FROM scope) OR l.right_id IN (SELECT id FROM scope))
+                      AND NOT EXISTS (SELECT 1 FROM desired d WHERE d.left_id = l.left_id AND d.right_id = l.right_id)
+                    RETURNING 1)
+             INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+             SELECT left_id, right_id, '{method}', 1.0, evidence FROM desired
+             ON CONFLICT (left_id, right_id, method) DO UPDATE SET evidence = EXCLUDED.evidence
+             WHERE entity_links.evidence IS DISTINCT FROM EXCLUDED.evidence"
+        );
+        tx.execute(&sql, &[&source])
             .await
-            .with_context(|| format!("linking organizations by {}", key.as_str()))?;
+            .with_context(|| format!("recomputing links by {method}"))?;
     }
     Ok(())
 }

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "real_exports",
         include_str!("../migrations/0006_real_exports.sql"),
     ),
+    (
+        7,
+        "order_independent_versions",
+        include_str!("../migrations/0007_order_independent_versions.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
