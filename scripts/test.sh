@@ -49,6 +49,10 @@ log "tests as data (quarry test: queries/**/*.test.yaml on a scratch database, m
 
 log "tests"
 cargo test --workspace --no-fail-fast -q 2>&1 | tee .quarry/test.log | grep -Ev '^\s*$|^running [0-9]+ tests?$|^\.+$' || true
+log "fault harness, short form: 50 seeded schedules (long form: scripts/fault-harness.sh 1000)"
+fh_ok=1
+./target/debug/fault-harness --schedules 50 > .quarry/fault-harness.log 2>&1 || fh_ok=0
+grep -E "^[0-9]+ schedules|^failing" .quarry/fault-harness.log || tail -3 .quarry/fault-harness.log
 log "schemathesis against /openapi.json"
 scripts/schemathesis.sh 2>&1 | tee .quarry/schemathesis.log | grep -E "Test cases:|generated|issues found|No issues|❌" || true
 st_ok=0; grep -q "No issues found" .quarry/schemathesis.log && st_ok=1
@@ -65,4 +69,5 @@ awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d f
 [ "$infra_ok" = 1 ] || { echo "infra checks failed: see .quarry/infra.log"; exit 1; }
 [ "$sm_ok" = 1 ] || { echo "the state machine failed against the real functions: see .quarry/state-machine.log"; exit 1; }
 [ "$st_ok" = 1 ] || { echo "schemathesis found problems: see .quarry/schemathesis.log"; exit 1; }
+[ "$fh_ok" = 1 ] || { echo "the fault harness found lost, duplicated or differing rows: see .quarry/fault-harness.log"; exit 1; }
 ! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log

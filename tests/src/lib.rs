@@ -211,3 +211,5 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+pub mod faults;

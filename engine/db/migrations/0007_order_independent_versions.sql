@@ -94,7 +94,8 @@ BEGIN
       AND canonical.version_rank(h.row_data) < rank;
     -- Move the later versions up by one (through negative numbers: the
     -- (entity, entity_id, version) key is checked row by row).
-    UPDATE canonical.entity_history SET version = -version - 1
+    UPDATE canonical.entity_history
+    SET version = -version - 1, row_data = jsonb_set(row_data, '{version}', to_jsonb(version + 1))
     WHERE entity = p_entity AND entity_id = cur_id AND version >= place;
     UPDATE canonical.entity_history SET version = -version
     WHERE entity = p_entity AND entity_id = cur_id AND version < 0;

@@ -1134,6 +1134,15 @@ fn older_than_stored(
     backfill: bool,
 ) -> String {
     let v = version_col;
+    if !cols.iter().any(|c| c == version_col) {
+        // Rows that do not carry the timestamp keep the stored one: only the
+        // content can tell them apart.
+        return if backfill {
+            "false".to_string()
+        } else {
+            format!("canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c))")
+        };
+    }
     let sv = staged_version(version_col, cols);
     let tie = if backfill {
         String::new()
