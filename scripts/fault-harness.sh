@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_build_deps
 cargo build --release -q -p quarry-cli -p quarry-tests --bin quarry --bin fault-harness
-exec ./target/release/fault-harness --schedules "${1:-1000}" --seed "${2:-1}"
+exec "${CARGO_TARGET_DIR:-target}/release/fault-harness" --schedules "${1:-1000}" --seed "${2:-1}"

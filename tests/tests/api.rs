@@ -675,3 +675,137 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     );
     assert_eq!(get(&s, "/health").status, 200);
 }
+
+/// A client that sends its headers and then trickles (or stops sending) the
+/// body gets 408 once the body read timeout passes, instead of holding a
+/// connection and a request slot (issue 13: header *and* body read timeouts).
+#[tokio::test]
+async fn a_client_stalling_its_body_gets_408() {
+    use std::io::{Read, Write};
+    let db = fixture_db().await;
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &[],
+        &[("QUARRY_API__BODY_READ_TIMEOUT_SECONDS", "1")],
+        &data.0,
+    );
+    let mut slow = std::net::TcpStream::connect(&s.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    slow.write_all(
+        b"POST /analytics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"operation\": ",
+    )
+    .expect("write");
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("/problems/body-timeout"), "{text}");
+    assert!(text.contains("api.body_read_timeout_seconds"), "{text}");
+    assert_eq!(get(&s, "/health").status, 200);
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Answers are bounded by bytes, not only rows (issue 13, defect 4): above
+/// `api.sync_answer_bytes` an answer is stored and the caller redirected (303)
+/// to a signed link holding all of it; past `api.max_answer_bytes` the query
+/// stops and the caller gets a problem naming the cap, while the server's
+/// memory stays bounded by the cap. Before, one custom-SQL answer of 400 MB
+/// went out whole and took the server from 20 MB to 1.26 GB.
+#[tokio::test]
+async fn answers_are_bounded_by_bytes() {
+    let db = fixture_db().await;
+    let admin = quarry(
+        &db,
+        &["keys", "create", "--name", "ops", "--scope", "admin"],
+    );
+    let auth = format!("Bearer {}", admin.trim());
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--allow-custom-sql"],
+        &[
+            ("QUARRY_API__SYNC_ANSWER_BYTES", "4096"),
+            ("QUARRY_API__MAX_ANSWER_BYTES", "8000000"),
+        ],
+        &data.0,
+    );
+    let post = |s: &Server, path: &str, body: &str| {
+        request(
+            s,
+            "POST",
+            path,
+            Some(body),
+            &[("Authorization", auth.as_str())],
+        )
+    };
+    let sql = |q: &str| {
+        format!(r#"{{"operation": "custom_complex_query", "parameters": {{"query": "{q}"}}}}"#)
+    };
+    let small = post(&s, "/analytics", &sql("SELECT 1 AS one"));
+    assert_eq!(small.status, 200, "{}", small.raw);
+
+    let large = post(
+        &s,
+        "/analytics",
+        &sql("SELECT g AS n, repeat('x', 100) AS pad FROM generate_series(1, 200) g"),
+    );
+    assert_eq!(large.status, 303, "{}", large.raw);
+    assert_eq!(large.body["stored"], serde_json::json!(true));
+    assert!(
+        large.body["bytes"].as_u64().unwrap_or(0) > 4096,
+        "{}",
+        large.raw
+    );
+    let location = large
+        .header("location")
+        .expect("a Location header")
+        .to_string();
+    let path = match location.split_once("://") {
+        Some((_, rest)) => rest
+            .find('/')
+            .map(|i| rest[i..].to_string())
+            .unwrap_or_default(),
+        None => location.clone(),
+    };
+    let stored = request(&s, "GET", &path, None, &[("Authorization", auth.as_str())]);
+    assert_eq!(stored.status, 200, "{}", stored.raw);
+    assert_eq!(stored.body["row_count"], serde_json::json!(200));
+    assert_eq!(stored.body["rows"].as_array().map(Vec::len), Some(200));
+    assert_eq!(stored.body["rows"][199]["n"], serde_json::json!(200));
+
+    // 400 rows of 1 MB: 400 MB if it went out whole.
+    let huge = post(
+        &s,
+        "/analytics",
+        &sql("SELECT repeat('x', 1000000) AS big FROM generate_series(1, 400)"),
+    );
+    assert_eq!(huge.status, 422, "{}", huge.raw);
+    assert_eq!(
+        huge.body["type"],
+        serde_json::json!("/problems/answer-too-large")
+    );
+    let detail = huge.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("8000000") && detail.contains("api.max_answer_bytes"),
+        "{detail}"
+    );
+    let peak_mib = peak_rss_kib(s.child.id()) / 1024;
+    assert!(
+        peak_mib < 200,
+        "the server peaked at {peak_mib} MiB for an answer capped at 8 MB"
+    );
+    assert_eq!(request(&s, "GET", "/health", None, &[]).status, 200);
+}

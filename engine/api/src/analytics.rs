@@ -69,6 +69,7 @@ pub async fn execute(
         quarry_db::CallOptions {
             allow_raw_sql: st.config.allow_custom_sql,
             timeout,
+            max_bytes: Some(st.config.api.max_answer_bytes),
             ..Default::default()
         },
     )
@@ -189,10 +190,24 @@ pub fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(st.config.api.max_body_bytes)
+        } else if is_body_timeout(&e) {
+            ApiError::BodyTimeout(st.config.api.body_read_timeout_seconds)
         } else {
             ApiError::MalformedBody(format!("the request body could not be read: {e}"))
         }
     })
+}
+
+/// Whether reading the body failed because `RequestBodyTimeoutLayer` gave up.
+fn is_body_timeout(e: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Parses a JSON request body, naming what is wrong.
@@ -275,12 +290,8 @@ async fn run(
         }
         if let Some(body) = cached(st, &k).await {
             metrics::counter!("quarry_cache_requests_total", "result" => "hit").increment(1);
-            return Ok(with_cache_headers(
-                json_bytes(body),
-                Some(&etag),
-                &pack,
-                "hit",
-            ));
+            let resp = answer(st, &k, body).await?;
+            return Ok(with_cache_headers(resp, Some(&etag), &pack, "hit"));
         }
         metrics::counter!("quarry_cache_requests_total", "result" => "miss").increment(1);
     }
@@ -310,20 +321,57 @@ async fn run(
         Err(_) => return Err(ApiError::Timeout),
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?);
+    // Key by the version the answer was read at (it may have moved since the lookup).
+    let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
     let etag = if ttl > 0 {
-        // Key by the version the answer was read at (it may have moved since the lookup).
-        let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
         store(st, &k, &pack, body, bytes.clone());
         Some(format!("\"{k}\""))
     } else {
         None
     };
-    Ok(with_cache_headers(
-        json_bytes(bytes),
-        etag.as_deref(),
-        &pack,
-        "miss",
-    ))
+    let resp = answer(st, &k, bytes).await?;
+    Ok(with_cache_headers(resp, etag.as_deref(), &pack, "miss"))
+}
+
+/// The answer as the response: inline up to `api.sync_answer_bytes`, else
+/// stored as an object (under its cache key: the same answer is one object)
+/// and answered with `303 See Other` to a signed link, with a short JSON body
+/// saying so. API Gateway and Lambda cannot return more than 6 MB.
+async fn answer(st: &AppState, key: &str, bytes: Bytes) -> Result<Response, ApiError> {
+    if bytes.len() <= st.config.api.sync_answer_bytes {
+        return Ok(json_bytes(bytes));
+    }
+    let object_key = format!("answers/{key}.json");
+    let size = bytes.len();
+    st.ports
+        .objects
+        .put(&object_key, bytes.to_vec(), "application/json")
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("storing a large answer: {e}")))?;
+    let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);
+    let url = st
+        .ports
+        .objects
+        .signed_url(&object_key, ttl)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("signing an answer link: {e}")))?;
+    metrics::counter!("quarry_stored_answers_total").increment(1);
+    let note = json!({
+        "stored": true,
+        "bytes": size,
+        "result_url": url,
+        "expires_in_seconds": ttl.as_secs(),
+        "detail": format!(
+            "the answer has {size} bytes, more than api.sync_answer_bytes ({}); it is at result_url (follow the redirect)",
+            st.config.api.sync_answer_bytes
+        ),
+    });
+    let mut resp = (StatusCode::SEE_OTHER, axum::Json(note)).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        h.insert(header::LOCATION, v);
+    }
+    Ok(resp)
 }
 
 /// A database error of a pack's own (non-raw) SQL is a server fault, not the caller's.

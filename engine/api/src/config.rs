@@ -62,6 +62,17 @@ pub struct ApiSettings {
     pub header_read_timeout_seconds: u64,
     /// Most client connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Seconds the server waits for the next part of a request body; slower
+    /// bodies get 408.
+    pub body_read_timeout_seconds: u64,
+    /// A synchronous answer larger than this many bytes is stored and answered
+    /// with a 303 redirect to a signed link (API Gateway and Lambda cannot
+    /// return more than 6 MB).
+    pub sync_answer_bytes: usize,
+    /// Hard cap on any answer, synchronous or job, in bytes of JSON: past it the
+    /// query stops and the caller gets a problem naming the cap. Memory per
+    /// answer is bounded by it.
+    pub max_answer_bytes: u64,
 }
 
 /// `[jobs]`: the asynchronous job runner.
@@ -168,6 +179,9 @@ impl Default for ApiSettings {
             cache_inline_max_bytes: 256 * 1024,
             header_read_timeout_seconds: 10,
             max_connections: 1024,
+            body_read_timeout_seconds: 30,
+            sync_answer_bytes: 4 * 1024 * 1024,
+            max_answer_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -277,6 +291,15 @@ impl Config {
         }
         if self.api.max_connections == 0 {
             problems.push("api.max_connections must be at least 1");
+        }
+        if self.api.body_read_timeout_seconds == 0 {
+            problems.push("api.body_read_timeout_seconds must be at least 1");
+        }
+        if self.api.max_answer_bytes < 1024 {
+            problems.push("api.max_answer_bytes must be at least 1024");
+        }
+        if self.api.sync_answer_bytes as u64 > self.api.max_answer_bytes {
+            problems.push("api.sync_answer_bytes must not exceed api.max_answer_bytes");
         }
         if self.jobs.max_attempts == 0 {
             problems.push("jobs.max_attempts must be at least 1");

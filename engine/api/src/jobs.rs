@@ -456,6 +456,13 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
         ExecError::Run(RunError::Query(e @ QueryError::UnsupportedType { .. })) => {
             ("internal", e.to_string(), false)
         }
+        ExecError::Run(RunError::Query(QueryError::TooLarge { cap, rows })) => (
+            "answer_too_large",
+            format!(
+                "the answer passed the limit of {cap} bytes (api.max_answer_bytes) after {rows} rows; narrow the parameters"
+            ),
+            false,
+        ),
     };
     JobError {
         code: code.into(),

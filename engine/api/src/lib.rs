@@ -269,7 +269,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::layer))
         .layer(from_fn(metrics_http::layer))
         .with_state(state.clone())
-        .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(cfg.body_read_timeout_seconds),
+        ));
     if let Some(c) = cors {
         r = r.layer(c);
     }

@@ -136,9 +136,13 @@ pub fn document(packs: &PackSet) -> Value {
             "403",
             "The key lacks the scope this needs, or custom SQL is disabled",
         ),
+        ("408", "The request body did not arrive within api.body_read_timeout_seconds"),
         ("413", "Body too large"),
         ("414", "Query string too long"),
-        ("422", "Missing or invalid parameters (see `errors`)"),
+        (
+            "422",
+            "Missing or invalid parameters (see `errors`), or the answer passed api.max_answer_bytes",
+        ),
         ("429", "Rate limited; see Retry-After"),
         ("503", "Database unavailable"),
         ("504", "The query ran past its timeout"),
@@ -146,6 +150,24 @@ pub fn document(packs: &PackSet) -> Value {
     let mut get_ok = Map::new();
     get_ok.insert("200".into(), answer_ok("The operation's answer"));
     get_ok.insert("202".into(), accepted.clone());
+    get_ok.insert(
+        "303".into(),
+        json!({
+            "description": "An answer larger than api.sync_answer_bytes: stored, and at the expiring signed link in Location (the body says so)",
+            "headers": { "Location": { "schema": { "type": "string" } } },
+            "content": { "application/json": { "schema": {
+                "type": "object",
+                "required": ["stored", "bytes", "result_url", "expires_in_seconds"],
+                "properties": {
+                    "stored": { "type": "boolean" },
+                    "bytes": { "type": "integer", "minimum": 0 },
+                    "result_url": { "type": "string" },
+                    "expires_in_seconds": { "type": "integer", "minimum": 0 },
+                    "detail": { "type": "string" }
+                }
+            } } },
+        }),
+    );
     get_ok.insert(
         "304".into(),
         json!({ "description": "Not modified (If-None-Match matched the ETag)" }),

@@ -40,6 +40,14 @@ pub enum ApiError {
     UnsupportedResult(String),
     /// The body is larger than the limit (413).
     PayloadTooLarge(usize),
+    /// The request body did not arrive in time (408).
+    BodyTimeout(u64),
+    /// The answer passed the hard cap on its size (422): a caller-fixable
+    /// condition (narrower parameters), never a partial answer.
+    AnswerTooLarge {
+        cap: u64,
+        rows: u64,
+    },
     /// The path exists but not with this method (405).
     MethodNotAllowed,
     /// A result link that is invalid or expired (403).
@@ -129,6 +137,21 @@ impl ApiError {
                 "Request body too large",
                 format!("the request body has more than {n} bytes; send fewer or smaller parameters"),
             ),
+            BodyTimeout(secs) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
+                format!("the request body did not arrive within {secs} s (api.body_read_timeout_seconds); send it at once"),
+            ),
+            AnswerTooLarge { cap, rows } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "answer-too-large",
+                "Answer too large",
+                format!(
+                    "the answer passed the limit of {cap} bytes (api.max_answer_bytes) after {rows} rows; \
+                     narrow it with the operation's parameters (filters, a smaller limit), or ask the operator to raise the limit"
+                ),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -216,6 +239,9 @@ impl From<quarry_db::RunError> for ApiError {
                 sqlstate, message, ..
             }) => ApiError::Sql { sqlstate, message },
             RunError::Query(e @ QueryError::UnsupportedType { .. }) => ApiError::Internal(e.into()),
+            RunError::Query(QueryError::TooLarge { cap, rows }) => {
+                ApiError::AnswerTooLarge { cap, rows }
+            }
         }
     }
 }

@@ -536,6 +536,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_rows,
                 timeout: None,
                 allow_raw_sql: allow_custom_sql,
+                ..Default::default()
             };
             match quarry_db::execute_pack(&mut reader, pack, &input, InputStyle::Text, opts).await {
                 Ok((resolved, out)) => {

@@ -328,6 +328,7 @@ fn normalize_sql(s: &str) -> Result<String, String> {
     if t.is_empty() {
         return Err("the SQL text is empty; give one SELECT statement".into());
     }
+    crate::sqlcheck::caller_sql(t)?;
     Ok(t.to_string())
 }
 

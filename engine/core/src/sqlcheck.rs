@@ -39,6 +39,85 @@ pub fn analyze(_sql: &str, _bind_count: usize) -> Vec<SqlIssue> {
     Vec::new()
 }
 
+/// Functions caller SQL may not call, whatever the database allows: they
+/// signal or inspect other sessions, take locks, change settings, reach files,
+/// large objects or other servers, sleep, or run a query given as text (which
+/// would escape this check). The reader role is also denied them in the
+/// database (`engine/db/sql/confine.sql`); this names the problem before the
+/// query is sent.
+const DENIED_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "current_setting",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "ts_stat",
+    "txid_current",
+];
+/// Name prefixes denied the same way (`pg_` functions are PostgreSQL's
+/// administration and introspection functions).
+const DENIED_PREFIXES: &[&str] = &["pg_", "dblink", "lo_", "loread", "lowrite"];
+/// `pg_` functions that only describe a value: allowed.
+/// (`pg_sleep` only waits, within the statement timeout like any slow query.)
+const ALLOWED_PG_FUNCTIONS: &[&str] = &[
+    "pg_typeof",
+    "pg_column_size",
+    "pg_size_pretty",
+    "pg_size_bytes",
+    "pg_sleep",
+];
+
+/// Whether caller SQL may call function `name` (schema-qualified or not).
+pub fn function_allowed(name: &str) -> bool {
+    let base = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    if ALLOWED_PG_FUNCTIONS.contains(&base.as_str()) {
+        return true;
+    }
+    !(DENIED_FUNCTIONS.contains(&base.as_str())
+        || DENIED_PREFIXES.iter().any(|p| base.starts_with(p)))
+}
+
+/// Checks caller-supplied SQL (an `sql` parameter) before it is sent: one
+/// read-only statement that calls no denied function. Without the parser
+/// compiled in, only the database's confinement applies.
+#[cfg(feature = "sql-parser")]
+pub fn caller_sql(sql: &str) -> Result<(), String> {
+    if let Some(i) = imp::analyze(sql, 0).into_iter().next() {
+        return Err(format!("{} ({})", i.message, i.help));
+    }
+    if let Ok(parsed) = pg_query::parse(sql, 0) {
+        let mut denied: Vec<String> = parsed
+            .functions
+            .iter()
+            .map(|(f, _)| f.clone())
+            .filter(|f| !function_allowed(f))
+            .collect();
+        denied.sort();
+        denied.dedup();
+        if !denied.is_empty() {
+            return Err(format!(
+                "the SQL calls {}, which caller SQL may not call (they act on other sessions, settings, locks, files or servers); query the canonical tables and views instead",
+                denied.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Without the parser, caller SQL is left to the database's confinement.
+#[cfg(not(feature = "sql-parser"))]
+pub fn caller_sql(_sql: &str) -> Result<(), String> {
+    Ok(())
+}
+
 #[cfg(feature = "sql-parser")]
 mod imp {
     use pg_query::protobuf::{ScanToken, Token};
@@ -378,5 +457,52 @@ mod imp {
             )
             .is_empty());
         }
+    }
+}
+
+#[cfg(all(test, feature = "sql-parser"))]
+mod caller_sql_tests {
+    use super::*;
+
+    #[test]
+    fn caller_sql_may_read_but_not_reach_other_sessions() {
+        assert_eq!(
+            caller_sql("SELECT count(*), pg_typeof(1) FROM canonical.orders"),
+            Ok(())
+        );
+        for (sql, named) in [
+            (
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+                "pg_terminate_backend",
+            ),
+            (
+                "SELECT pg_catalog.pg_cancel_backend(1)",
+                "pg_catalog.pg_cancel_backend",
+            ),
+            (
+                "SELECT x FROM (SELECT pg_advisory_lock(1) AS x) s",
+                "pg_advisory_lock",
+            ),
+            (
+                "SELECT set_config('statement_timeout', '0', false)",
+                "set_config",
+            ),
+            (
+                "SELECT query_to_xml('select 1', true, true, '')",
+                "query_to_xml",
+            ),
+            (
+                "WITH a AS (SELECT lo_import('/etc/passwd') AS o) SELECT o FROM a",
+                "lo_import",
+            ),
+            ("SELECT pg_read_file('/etc/passwd')", "pg_read_file"),
+        ] {
+            let e = caller_sql(sql).expect_err(sql);
+            assert!(e.contains(&format!("`{named}`")), "{sql}: {e}");
+        }
+        let e = caller_sql("DELETE FROM canonical.orders").expect_err("a write");
+        assert!(e.contains("DELETE") || e.contains("read"), "{e}");
+        let e = caller_sql("SELECT 1; SELECT 2").expect_err("two statements");
+        assert!(!e.is_empty());
     }
 }

@@ -126,3 +126,14 @@ COMMENT ON TABLE quarry.source_link_keys IS 'The link keys (email_domain, vat_id
 
 CREATE INDEX organizations_normalized_name_idx ON canonical.organizations (canonical.normalized_company_name(name))
     WHERE kind = 'company';
+
+COMMENT ON TABLE canonical.entity_history IS 'Previous versions of every canonical entity row: written, whole, when a newer source version replaces the row, or when an older one arrives after it (placed by source timestamp). Versions of rows without a source timestamp of their own (order lines, rows of sources without one) follow the order of delivery.';
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['organizations', 'products', 'orders', 'order_lines', 'opportunities', 'people'] LOOP
+        EXECUTE format('COMMENT ON COLUMN canonical.%I.version IS %L', t,
+            'The place of the current version among all versions of the row seen (1 for the first); older versions are in entity_history.');
+    END LOOP;
+END
+$$;

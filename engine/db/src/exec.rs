@@ -18,7 +18,13 @@ pub struct QueryLimits {
     pub timeout: Duration,
     /// At most this many rows are returned; `truncated` says whether more existed.
     pub max_rows: u64,
+    /// At most this many bytes of JSON: past it the execution stops and fails
+    /// with [`QueryError::TooLarge`] (memory is bounded by this, not by the data).
+    pub max_bytes: u64,
 }
+
+/// The hard cap on one answer when none is configured: 64 MiB of JSON.
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A result column.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -73,6 +79,8 @@ pub enum QueryError {
     },
     #[error("column `{column}` has type {pg_type}, which results cannot carry; cast it (for example to text) in the SQL")]
     UnsupportedType { column: String, pg_type: String },
+    #[error("the answer passed the limit of {cap} bytes after {rows} rows")]
+    TooLarge { cap: u64, rows: u64 },
 }
 
 impl QueryError {
@@ -197,6 +205,10 @@ async fn fetch_in(
         .collect();
     let mut rows = Vec::new();
     let mut truncated = false;
+    // Bytes of the answer as JSON objects: 2 for the brackets, then per row the
+    // braces, the keys and the values (see `json_len`).
+    let keys: u64 = columns.iter().map(|c| c.name.len() as u64 + 4).sum();
+    let mut bytes: u64 = 2;
     while let Some(row) = stream
         .try_next()
         .await
@@ -206,7 +218,16 @@ async fn fetch_in(
             truncated = true;
             continue;
         }
-        rows.push(row_to_json(&row)?);
+        let values = row_to_json(&row)?;
+        bytes += 3 + keys + values.iter().map(json_len).sum::<u64>();
+        if bytes > limits.max_bytes {
+            // Dropping the stream ends the fetch; the transaction closes the portal.
+            return Err(QueryError::TooLarge {
+                cap: limits.max_bytes,
+                rows: rows.len() as u64,
+            });
+        }
+        rows.push(values);
     }
     Ok(QueryOutput {
         columns,
@@ -214,6 +235,33 @@ async fn fetch_in(
         truncated,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The length of a value as compact JSON, without writing it (escapes counted
+/// as one byte: a bound for a cap, not an exact size).
+pub fn json_len(v: &Json) -> u64 {
+    match v {
+        Json::Null => 4,
+        Json::Bool(b) => 4 + u64::from(!*b),
+        Json::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => digits(u),
+            (None, Some(i)) => 1 + digits(i.unsigned_abs()),
+            // The longest shortest round-trip form of an f64.
+            _ => 24,
+        },
+        Json::String(s) => s.len() as u64 + 2,
+        Json::Array(a) => 2 + a.iter().map(|x| json_len(x) + 1).sum::<u64>(),
+        Json::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() as u64 + 4 + json_len(x))
+                .sum::<u64>()
+        }
+    }
+}
+
+fn digits(n: u64) -> u64 {
+    u64::from(n.checked_ilog10().unwrap_or(0)) + 1
 }
 
 fn classify(e: tokio_postgres::Error, timeout: Duration) -> QueryError {

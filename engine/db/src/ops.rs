@@ -32,6 +32,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Allow packs marked `raw_sql` (caller-supplied SQL). Off unless configured.
     pub allow_raw_sql: bool,
+    /// The hard cap on the answer's size in bytes (default
+    /// [`crate::exec::DEFAULT_MAX_ANSWER_BYTES`]).
+    pub max_bytes: Option<u64>,
 }
 
 /// Validates `input` and renders the pack: the resolved parameters, the SQL with
@@ -53,6 +56,9 @@ pub fn prepare(
         max_rows: opts
             .max_rows
             .map_or(pack.spec.max_rows, |m| m.min(pack.spec.max_rows)),
+        max_bytes: opts
+            .max_bytes
+            .unwrap_or(crate::exec::DEFAULT_MAX_ANSWER_BYTES),
     };
     Ok((params, q, limits))
 }

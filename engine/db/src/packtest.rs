@@ -148,6 +148,7 @@ pub async fn run_case(
         timeout: Some(CASE_TIMEOUT),
         allow_raw_sql: true,
         max_rows: None,
+        max_bytes: None,
     };
     let answer = match prepare(pack, &case.params, InputStyle::Json, opts) {
         Ok((_, q, limits)) => crate::exec::run_in(&tx, &q, limits)
