@@ -430,7 +430,19 @@ pub fn versioned(mappings: &[quarry_core::mapping::Mapping]) -> Versioned {
 /// Whether a difference in this row is what its mapping declares (no version
 /// field: last delivery wins) rather than a defect. Lost or extra current rows
 /// are never excused.
-fn unversioned(versioned: &Versioned, what: &str, key: &str, whole_row: bool) -> bool {
+fn unversioned(
+    versioned: &Versioned,
+    what: &str,
+    key: &str,
+    whole_row: bool,
+    content: &str,
+) -> bool {
+    // A version without a source timestamp: its place is its delivery.
+    if let Ok(v) = serde_json::from_str::<Value>(content) {
+        if v.get("source_updated_at") == Some(&Value::Null) {
+            return !whole_row || what == "history";
+        }
+    }
     let (table, rest) = if what == "history" {
         match key.split_once(':') {
             Some((t, r)) => (t, r),
@@ -470,7 +482,7 @@ pub fn compare(want: &State, got: &State, versioned: &Versioned) -> Differences 
     for (k, (n, content)) in want {
         match got.get(k) {
             None => {
-                if unversioned(versioned, &k.0, &k.1, true) {
+                if unversioned(versioned, &k.0, &k.1, true, content) {
                     d.unversioned += n;
                 } else {
                     d.lost += n;
@@ -489,7 +501,7 @@ pub fn compare(want: &State, got: &State, versioned: &Versioned) -> Differences 
                     );
                 }
                 if other != content {
-                    if unversioned(versioned, &k.0, &k.1, false) {
+                    if unversioned(versioned, &k.0, &k.1, false, content) {
                         d.unversioned += 1;
                     } else {
                         d.differing += 1;
@@ -505,9 +517,9 @@ pub fn compare(want: &State, got: &State, versioned: &Versioned) -> Differences 
             }
         }
     }
-    for (k, (m, _)) in got {
+    for (k, (m, content)) in got {
         if !want.contains_key(k) {
-            if unversioned(versioned, &k.0, &k.1, true) {
+            if unversioned(versioned, &k.0, &k.1, true, content) {
                 d.unversioned += m;
             } else {
                 d.duplicated += m;

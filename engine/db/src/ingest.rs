@@ -1125,8 +1125,9 @@ fn staged_row_json(cols: &[String], types: &HashMap<String, String>) -> String {
 
 /// The condition under which staged row `s` is older than stored row `c`:
 /// an earlier source timestamp, none where the stored row has one, or the same
-/// timestamp and a lower content rank. A backfill rewrites what its own file
-/// wrote: equal timestamps apply there.
+/// timestamp and a lower content rank. Between two versions without a
+/// timestamp the later delivery wins (nothing else can tell which is newer).
+/// A backfill rewrites what its own file wrote: equal timestamps apply there.
 fn older_than_stored(
     version_col: &str,
     cols: &[String],
@@ -1135,12 +1136,13 @@ fn older_than_stored(
 ) -> String {
     let v = version_col;
     if !cols.iter().any(|c| c == version_col) {
-        // Rows that do not carry the timestamp keep the stored one: only the
-        // content can tell them apart.
+        // Rows that do not carry the timestamp keep the stored one: when there
+        // is one, only the content can tell them apart; when there is none, the
+        // later delivery wins.
         return if backfill {
             "false".to_string()
         } else {
-            format!("canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c))")
+            format!("(c.{v} IS NOT NULL AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))")
         };
     }
     let sv = staged_version(version_col, cols);
@@ -1148,7 +1150,7 @@ fn older_than_stored(
         String::new()
     } else {
         format!(
-            " OR (c.{v} IS NOT DISTINCT FROM {sv} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))"
+            " OR (c.{v} = {sv} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))"
         )
     };
     format!("(c.{v} > {sv} OR (c.{v} IS NOT NULL AND {sv} IS NULL){tie})")
