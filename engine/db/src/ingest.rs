@@ -832,12 +832,7 @@ async fn load(
                  JOIN stg_{t} s ON s._pos = w._pos AND s._main AND s.source_id = w.source_id
                  JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = w.source_id
                  WHERE {older}",
-                older = older_than_stored(
-                    &v,
-                    &columns[e],
-                    &staged_row_json(&columns[e], &canonical_types[e]),
-                    backfill
-                )
+                older = older_than_stored(&v, &columns[e], &canonical_types[e], backfill)
             ),
             None => format!("SELECT source_id FROM win_{t} WHERE false"),
         };
@@ -898,7 +893,7 @@ async fn load(
                      FROM cur_{t} s JOIN canonical.{t} c ON c.source_system = {src} AND c.source_id = s.source_id
                      WHERE {older}",
                     json = staged_row_json(cols, &canonical_types[e]),
-                    older = older_than_stored(v, cols, &staged_row_json(cols, &canonical_types[e]), backfill)
+                    older = older_than_stored(v, cols, &canonical_types[e], backfill)
                 ),
                 None => format!("SELECT source_id, NULL::jsonb AS row_data FROM cur_{t} WHERE false"),
             }
@@ -1103,6 +1098,31 @@ async fn load(
     Ok(())
 }
 
+/// Whether staged row `s` would change stored row `c` at all: its mapped columns
+/// (cast to their canonical types) and attributes against the stored ones. A
+/// plain row comparison: the content rank (to_jsonb and md5 of both sides) is
+/// only computed for rows that differ.
+fn staged_differs(cols: &[String], types: &HashMap<String, String>) -> String {
+    let staged: Vec<String> = cols
+        .iter()
+        .map(|c| match types.get(c) {
+            Some(ty) => format!("s.{c}::{ty}"),
+            None => format!("s.{c}"),
+        })
+        .chain(std::iter::once("s.attributes".to_string()))
+        .collect();
+    let stored: Vec<String> = cols
+        .iter()
+        .map(|c| format!("c.{c}"))
+        .chain(std::iter::once("c.attributes".to_string()))
+        .collect();
+    format!(
+        "ROW({}) IS DISTINCT FROM ROW({})",
+        staged.join(", "),
+        stored.join(", ")
+    )
+}
+
 /// A staged row (`s`) as the canonical row it would make of the stored one
 /// (`c`): the mapped columns cast to their canonical types over the stored
 /// row, so both compare as `canonical.version_rank` sees them.
@@ -1131,9 +1151,11 @@ fn staged_row_json(cols: &[String], types: &HashMap<String, String>) -> String {
 fn older_than_stored(
     version_col: &str,
     cols: &[String],
-    staged_json: &str,
+    types: &HashMap<String, String>,
     backfill: bool,
 ) -> String {
+    let staged_json = &staged_row_json(cols, types);
+    let differs = staged_differs(cols, types);
     let v = version_col;
     if !cols.iter().any(|c| c == version_col) {
         // Rows that do not carry the timestamp keep the stored one: when there
@@ -1142,7 +1164,7 @@ fn older_than_stored(
         return if backfill {
             "false".to_string()
         } else {
-            format!("(c.{v} IS NOT NULL AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))")
+            format!("(c.{v} IS NOT NULL AND {differs} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))")
         };
     }
     let sv = staged_version(version_col, cols);
@@ -1150,7 +1172,7 @@ fn older_than_stored(
         String::new()
     } else {
         format!(
-            " OR (c.{v} = {sv} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))"
+            " OR (c.{v} = {sv} AND {differs} AND canonical.version_rank({staged_json}) < canonical.version_rank(to_jsonb(c)))"
         )
     };
     format!("(c.{v} > {sv} OR (c.{v} IS NOT NULL AND {sv} IS NULL){tie})")
