@@ -9,6 +9,7 @@
 //! completed, or saw a run exit 0 without loading its file.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use quarry_tests::faults::{run, Options};
@@ -36,7 +37,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let args = Args::parse();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let quarry = args.quarry.unwrap_or_else(|| {
@@ -61,17 +62,28 @@ async fn main() {
         corpus,
         verbose: args.verbose,
     };
-    match run(&opts).await {
+    // On Ctrl-C the run is dropped, and with it the private cluster (stopped,
+    // its folder removed) once the runtime's tasks are gone.
+    let outcome = tokio::select! {
+        r = run(&opts) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("fault-harness: interrupted; stopping the private cluster");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(summary) => {
             println!("{}", summary.line());
-            if !summary.clean() {
+            if summary.clean() {
+                ExitCode::SUCCESS
+            } else {
                 println!("failing: {}", summary.failures.join(", "));
-                std::process::exit(1);
+                ExitCode::from(1)
             }
         }
         Err(e) => {
             eprintln!("fault-harness: {e:#}");
-            std::process::exit(2);
+            ExitCode::from(2)
         }
     }
 }
