@@ -71,9 +71,10 @@ async fn lists_tables_and_views_with_exact_counts() {
     }
 
     let orgs = table(&rows, "organizations");
-    // 10 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
-    // parent, email_domain, vat, segment, name trigram, ingest file (migration 0002).
-    assert_eq!(orgs["index_count"], json!(10));
+    // 11 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
+    // parent, email_domain, vat, segment, name trigram, ingest file (migration 0002),
+    // normalised name (migration 0007).
+    assert_eq!(orgs["index_count"], json!(11));
     assert_eq!(
         orgs["index_names"],
         json!([
@@ -81,6 +82,7 @@ async fn lists_tables_and_views_with_exact_counts() {
             "organizations_email_domain_idx",
             "organizations_ingest_file_idx",
             "organizations_name_trgm",
+            "organizations_normalized_name_idx",
             "organizations_parent_idx",
             "organizations_pkey",
             "organizations_segment_idx",
