@@ -117,8 +117,8 @@ async fn mappings_load_the_fixture_exports() {
     let (reports, code) = ingest(&db, &[&exports()]);
     assert_eq!(
         code,
-        Some(1),
-        "the truncated file fails, so the exit code is 1"
+        Some(3),
+        "the truncated file fails, so the exit code is 3 (partial)"
     );
     let got = snapshot(&db, &reports).await;
     let path = repo_root().join("tests/fixtures/ingest/expected.json");
@@ -359,7 +359,7 @@ async fn a_fixed_file_loads_after_a_failed_one() {
     let file = crm.join("accounts.json");
     std::fs::copy(exports().join("crm-data/accounts-truncated.json"), &file).expect("copy");
     let (r, code) = ingest(&db, &[&dir]);
-    assert_eq!((r[0]["status"].clone(), code), (json!("failed"), Some(1)));
+    assert_eq!((r[0]["status"].clone(), code), (json!("failed"), Some(3)));
     // The sender re-uploads the complete file under the same key.
     let mut text = std::fs::read_to_string(&file).expect("read");
     text.push_str("ated Ltd\", \"LastModifiedDate\": \"2024-01-01T00:00:00.000+0000\"}]}");
@@ -1020,7 +1020,7 @@ async fn a_rerun_waits_for_an_abandoned_claim_and_loads_the_file() {
     let out = run("1").wait_with_output().expect("wait");
     let reports: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(reports[0]["status"], json!("in_progress"), "{reports}");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     // Released while the re-run waits: it takes the file over and loads it.
     let child = run("60");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

@@ -143,7 +143,12 @@ pub async fn run(
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
         .await
         .context("connecting as the writer role (run `quarry migrate` first)")?;
-    for job in jobs {
+    let sizes: Vec<u64> = jobs
+        .iter()
+        .map(|j| std::fs::metadata(&j.path).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let overall = crate::progress::Overall::start(jobs.len(), sizes.iter().sum(), json);
+    for (job, size) in jobs.into_iter().zip(sizes) {
         let mapping = match source {
             Some(s) => mappings.iter().find(|m| m.spec.source == s).cloned(),
             None => mappings.iter().find(|m| m.matches_key(&job.key)).cloned(),
@@ -152,16 +157,32 @@ pub async fn run(
             let mut r = skipped(&job.key);
             r.error = Some(format!("no mapping claims the key `{}`; lay files out like the bucket (crm-data/, erp-data/, shop-data/) or pass --source", job.key));
             reports.push(r);
+            if let Some(o) = &overall {
+                o.file_done(size, 0);
+            }
             continue;
         };
         let path = job.path.clone();
+        let counted = overall.clone();
         let open: Opener = Arc::new(move || {
-            Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+            let file = std::fs::File::open(&path)?;
+            Ok(match &counted {
+                Some(o) => Box::new(crate::progress::Counting::new(file, o.clone()))
+                    as Box<dyn std::io::Read + Send>,
+                None => Box::new(file) as Box<dyn std::io::Read + Send>,
+            })
         });
-        let bar = crate::progress::file_bar(&job.key, json);
-        let progress = bar
-            .clone()
-            .map(|b| Arc::new(move |n: u64| b.set_position(n)) as quarry_db::ingest::Progress);
+        let bar = overall.as_ref().map(|o| o.file_bar(&job.key));
+        let progress = match (&bar, &overall) {
+            (Some(b), Some(o)) => {
+                let (b, o) = (b.clone(), o.clone());
+                Some(Arc::new(move |n: u64| {
+                    b.set_position(n);
+                    o.records(n);
+                }) as quarry_db::ingest::Progress)
+            }
+            _ => None,
+        };
         let opts = IngestOptions {
             progress,
             raw_dir: raw_dir.clone(),
@@ -172,10 +193,20 @@ pub async fn run(
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        if !json {
-            print_report(&report);
+        match &overall {
+            Some(o) => {
+                o.file_done(size, report.records_read);
+                if !json {
+                    o.suspend(|| print_report(&report));
+                }
+            }
+            None if !json => print_report(&report),
+            None => {}
         }
         reports.push(report);
+    }
+    if let Some(o) = &overall {
+        o.finish();
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -215,7 +246,7 @@ pub async fn run(
         }
     }
     Ok(if failed > 0 || waiting > 0 {
-        ExitCode::FAILURE
+        ExitCode::from(crate::EXIT_PARTIAL)
     } else {
         ExitCode::SUCCESS
     })
@@ -454,7 +485,7 @@ pub async fn backfill(
         );
     }
     Ok(if report.raw_missing + report.failed > 0 {
-        ExitCode::FAILURE
+        ExitCode::from(crate::EXIT_PARTIAL)
     } else {
         ExitCode::SUCCESS
     })

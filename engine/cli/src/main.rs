@@ -19,7 +19,14 @@ use quarry_core::params::InputStyle;
 /// Quarry turns JSON exports from business systems into one canonical PostgreSQL
 /// model and serves declarative analytics operations ("query packs") over it.
 #[derive(Parser, Debug)]
-#[command(name = "quarry", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "quarry",
+    version,
+    about = "Quarry: business systems' JSON exports in one canonical PostgreSQL model, and declarative analytics over it",
+    long_about = None,
+    propagate_version = true,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// PostgreSQL URL of the owner role (runs migrations). The analytics role's URL is
     /// derived from it (user quarry_reader) unless QUARRY_READER_URL is set.
@@ -51,6 +58,26 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// Exit code of an ingest or backfill that ran but left some files not loaded
+/// (documented in `quarry --help`; 1 stays "the command failed").
+pub const EXIT_PARTIAL: u8 = 3;
+
+/// Printed after the command list of `quarry --help`.
+const AFTER_HELP: &str = "\
+Start here: `quarry demo` (demo exports loaded into DATABASE_URL), then `quarry serve`
+(the API on http://127.0.0.1:8080, described at /openapi.json), or `quarry operations`
+and `quarry query NAME -p KEY=VALUE`.
+
+Exit codes:
+  0  success
+  1  failure: the command could not do its work, or check/test found problems
+  2  usage: unknown command, option or value
+  3  partial: ingest or backfill ran, but some files were not loaded (see the report)
+
+Environment: DATABASE_URL (owner role), QUARRY_READER_PASSWORD / QUARRY_READER_URL
+(analytics role), QUARRY_WRITER_PASSWORD / QUARRY_WRITER_URL (ingest role), QUARRY_LOG
+(log filter, e.g. info), NO_COLOR. Settings: docs/configuration.md.";
 
 #[derive(Subcommand, Debug)]
 enum KeysAction {
@@ -103,7 +130,9 @@ enum LogFormat {
 enum Command {
     /// Create the roles and apply pending schema migrations. Safe to run repeatedly.
     Migrate,
-    /// Validate query packs: schema, template syntax, parameters, identifiers, defaults.
+    /// Validate query packs and mappings; every problem as file:line:column.
+    ///
+    /// Query packs: schema, template syntax, parameters, identifiers, defaults.
     /// With a database (DATABASE_URL set or --database-url given) each operation is
     /// also rendered with its defaults, prepared and EXPLAINed as the reader role.
     /// Every problem is printed as file:line:column. Exit code 1 on any problem.
@@ -135,10 +164,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
     },
-    /// Load export files: folders laid out like the bucket (crm-data/..., erp-data/...,
+    /// Load export files into the canonical model (one transaction per file).
+    ///
+    /// Folders laid out like the bucket (crm-data/..., erp-data/...,
     /// shop-data/...) or single files. Each file is matched to a source by its key,
     /// validated, mapped and upserted in one transaction; bad records are
-    /// quarantined; a file already loaded is a duplicate. Exit code 1 if any file failed.
+    /// quarantined; a file already loaded is a duplicate. Exit code 3 if any file was not loaded.
     Ingest {
         /// Files or folders.
         #[arg(required = true)]
@@ -151,12 +182,14 @@ enum Command {
         json: bool,
         /// Seconds to wait for another run's claim on the same file (a concurrent
         /// load, or a killed run whose database session has not ended yet) before
-        /// giving up on that file (exit code 1).
+        /// giving up on that file (exit code 3).
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         claim_wait: u64,
     },
-    /// Serve the REST API (health, operations catalog, analytics by name) after
-    /// applying migrations. Without API keys only a loopback address is allowed.
+    /// Serve the REST API (the same router the Lambda runs).
+    ///
+    /// Health, operations catalog, analytics by name, jobs; migrations are
+    /// applied first. Without API keys only a loopback address is allowed.
     Serve {
         /// Address to listen on (port 0 picks a free port; the address is printed).
         /// Default: `listen` of the configuration (127.0.0.1:8080).
@@ -183,8 +216,9 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Watch an inbox folder laid out like the bucket and ingest each file that
-    /// lands there once; processed files move to --done or --failed.
+    /// Watch an inbox folder and ingest each file that lands there.
+    ///
+    /// The inbox is laid out like the bucket; each file is ingested once; processed files move to --done or --failed.
     Watch {
         /// The inbox folder.
         inbox: PathBuf,
@@ -201,18 +235,22 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Work on a mapping without a database: `quarry map preview FILE` shows the
+    /// Work on a mapping without a database (preview a file).
+    ///
+    /// `quarry map preview FILE` shows the
     /// canonical rows, warnings, quarantine and skip reasons a file would produce,
     /// and whether the file as a whole would fail. Nothing is written.
     Map {
         #[command(subcommand)]
         action: MapAction,
     },
+    /// Apply a new mapping version to the files already delivered.
+    ///
     /// After a mapping fix (a new mapping version), apply the mapping again to the
     /// files of the source already delivered, from the raw copies kept at ingest
     /// (<data_dir>/raw). Each changed row gets one new version with its history;
     /// files already applied with this version are skipped, so it can be run again
-    /// and resumes after an interruption. Exit code 1 if a file has no raw copy or fails.
+    /// and resumes after an interruption. Exit code 3 if a file has no raw copy or fails.
     Backfill {
         /// The source system whose files to apply the mapping to.
         #[arg(long)]
@@ -224,7 +262,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the tests written as data: every pack test (queries/**/NAME.test.yaml:
+    /// Run the tests written as data (pack tests and mapping tests).
+    ///
+    /// Every pack test (queries/**/NAME.test.yaml:
     /// rows given, parameters, expected rows or error; run against a scratch
     /// database made and dropped on the DATABASE_URL server) and every mapping
     /// test (an input file with NAME.expected.json beside it, in mappings/tests
@@ -242,7 +282,9 @@ enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
-    /// Write deterministic export files of all three sources, with the same kinds of
+    /// Write demo export files of the three sources (with realistic defects).
+    ///
+    /// Deterministic export files of all three sources, with the same kinds of
     /// defects as real exports, and expected.json describing a correct load.
     DemoData {
         /// Destination folder (bucket layout).
@@ -274,8 +316,25 @@ enum Command {
         #[arg(long, env = "QUARRY_ALLOW_CUSTOM_SQL")]
         allow_custom_sql: bool,
     },
-    /// List the operations with their cost class and parameters.
-    Operations,
+    /// List the operations and their parameters.
+    ///
+    /// Version, cost class, cache TTL, and each parameter's type, default,
+    /// allowed values and bounds.
+    Operations {
+        /// Print the catalog as JSON (the documents of GET /operations: parameters
+        /// as JSON Schema with descriptions, columns, deprecation).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    ///
+    /// `quarry completions bash > /etc/bash_completion.d/quarry`,
+    /// `quarry completions zsh > "${fpath[1]}/_quarry"`, `quarry completions fish > ~/.config/fish/completions/quarry.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write the JSON Schemas of the definition files (query packs) into a folder.
     Schema {
         /// Destination folder.
@@ -285,7 +344,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Write docs/schema.md, the canonical data contract, from the database's own
+    /// Write docs/schema.md, the canonical data contract.
+    ///
+    /// From the database's own
     /// table and column comments (needs a migrated database).
     Docs {
         /// Destination file.
@@ -295,7 +356,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// The demo: migrate, generate exports of the three sources (with defects),
+    /// The demo: demo exports generated, ingested and queried.
+    ///
+    /// Migrates, generates exports of the three sources (with defects),
     /// ingest them, and run a few operations.
     Demo {
         /// Demo size: 10,000 records per unit (about 3,000 customers and 4,000 orders).
@@ -432,8 +495,14 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: never in a file or a pipe, and
+    // never when NO_COLOR is set (https://no-color.org).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -695,9 +764,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quarantine { action } => {
             quarantine(&cli.database_url, &cli.mappings, action).await
         }
-        Command::Operations => {
+        Command::Operations { json } => {
             let set = load_packs(&cli.queries)?;
-            output::print_operations(&set);
+            if json {
+                output::print_operations_json(&set)?;
+            } else {
+                output::print_operations(&set);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "quarry", &mut out);
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .context("writing the completion script")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { out, check } => schema(&out, check),

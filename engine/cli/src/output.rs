@@ -80,6 +80,18 @@ pub fn print(
     Ok(())
 }
 
+/// `quarry operations --json`: the same documents as `GET /operations`
+/// (parameters as JSON Schema with types, allowed values, defaults, bounds and
+/// descriptions; columns; cost; versions).
+pub fn print_operations_json(set: &quarry_core::PackSet) -> anyhow::Result<()> {
+    let ops: Vec<Value> = set.all().map(|p| quarry_api::describe(p)).collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "operations": ops }))?
+    );
+    Ok(())
+}
+
 pub fn print_operations(set: &quarry_core::PackSet) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -107,11 +119,26 @@ pub fn print_operations(set: &quarry_core::PackSet) {
             .parameters
             .iter()
             .map(|(n, ps)| {
-                if ps.default.is_some() {
-                    format!("{n}: {}", ps.kind.as_str())
-                } else {
-                    format!("{n}: {} (required)", ps.kind.as_str())
+                let mut line = format!("{n}: {}", ps.kind.as_str());
+                match &ps.default {
+                    Some(d) if ps.allowed.as_ref().is_some_and(|a| d.as_array() == Some(a)) => {
+                        line.push_str(" = (all)")
+                    }
+                    Some(d) if !d.is_null() => line.push_str(&format!(" = {}", text(d))),
+                    Some(_) => {}
+                    None => line.push_str(" (required)"),
                 }
+                if let Some(allowed) = &ps.allowed {
+                    let values: Vec<String> = allowed.iter().map(text).collect();
+                    line.push_str(&format!(" [{}]", values.join("|")));
+                }
+                match (ps.minimum, ps.maximum) {
+                    (Some(lo), Some(hi)) => line.push_str(&format!(" {lo}..={hi}")),
+                    (Some(lo), None) => line.push_str(&format!(" >= {lo}")),
+                    (None, Some(hi)) => line.push_str(&format!(" <= {hi}")),
+                    (None, None) => {}
+                }
+                line
             })
             .collect();
         t.add_row([

@@ -28,9 +28,18 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/quarr
 
 /// Connects and drives the connection on a background task.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    let (client, conn) = match tokio_postgres::connect(url, NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = login_hint(url, &e);
+            let err = anyhow::Error::new(e)
+                .context(format!("connecting to PostgreSQL at {}", redact(url)));
+            return Err(match hint {
+                Some(h) => err.context(h),
+                None => err,
+            });
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "database connection closed with an error");
@@ -80,6 +89,43 @@ pub async fn connect_reader(database_url: &str) -> Result<Client> {
     connect(&reader_url(database_url)?).await
 }
 
+/// When `e` is a refused login (wrong or missing password, unknown role), what
+/// to set: the setting that gives this role's password or URL.
+pub fn login_hint(url: &str, e: &tokio_postgres::Error) -> Option<String> {
+    use tokio_postgres::error::SqlState;
+    let refused = e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    }) || e.to_string().contains("password missing");
+    if !refused {
+        return None;
+    }
+    let user = url::Url::parse(url)
+        .ok()
+        .map(|u| u.username().to_string())
+        .unwrap_or_default();
+    Some(login_hint_for(&user))
+}
+
+/// What to set so that `user` can log in (the message of a refused login).
+pub fn login_hint_for(user: &str) -> String {
+    match user {
+        READER_ROLE => format!(
+            "the database refused the login of the analytics role `{READER_ROLE}`: set \
+             QUARRY_READER_PASSWORD to that role's password (the one `quarry migrate` ran with) (or QUARRY_READER_URL \
+             to a full URL for that role)"
+        ),
+        WRITER_ROLE => format!(
+            "the database refused the login of the ingest role `{WRITER_ROLE}`: set \
+             QUARRY_WRITER_PASSWORD to that role's password (the one `quarry migrate` ran with) (or QUARRY_WRITER_URL \
+             to a full URL for that role)"
+        ),
+        other => format!(
+            "the database refused the login of `{other}`: fix the user or password in \
+             DATABASE_URL (or --database-url)"
+        ),
+    }
+}
+
 /// A URL with any password replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -89,5 +135,18 @@ pub fn redact(url: &str) -> String {
         }
         Ok(u) => u.to_string(),
         Err(_) => "<unparseable database URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_names_the_setting_of_its_role() {
+        assert!(login_hint_for(READER_ROLE).contains("QUARRY_READER_PASSWORD"));
+        assert!(login_hint_for(READER_ROLE).contains("QUARRY_READER_URL"));
+        assert!(login_hint_for(WRITER_ROLE).contains("QUARRY_WRITER_PASSWORD"));
+        assert!(login_hint_for("postgres").contains("DATABASE_URL"));
     }
 }
