@@ -378,8 +378,12 @@ async fn openapi_describes_every_operation_and_metrics_count_requests() {
         .find(|v| v["properties"]["operation"]["enum"][0] == json!("customer_analysis"))
         .cloned()
         .unwrap_or_default();
+    let params = ca["properties"]["parameters"]["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_default();
     assert_eq!(
-        ca["properties"]["parameters"]["properties"]["group_by"]["enum"][0],
+        doc.body["components"]["schemas"][params]["properties"]["group_by"]["enum"][0],
         json!("industry")
     );
     for path in [
@@ -417,6 +421,134 @@ async fn openapi_describes_every_operation_and_metrics_count_requests() {
         m.raw.contains("quarry_cache_requests_total"),
         "cache metrics present"
     );
+}
+
+#[tokio::test]
+async fn each_operation_has_typed_paths_and_answers_are_compressed() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let doc = get(&s, "/openapi.json").body;
+    // Its own paths, typed by the pack: parameters with enums and defaults,
+    // rows from the declared columns.
+    let op = &doc["paths"]["/analytics/customer_analysis"];
+    let params = op["get"]["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let group_by = params
+        .iter()
+        .find(|p| p["name"] == json!("group_by"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(group_by["in"], json!("query"));
+    assert_eq!(group_by["schema"]["default"], json!("industry"));
+    assert!(group_by["schema"]["enum"]
+        .as_array()
+        .is_some_and(|e| e.contains(&json!("country"))));
+    let min = params
+        .iter()
+        .find(|p| p["name"] == json!("min_segment_size"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(min["schema"]["minimum"], json!(1.0));
+    assert_eq!(
+        op["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        json!("#/components/schemas/CustomerAnalysisParameters")
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CustomerAnalysisAnswer"]["properties"]["rows"]["items"]["$ref"],
+        json!("#/components/schemas/CustomerAnalysisRow")
+    );
+    assert_eq!(
+        schemas["CustomerAnalysisRow"]["properties"]["segment_size"]["type"],
+        json!(["integer", "null"])
+    );
+    // An optional parameter without a value declares no null default.
+    let rev = &schemas["RevenueAnalysisParameters"]["properties"]["start_date"];
+    assert_eq!(rev["format"], json!("date"));
+    assert!(rev.get("default").is_none(), "{rev}");
+    // Every documented problem status has the problem document.
+    assert_eq!(
+        op["get"]["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"],
+        json!("#/components/schemas/Problem")
+    );
+
+    // The paths answer as documented, by query string and by JSON body.
+    let by_get = get(
+        &s,
+        "/analytics/customer_analysis?group_by=country&level=segment",
+    );
+    assert_eq!(by_get.status, 200, "{}", by_get.raw);
+    let by_post = post(
+        &s,
+        "/analytics/customer_analysis",
+        r#"{"group_by": "country", "level": "segment"}"#,
+    );
+    assert_eq!(by_post.status, 200, "{}", by_post.raw);
+    assert_eq!(by_get.body["rows"], by_post.body["rows"]);
+    assert!(by_get.body["row_count"].as_u64().is_some_and(|n| n > 1));
+    let defaults = post(&s, "/analytics/customer_analysis", "");
+    assert_eq!(defaults.body["parameters"]["group_by"], json!("industry"));
+    let not_object = post(&s, "/analytics/customer_analysis", "[1]");
+    assert_eq!(not_object.status, 400, "{}", not_object.raw);
+    let unknown = get(&s, "/analytics/no_such_operation");
+    assert_eq!(unknown.status, 404, "{}", unknown.raw);
+    let bad = get(&s, "/analytics/customer_analysis?min_segment_size=0");
+    assert_eq!(bad.status, 422);
+    assert_eq!(
+        bad.body["errors"][0]["parameter"],
+        json!("min_segment_size")
+    );
+
+    // Compression as the client asks, each decoding to the same answer.
+    let path = "/analytics/customer_analysis?group_by=country";
+    let plain = get(&s, path);
+    assert_eq!(plain.header("content-encoding"), None);
+    let url = format!("http://{}{path}", s.addr);
+    let undecoded = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .expect("client");
+    for enc in ["gzip", "br", "zstd"] {
+        let raw = undecoded
+            .get(&url)
+            .header("Accept-Encoding", enc)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            raw.headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some(enc),
+            "{enc}"
+        );
+        let compressed = raw.bytes().await.expect("body").len();
+        assert!(
+            compressed * 3 < plain.raw.len(),
+            "{enc}: {compressed} bytes for {} plain",
+            plain.raw.len()
+        );
+        let b = reqwest::Client::builder();
+        let b = match enc {
+            "gzip" => b.no_brotli().no_zstd(),
+            "br" => b.no_gzip().no_zstd(),
+            _ => b.no_gzip().no_brotli(),
+        };
+        let resp = b
+            .build()
+            .expect("client")
+            .get(&url)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.expect("decoded json");
+        assert_eq!(body["rows"], plain.body["rows"], "{enc}");
+    }
 }
 
 #[tokio::test]

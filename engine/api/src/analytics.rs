@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -17,7 +17,7 @@ use quarry_core::ports::CachedValue;
 use quarry_core::Pack;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::auth::{Principal, Scope};
 use crate::{jobs, ApiError, AppState};
@@ -41,6 +41,8 @@ pub enum ExecError {
     /// No connection could be had.
     Pool,
     Run(quarry_db::RunError),
+    /// The answer could not be encoded as JSON.
+    Encode(serde_json::Error),
 }
 
 impl From<ExecError> for ApiError {
@@ -48,6 +50,9 @@ impl From<ExecError> for ApiError {
         match e {
             ExecError::Pool => ApiError::DatabaseUnavailable,
             ExecError::Run(e) => e.into(),
+            ExecError::Encode(e) => {
+                ApiError::Internal(anyhow::Error::new(e).context("encoding an answer"))
+            }
         }
     }
 }
@@ -113,17 +118,29 @@ pub async fn execute(
     let (resolved, out) = result.map_err(ExecError::Run)?;
     metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
         .record(out.elapsed_ms as f64 / 1000.0);
-    let body = json!({
-        "operation": pack.spec.name,
-        "version": pack.spec.version,
-        "parameters": resolved.0.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<Map<String, Value>>(),
-        "data_version": data_version,
-        "columns": out.columns,
-        "row_count": out.rows.len(),
-        "truncated": out.truncated,
-        "elapsed_ms": out.elapsed_ms,
-        "rows": out.row_objects(),
-    });
+    let answer = crate::contract::Answer {
+        operation: pack.spec.name.clone(),
+        version: pack.spec.version.clone(),
+        parameters: resolved
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
+        data_version,
+        columns: out
+            .columns
+            .iter()
+            .map(|c| crate::contract::AnswerColumn {
+                name: c.name.clone(),
+                pg_type: c.pg_type.clone(),
+            })
+            .collect(),
+        row_count: out.rows.len() as u64,
+        truncated: out.truncated,
+        elapsed_ms: out.elapsed_ms,
+        rows: out.row_objects(),
+    };
+    let body = serde_json::to_value(answer).map_err(ExecError::Encode)?;
     Ok((body, data_version))
 }
 
@@ -133,17 +150,42 @@ pub async fn analytics_get(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    let mut params = query_params(&st, q)?;
+    let op = match params.remove("operation") {
+        Some(Value::String(op)) => op,
+        _ => {
+            return Err(ApiError::MalformedBody(
+                "the `operation` query parameter is missing, e.g. /analytics?operation=database_info (or call GET /analytics/NAME)"
+                    .into(),
+            ))
+        }
+    };
+    run(&st, &who, &headers, &op, &params, InputStyle::Text).await
+}
+
+/// An operation named in the path must exist (404 otherwise: the resource is missing).
+fn known(st: &AppState, op: &str) -> Result<(), ApiError> {
+    let packs = st.packs();
+    if packs.get(op).is_some() {
+        return Ok(());
+    }
+    Err(ApiError::NotFound(format!(
+        "there is no operation `{}`; GET /operations lists them: {}",
+        op.chars().take(80).collect::<String>(),
+        packs.names().join(", ")
+    )))
+}
+
+/// The query string as parameters (text values), refusing one given twice.
+fn query_params(st: &AppState, q: Option<String>) -> Result<Map<String, Value>, ApiError> {
     let q = q.unwrap_or_default();
     let max = st.config.api.max_query_bytes;
     if q.len() > max {
         return Err(ApiError::QueryTooLong(max));
     }
-    let mut op = None;
     let mut params = Map::new();
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-        if k == "operation" {
-            op = Some(v.into_owned());
-        } else if params
+        if params
             .insert(k.to_string(), Value::String(v.into_owned()))
             .is_some()
         {
@@ -152,13 +194,53 @@ pub async fn analytics_get(
             )));
         }
     }
-    let op = op.ok_or_else(|| {
-        ApiError::MalformedBody(
-            "the `operation` query parameter is missing, e.g. /analytics?operation=database_info"
-                .into(),
-        )
-    })?;
+    Ok(params)
+}
+
+/// `GET /analytics/NAME?PARAM=VALUE...`: one operation, every query parameter
+/// one of its own (the typed form of `GET /analytics` in the OpenAPI document).
+pub async fn named_get(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    known(&st, &op)?;
+    let params = query_params(&st, q)?;
     run(&st, &who, &headers, &op, &params, InputStyle::Text).await
+}
+
+/// `POST /analytics/NAME` with the parameters as the JSON body (an object; an
+/// empty body means every parameter at its default).
+pub async fn named_post(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    known(&st, &op)?;
+    let body = body_bytes(&st, body)?;
+    let params = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        check_json_type(&headers)?;
+        match quarry_core::strict_json::from_slice(&body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(ApiError::MalformedBody(
+                    "the body must be a JSON object of the operation's parameters, e.g. {\"group_by\": \"industry\"}".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::MalformedBody(format!(
+                    "the body is not valid JSON: {e}"
+                )))
+            }
+        }
+    };
+    run(&st, &who, &headers, &op, &params, InputStyle::Json).await
 }
 
 pub async fn analytics_post(
@@ -212,6 +294,19 @@ fn is_body_timeout(e: &BytesRejection) -> bool {
 
 /// Parses a JSON request body, naming what is wrong.
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, ApiError> {
+    check_json_type(headers)?;
+    // Strict: a key given twice is refused, not silently the last one.
+    quarry_core::strict_json::from_slice(body)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::MalformedBody(format!(
+                "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
+            ))
+        })
+}
+
+/// A body's Content-Type, when given, must be JSON.
+fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -223,14 +318,7 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, 
             )));
         }
     }
-    // Strict: a key given twice is refused, not silently the last one.
-    quarry_core::strict_json::from_slice(body)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            ApiError::MalformedBody(format!(
-                "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
-            ))
-        })
+    Ok(())
 }
 
 /// Finds the pack and checks the caller may run it.
@@ -356,16 +444,16 @@ async fn answer(st: &AppState, key: &str, bytes: Bytes) -> Result<Response, ApiE
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("signing an answer link: {e}")))?;
     metrics::counter!("quarry_stored_answers_total").increment(1);
-    let note = json!({
-        "stored": true,
-        "bytes": size,
-        "result_url": url,
-        "expires_in_seconds": ttl.as_secs(),
-        "detail": format!(
+    let note = crate::contract::StoredAnswer {
+        stored: true,
+        bytes: size as u64,
+        result_url: url.clone(),
+        expires_in_seconds: ttl.as_secs(),
+        detail: format!(
             "the answer has {size} bytes, more than api.sync_answer_bytes ({}); it is at result_url (follow the redirect)",
             st.config.api.sync_answer_bytes
         ),
-    });
+    };
     let mut resp = (StatusCode::SEE_OTHER, axum::Json(note)).into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&url) {

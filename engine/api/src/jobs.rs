@@ -16,7 +16,7 @@ use quarry_core::params::InputStyle;
 use quarry_core::ports::{PortError, PortResult, WorkflowStarter};
 use quarry_core::Pack;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::analytics::{self, ExecError};
@@ -94,59 +94,17 @@ pub async fn submit_job(
 }
 
 /// The status document of a job.
-pub fn status_body(job: &Job) -> Value {
-    let result = job.result.as_ref().map(|r| match r {
-        JobResult::Inline { body } => json!({
-            "stored": false,
-            "format": job.format,
-            "row_count": body.get("row_count"),
-            "truncated": body.get("truncated"),
-        }),
-        JobResult::Stored {
-            format,
-            rows,
-            bytes,
-            truncated,
-            ..
-        } => json!({
-            "stored": true,
-            "format": format,
-            "row_count": rows,
-            "bytes": bytes,
-            "truncated": truncated,
-        }),
-    });
-    let mut links = json!({ "self": format!("/analytics/jobs/{}", job.id) });
-    if job.state == JobState::Succeeded {
-        links["result"] = json!(format!("/analytics/jobs/{}/result", job.id));
-    }
-    json!({
-        "job_id": job.id,
-        "operation": job.operation,
-        "operation_version": job.operation_version,
-        "parameters": job.parameters,
-        "state": job.state,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "submitted_at": job.submitted_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "duration_ms": job.duration_ms(),
-        "next_attempt_at": (job.state == JobState::Queued).then_some(job.next_attempt_at),
-        "error": job.error,
-        "result": result,
-        "links": links,
-    })
+pub fn status_body(job: &Job) -> crate::contract::JobStatus {
+    crate::contract::JobStatus::of(job)
 }
 
 /// 202 Accepted with `Location` and the job's status.
 pub fn accepted(job: &Job, routed: bool) -> Response {
     let mut body = status_body(job);
     if routed {
-        body["message"] = json!(format!(
-            "operation `{}` is heavy, so it runs as a job; poll GET {} until it succeeds",
-            job.operation,
-            format!("/analytics/jobs/{}", job.id)
+        body.message = Some(format!(
+            "operation `{}` is heavy, so it runs as a job; poll GET /analytics/jobs/{} until it succeeds",
+            job.operation, job.id
         ));
     }
     let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
@@ -455,6 +413,14 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
         }
         ExecError::Run(RunError::Query(e @ QueryError::UnsupportedType { .. })) => {
             ("internal", e.to_string(), false)
+        }
+        ExecError::Encode(e) => {
+            tracing::error!(error = %e, operation = %pack.spec.name, "encoding a job's answer failed");
+            (
+                "internal",
+                "the answer could not be encoded".to_string(),
+                false,
+            )
         }
         ExecError::Run(RunError::Query(QueryError::TooLarge { cap, rows })) => (
             "answer_too_large",

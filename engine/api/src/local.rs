@@ -79,9 +79,19 @@ impl Local {
             config.api.rate_limit_burst,
         );
         {
-            let c = writer.get().await.map_err(|e| {
-                anyhow::anyhow!("cannot connect to the database as the writer role: {e}")
-            })?;
+            // Both logins are tried now, so that a refused login (a missing
+            // password) is named at start rather than by the first request's
+            // 503. An unreachable reader is not fatal: the server starts
+            // degraded and /health says so.
+            match login(&reader, &reader_url, "analytics (reader)").await {
+                Ok(_) => {}
+                Err(LoginError::Refused(e)) => return Err(e),
+                Err(LoginError::Other(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the analytics role cannot connect yet; serving degraded")
+                }
+            }
+            let writer_url = quarry_db::writer_url(database_url)?;
+            let c = login(&writer, &writer_url, "writer").await?;
             auth.set_keys(quarry_db::store::active_keys(&c).await?);
         }
         let data_version = quarry_db::version::follow(reader_url);
@@ -134,4 +144,40 @@ impl Local {
         });
         crate::reload::spawn(self.state.clone())
     }
+}
+
+/// Why a role could not get a connection.
+enum LoginError {
+    /// The database refused the login: a setting is wrong (the message names it).
+    Refused(anyhow::Error),
+    /// Anything else (unreachable, timed out).
+    Other(anyhow::Error),
+}
+
+impl From<LoginError> for anyhow::Error {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Refused(e) | LoginError::Other(e) => e,
+        }
+    }
+}
+
+/// One connection from `pool`, or an error that says which role could not log
+/// in and which setting gives its password.
+async fn login(
+    pool: &deadpool_postgres::Pool,
+    url: &str,
+    role: &str,
+) -> Result<deadpool_postgres::Object, LoginError> {
+    pool.get().await.map_err(|e| {
+        let hint = match &e {
+            deadpool_postgres::PoolError::Backend(pg) => quarry_db::login_hint(url, pg),
+            _ => None,
+        };
+        let what = format!("cannot connect to the database as the {role} role: {e}");
+        match hint {
+            Some(h) => LoginError::Refused(anyhow::anyhow!("{h}\n  ({what})")),
+            None => LoginError::Other(anyhow::anyhow!(what)),
+        }
+    })
 }

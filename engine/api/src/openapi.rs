@@ -1,440 +1,969 @@
-//! `GET /openapi.json`: OpenAPI 3.1, built from the request types the handlers
-//! parse (schemars), the pack set currently loaded (every operation's parameters
-//! as JSON Schema) and the problem document every error uses.
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated with aide's typed
+//! OpenAPI model from the types the handlers send and receive (their JSON
+//! Schemas by schemars, in `components`) and from the pack set currently
+//! loaded: every operation gets its own paths (`GET`/`POST /analytics/NAME`)
+//! with typed parameters (types, allowed values, defaults, bounds), an answer
+//! whose rows follow the pack's declared columns, and every error response.
+//!
+//! aide rather than utoipa: our types already derive schemars' `JsonSchema`
+//! (the pack schema in `schemas/` comes from the same derives), and aide's
+//! model holds schemars schemas as they are, so the JSON Schema 2020-12 of a
+//! pack's parameters goes into the document without being translated into a
+//! second schema model.
 
 use std::sync::Arc;
 
+use aide::openapi::{
+    Components, Header, HeaderStyle, Info, MediaType, OpenApi, Operation, Parameter, ParameterData,
+    ParameterSchemaOrContent, PathItem, Paths, QueryStyle, ReferenceOr, RequestBody, Response,
+    Responses, SchemaObject, SecurityRequirement, SecurityScheme, StatusCode, Tag,
+};
 use axum::extract::State;
 use axum::Json;
+use indexmap::IndexMap;
 use quarry_core::jobs::Event;
-use quarry_core::params::params_json_schema;
+use quarry_core::pack::{ColumnType, ParamType};
+use quarry_core::params::{param_json_schema, params_json_schema};
+use quarry_core::Pack;
 use quarry_core::PackSet;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::analytics::AnalyticsRequest;
+use crate::contract::{Answer, Health, JobStatus, OperationDoc, OperationList, StoredAnswer};
+use crate::problem::Problem;
 use crate::AppState;
 
 pub async fn handler(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(document(&st.packs()))
 }
 
-/// The JSON Schema of `T`, its nested definitions moved into `components` so
-/// that every `$ref` resolves inside the OpenAPI document.
-fn schema_of<T: schemars::JsonSchema>(components: &mut Map<String, Value>) -> Value {
-    let mut v = schemars::schema_for!(T).to_value();
-    let rewrite = |v: &Value| -> Value {
-        let text = v.to_string().replace("#/$defs/", "#/components/schemas/");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    };
-    if let Some(o) = v.as_object_mut() {
-        o.remove("$schema");
-        if let Some(Value::Object(defs)) = o.remove("$defs") {
-            for (name, def) in defs {
-                components.insert(name, rewrite(&def));
-            }
-        }
-    }
-    rewrite(&v)
-}
-
-fn problem_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
-    })
-}
-
-fn with_errors(mut ok: Map<String, Value>, codes: &[(&str, &str)]) -> Value {
-    for (code, desc) in codes {
-        ok.insert((*code).into(), problem_response(desc));
-    }
-    ok.insert(
-        "default".into(),
-        problem_response("Any other error, as a problem document"),
-    );
-    Value::Object(ok)
-}
-
-const AUTH_ERRORS: &[(&str, &str)] = &[
-    ("401", "Missing or invalid API key"),
-    ("403", "The key lacks the scope this needs"),
-    ("429", "Rate limited; see Retry-After"),
-];
-
-fn retry_after() -> Value {
-    json!({ "description": "Seconds to wait before asking again", "schema": { "type": "string" } })
-}
+const SCHEMAS: &str = "#/components/schemas/";
 
 /// The document for `packs`.
 pub fn document(packs: &PackSet) -> Value {
-    let names: Vec<String> = packs.call_names();
-    let per_op: Vec<Value> = packs
-        .all()
-        .map(|p| {
-            // The latest version answers to its name and name@MAJOR; an older one to name@MAJOR.
-            let latest = packs
-                .packs
-                .get(&p.spec.name)
-                .is_some_and(|l| std::sync::Arc::ptr_eq(l, p));
-            let call: Vec<String> = if latest {
-                vec![p.spec.name.clone(), p.versioned_name()]
-            } else {
-                vec![p.versioned_name()]
-            };
-            json!({
-                "type": "object",
-                "title": p.versioned_name(),
-                "description": p.spec.description,
-                "deprecated": p.spec.deprecation.is_some(),
-                "properties": {
-                    "operation": { "enum": call },
-                    "parameters": params_json_schema(&p.spec),
-                    "format": { "$ref": "#/components/schemas/ResultFormat" },
-                },
-                "required": ["operation"],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    let mut components = Map::new();
-    let mut request = schema_of::<AnalyticsRequest>(&mut components);
-    let event = schema_of::<Event>(&mut components);
-    request["oneOf"] = Value::Array(per_op);
-    let auth = json!([{ "bearer": [] }, { "apiKey": [] }, {}]);
-    let operation_param = json!({
-        "name": "operation", "in": "query", "required": true,
-        "description": "The operation's name. Its parameters are further query parameters, by name (see GET /operations/{name}).",
-        "schema": { "type": "string", "enum": names },
-    });
-    let job_id = json!({
-        "name": "id", "in": "path", "required": true,
-        "description": "The job id returned by POST /analytics/jobs.",
-        "schema": { "type": "string" },
-    });
-    let answer_ok = |desc: &str| {
-        json!({
-            "description": desc,
-            "headers": {
-                "ETag": { "schema": { "type": "string" } },
-                "X-Cache": { "description": "hit or miss", "schema": { "type": "string", "enum": ["hit", "miss"] } },
-            },
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Answer" } } },
-        })
-    };
-    let accepted = json!({
-        "description": "A heavy operation runs as a job; poll the Location",
-        "headers": { "Location": { "schema": { "type": "string" } }, "Retry-After": retry_after() },
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStatus" } } },
-    });
-    let analytics_errors: &[(&str, &str)] = &[
-        (
-            "400",
-            "Unknown operation, malformed request, or an SQL error in caller SQL",
-        ),
-        ("401", "Missing or invalid API key"),
-        (
-            "403",
-            "The key lacks the scope this needs, or custom SQL is disabled",
-        ),
-        ("408", "The request body did not arrive within api.body_read_timeout_seconds"),
-        ("413", "Body too large"),
-        ("414", "Query string too long"),
-        (
-            "422",
-            "Missing or invalid parameters (see `errors`), or the answer passed api.max_answer_bytes",
-        ),
-        ("429", "Rate limited; see Retry-After"),
-        ("503", "Database unavailable"),
-        ("504", "The query ran past its timeout"),
-    ];
-    let mut get_ok = Map::new();
-    get_ok.insert("200".into(), answer_ok("The operation's answer"));
-    get_ok.insert("202".into(), accepted.clone());
-    get_ok.insert(
-        "303".into(),
-        json!({
-            "description": "An answer larger than api.sync_answer_bytes: stored, and at the expiring signed link in Location (the body says so)",
-            "headers": { "Location": { "schema": { "type": "string" } } },
-            "content": { "application/json": { "schema": {
-                "type": "object",
-                "required": ["stored", "bytes", "result_url", "expires_in_seconds"],
-                "properties": {
-                    "stored": { "type": "boolean" },
-                    "bytes": { "type": "integer", "minimum": 0 },
-                    "result_url": { "type": "string" },
-                    "expires_in_seconds": { "type": "integer", "minimum": 0 },
-                    "detail": { "type": "string" }
+    let mut b = Builder::new();
+    b.static_paths(packs);
+    for p in packs.all() {
+        b.operation_paths(packs, p);
+    }
+    b.finish()
+}
+
+struct Builder {
+    /// Schemas of what the server sends (serialize contract: a field that is
+    /// sometimes skipped is not required).
+    gen: SchemaGenerator,
+    /// Schemas of what the server reads (deserialize contract: a field with a
+    /// default is not required).
+    gen_in: SchemaGenerator,
+    paths: IndexMap<String, ReferenceOr<PathItem>>,
+    /// Schemas made from packs (not from Rust types).
+    pack_schemas: IndexMap<String, Value>,
+    /// One entry of `AnalyticsRequest`'s `oneOf` per callable operation.
+    requests: Vec<Value>,
+}
+
+/// A schema as aide's model holds it.
+fn schema_object(v: Value) -> SchemaObject {
+    SchemaObject {
+        json_schema: Schema::try_from(v).unwrap_or_default(),
+        external_docs: None,
+        example: None,
+    }
+}
+
+fn reference(name: &str) -> SchemaObject {
+    schema_object(json!({ "$ref": format!("{SCHEMAS}{name}") }))
+}
+
+fn media(schema: SchemaObject) -> MediaType {
+    MediaType {
+        schema: Some(schema),
+        ..MediaType::default()
+    }
+}
+
+fn header(description: &str, schema: Value) -> ReferenceOr<Header> {
+    ReferenceOr::Item(Header {
+        description: Some(description.into()),
+        style: HeaderStyle::Simple,
+        required: false,
+        deprecated: None,
+        format: ParameterSchemaOrContent::Schema(schema_object(schema)),
+        example: None,
+        examples: IndexMap::new(),
+        extensions: IndexMap::new(),
+    })
+}
+
+fn response(description: &str, content: &[(&str, SchemaObject)]) -> Response {
+    Response {
+        description: description.into(),
+        content: content
+            .iter()
+            .map(|(ct, s)| ((*ct).to_string(), media(s.clone())))
+            .collect(),
+        ..Response::default()
+    }
+}
+
+fn with_headers(mut r: Response, headers: &[(&str, &str, Value)]) -> Response {
+    for (name, desc, schema) in headers {
+        r.headers
+            .insert((*name).to_string(), header(desc, schema.clone()));
+    }
+    r
+}
+
+fn problem(description: &str) -> Response {
+    response(
+        description,
+        &[("application/problem+json", reference("Problem"))],
+    )
+}
+
+/// Responses: the successes given, then the errors as problem documents, and
+/// `default` for anything else.
+fn responses(ok: Vec<(u16, Response)>, errors: &[(u16, &str)]) -> Responses {
+    let mut out = IndexMap::new();
+    for (code, r) in ok {
+        out.insert(StatusCode::Code(code), ReferenceOr::Item(r));
+    }
+    for (code, desc) in errors {
+        let mut r = problem(desc);
+        if matches!(code, 429 | 503) {
+            r = with_headers(
+                r,
+                &[(
+                    "Retry-After",
+                    "Seconds to wait before asking again",
+                    json!({ "type": "string" }),
+                )],
+            );
+        }
+        out.insert(StatusCode::Code(*code), ReferenceOr::Item(r));
+    }
+    Responses {
+        default: Some(ReferenceOr::Item(problem(
+            "Any other error, as a problem document",
+        ))),
+        responses: out,
+        extensions: IndexMap::new(),
+    }
+}
+
+fn operation(id: &str, summary: &str, tag: &str, responses: Responses) -> Operation {
+    Operation {
+        operation_id: Some(id.into()),
+        summary: Some(summary.into()),
+        description: Some(summary.into()),
+        tags: vec![tag.into()],
+        responses: Some(responses),
+        ..Operation::default()
+    }
+}
+
+fn open_access() -> Vec<SecurityRequirement> {
+    vec![SecurityRequirement::new()]
+}
+
+fn path_param(name: &str, description: &str) -> ReferenceOr<Parameter> {
+    ReferenceOr::Item(Parameter::Path {
+        parameter_data: ParameterData {
+            name: name.into(),
+            description: Some(description.into()),
+            required: true,
+            deprecated: None,
+            format: ParameterSchemaOrContent::Schema(schema_object(json!({ "type": "string" }))),
+            example: None,
+            examples: IndexMap::new(),
+            explode: None,
+            extensions: IndexMap::new(),
+        },
+        style: aide::openapi::PathStyle::Simple,
+    })
+}
+
+fn query_param(
+    name: &str,
+    description: &str,
+    required: bool,
+    schema: Value,
+    style: QueryStyle,
+    explode: Option<bool>,
+) -> ReferenceOr<Parameter> {
+    ReferenceOr::Item(Parameter::Query {
+        parameter_data: ParameterData {
+            name: name.into(),
+            description: Some(description.into()),
+            required,
+            deprecated: None,
+            format: ParameterSchemaOrContent::Schema(schema_object(schema)),
+            example: None,
+            examples: IndexMap::new(),
+            explode,
+            extensions: IndexMap::new(),
+        },
+        allow_reserved: false,
+        style,
+        allow_empty_value: None,
+    })
+}
+
+const AUTH: &[(u16, &str)] = &[
+    (401, "Missing or invalid API key"),
+    (403, "The key lacks the scope this needs"),
+    (429, "Rate limited; see Retry-After"),
+];
+
+/// The errors of running an operation.
+const RUN_ERRORS: &[(u16, &str)] = &[
+    (
+        400,
+        "Malformed request (a parameter given twice, a body that is not JSON), or an SQL error in caller SQL",
+    ),
+    (401, "Missing or invalid API key"),
+    (
+        403,
+        "The key lacks the scope this needs, or custom SQL is disabled",
+    ),
+    (404, "No such operation"),
+    (
+        408,
+        "The request body did not arrive within api.body_read_timeout_seconds",
+    ),
+    (413, "Body too large"),
+    (414, "Query string too long"),
+    (
+        422,
+        "Missing or invalid parameters (see `errors`), or the answer passed api.max_answer_bytes",
+    ),
+    (429, "Rate limited; see Retry-After"),
+    (503, "Database unavailable"),
+    (504, "The query ran past its timeout"),
+];
+
+/// `Foo_bar@2` -> `FooBarV2`: a component name for an operation.
+fn pascal(call: &str) -> String {
+    let mut out = String::new();
+    let mut upper = true;
+    for c in call.chars() {
+        match c {
+            '@' => {
+                out.push('V');
+                upper = false;
+            }
+            c if c.is_ascii_alphanumeric() => {
+                if upper {
+                    out.push(c.to_ascii_uppercase());
+                } else {
+                    out.push(c);
                 }
-            } } },
-        }),
-    );
-    get_ok.insert(
-        "304".into(),
-        json!({ "description": "Not modified (If-None-Match matched the ETag)" }),
-    );
-    let mut submit_ok = Map::new();
-    submit_ok.insert(
-        "202".into(),
-        json!({
-            "description": "The job is queued",
-            "headers": { "Location": { "schema": { "type": "string" } }, "Retry-After": retry_after() },
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStatus" } } },
-        }),
-    );
-    let mut status_ok = Map::new();
-    status_ok.insert(
-        "200".into(),
-        json!({
-            "description": "The job's state, timings, attempts, error and result link",
-            "headers": { "Retry-After": retry_after() },
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobStatus" } } },
-        }),
-    );
-    let mut result_ok = Map::new();
-    result_ok.insert(
-        "200".into(),
-        json!({
-            "description": "A small result, inline, in the job's format",
-            "content": {
-                "application/json": { "schema": { "$ref": "#/components/schemas/Answer" } },
-                "application/x-ndjson": { "schema": { "type": "string" } },
-                "text/csv": { "schema": { "type": "string" } },
-            },
-        }),
-    );
-    result_ok.insert(
-        "303".into(),
-        json!({ "description": "A large result: see the expiring signed link in Location",
-                "headers": { "Location": { "schema": { "type": "string" } } } }),
-    );
-    let job_errors: Vec<(&str, &str)> = AUTH_ERRORS
-        .iter()
-        .copied()
-        .chain([
-            ("404", "No such job (or not yours)"),
-            ("409", "The job has not succeeded (yet)"),
-            ("503", "Job store unavailable"),
-        ])
-        .collect();
-    let mut ops_ok = Map::new();
-    ops_ok.insert(
-        "200".into(),
-        json!({ "description": "Every operation", "content": { "application/json": { "schema": {
-            "type": "object", "required": ["operations"],
-            "properties": { "operations": { "type": "array", "items": { "$ref": "#/components/schemas/Operation" } } } } } } }),
-    );
-    let mut op_ok = Map::new();
-    op_ok.insert(
-        "200".into(),
-        json!({ "description": "One operation", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Operation" } } } }),
-    );
-    let mut health_ok = Map::new();
-    health_ok.insert(
-        "200".into(),
-        json!({ "description": "Database reachable", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } }),
-    );
-    health_ok.insert(
-        "503".into(),
-        json!({ "description": "Database unreachable", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } }),
-    );
-    let mut metrics_ok = Map::new();
-    metrics_ok.insert(
-        "200".into(),
-        json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } }),
-    );
-    let mut openapi_ok = Map::new();
-    openapi_ok.insert(
-        "200".into(),
-        json!({ "description": "This document", "content": { "application/json": { "schema": { "type": "object" } } } }),
-    );
-    let body = json!({
-        "required": true,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AnalyticsRequest" } } },
-    });
-    let op_errors: Vec<(&str, &str)> = AUTH_ERRORS
-        .iter()
-        .copied()
-        .chain([("404", "No such operation")])
-        .collect();
-    let mut doc = json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Quarry API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Declarative analytics operations over the canonical model. Errors are RFC 9457 problem documents. \
-                Light operations answer synchronously; heavy ones run as jobs.",
-        },
-        "security": auth,
-        "paths": {
-            "/health": { "get": { "operationId": "health", "summary": "Liveness and database reachability", "security": [],
-                "responses": with_errors(health_ok, &[]) } },
-            "/operations": { "get": { "operationId": "listOperations", "summary": "The operation catalog",
-                "responses": with_errors(ops_ok, AUTH_ERRORS) } },
-            "/operations/{name}": { "get": { "operationId": "getOperation", "summary": "One operation with its parameters",
-                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "responses": with_errors(op_ok, &op_errors) } },
-            "/analytics": {
-                "get": { "operationId": "runOperationGet", "summary": "Run an operation (parameters in the query string)",
-                    "parameters": [operation_param],
-                    "responses": with_errors(get_ok.clone(), analytics_errors) },
-                "post": { "operationId": "runOperation", "summary": "Run an operation (parameters in a JSON body)",
-                    "requestBody": body.clone(),
-                    "responses": with_errors(get_ok, analytics_errors) },
-            },
-            "/analytics/jobs": { "post": { "operationId": "submitJob", "summary": "Run any operation as an asynchronous job",
-                "requestBody": body,
-                "responses": with_errors(submit_ok, analytics_errors) } },
-            "/analytics/jobs/{id}": { "get": { "operationId": "getJob", "summary": "A job's state",
-                "parameters": [job_id.clone()],
-                "responses": with_errors(status_ok, &job_errors) } },
-            "/analytics/jobs/{id}/result": { "get": { "operationId": "getJobResult", "summary": "A job's result (inline or a redirect to a signed link)",
-                "parameters": [job_id],
-                "responses": with_errors(result_ok, &job_errors) } },
-            "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics",
-                "responses": with_errors(metrics_ok, AUTH_ERRORS) } },
-            "/openapi.json": { "get": { "operationId": "openapi", "summary": "This document", "security": [],
-                "responses": with_errors(openapi_ok, &[]) } },
-        },
-        "webhooks": {
-            "jobEvent": { "post": {
-                "summary": "A job finished, or a system error happened (same payload on SNS on AWS)",
-                "description": "Sent to every configured webhook with Content-Type application/cloudevents+json; \
-                    X-Quarry-Signature carries sha256=HMAC of the body when a webhook secret is set. Retried with backoff; deduplicate on `id`.",
-                "requestBody": { "content": { "application/cloudevents+json": { "schema": { "$ref": "#/components/schemas/Event" } } } },
-                "responses": { "200": { "description": "Received" } },
-            } }
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer", "description": "An API key qk_<id>_<secret> from `quarry keys create`" },
-                "apiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" },
-            },
-            "schemas": {
-                "AnalyticsRequest": request,
-                "ResultFormat": { "type": "string", "enum": ["json", "ndjson", "csv"] },
-                "Event": event,
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": { "type": "string" },
-                        "title": { "type": "string" },
-                        "status": { "type": "integer" },
-                        "detail": { "type": "string" },
-                        "instance": { "type": "string" },
-                        "errors": { "type": "array", "items": { "type": "object",
-                            "required": ["parameter", "message"],
-                            "properties": { "parameter": { "type": "string" }, "message": { "type": "string" } } } },
-                    },
-                },
-                "Answer": {
-                    "type": "object",
-                    "required": ["operation", "version", "parameters", "data_version", "columns", "row_count", "truncated", "rows"],
-                    "properties": {
-                        "operation": { "type": "string" },
-                        "version": { "type": "string" },
-                        "parameters": { "type": "object" },
-                        "data_version": { "type": "integer" },
-                        "columns": { "type": "array", "items": { "type": "object", "required": ["name", "pg_type"],
-                            "properties": { "name": { "type": "string" }, "pg_type": { "type": "string" } } } },
-                        "row_count": { "type": "integer", "minimum": 0 },
-                        "truncated": { "type": "boolean" },
-                        "elapsed_ms": { "type": "integer" },
-                        "rows": { "type": "array", "items": { "type": "object" } },
-                    },
-                },
-                "JobStatus": {
-                    "type": "object",
-                    "required": ["job_id", "operation", "state", "attempts", "max_attempts", "submitted_at", "links"],
-                    "properties": {
-                        "job_id": { "type": "string" },
-                        "operation": { "type": "string" },
-                        "operation_version": { "type": "string" },
-                        "parameters": { "type": "object" },
-                        "state": { "type": "string", "enum": ["queued", "running", "succeeded", "failed"] },
-                        "attempts": { "type": "integer" },
-                        "max_attempts": { "type": "integer" },
-                        "submitted_at": { "type": "string", "format": "date-time" },
-                        "started_at": { "type": ["string", "null"], "format": "date-time" },
-                        "finished_at": { "type": ["string", "null"], "format": "date-time" },
-                        "duration_ms": { "type": ["integer", "null"] },
-                        "next_attempt_at": { "type": ["string", "null"], "format": "date-time" },
-                        "error": { "type": ["object", "null"], "properties": {
-                            "code": { "type": "string" }, "message": { "type": "string" }, "transient": { "type": "boolean" } } },
-                        "result": { "type": ["object", "null"] },
-                        "links": { "type": "object", "required": ["self"], "properties": {
-                            "self": { "type": "string" }, "result": { "type": "string" } } },
-                        "message": { "type": "string" },
-                    },
-                },
-                "Operation": {
-                    "type": "object",
-                    "required": ["name", "version", "title", "description", "cost", "timeout_seconds", "cache_ttl_seconds", "max_rows", "parameters"],
-                    "properties": {
-                        "name": { "type": "string" },
-                        "version": { "type": "string" },
-                        "title": { "type": "string" },
-                        "description": { "type": "string" },
-                        "cost": { "type": "string", "enum": ["light", "heavy"] },
-                        "timeout_seconds": { "type": "integer" },
-                        "cache_ttl_seconds": { "type": "integer" },
-                        "max_rows": { "type": "integer" },
-                        "parameters": { "type": "object", "description": "JSON Schema of the parameters" },
-                        "columns": { "type": ["array", "null"] },
-                        "tags": { "type": ["array", "null"] },
-                        "call_as": { "type": "string", "description": "name@MAJOR: calls exactly this version (without @, the latest is called)" },
-                        "deprecation": {
-                            "type": ["object", "null"],
-                            "properties": {
-                                "since": { "type": "string", "format": "date" },
-                                "sunset": { "type": "string", "format": "date" },
-                                "link": { "type": "string" },
-                            },
-                        },
-                        "constraints": {
-                            "type": "array",
-                            "description": "Ranges between parameters: `from` must not be after `to` when both are given (else 422 naming both).",
-                            "items": {
-                                "type": "object",
-                                "required": ["from", "to"],
-                                "properties": { "from": { "type": "string" }, "to": { "type": "string" } },
-                            },
-                        },
-                        "requires_scope": { "type": "string" },
-                    },
-                },
-                "Health": {
-                    "type": "object",
-                    "required": ["status", "database", "operations", "version"],
-                    "properties": {
-                        "status": { "type": "string", "enum": ["ok", "degraded"] },
-                        "database": { "type": "string", "enum": ["reachable", "unreachable"] },
-                        "data_version": { "type": ["integer", "null"] },
-                        "operations": { "type": "integer" },
-                        "reload": {
-                            "description": "The last reload of the query packs: a rejected one leaves the previous packs serving.",
-                            "type": "object",
-                            "required": ["status", "problems"],
-                            "properties": {
-                                "status": { "type": "string", "enum": ["none", "applied", "rejected"] },
-                                "at": { "type": "string", "format": "date-time" },
-                                "problems": { "type": "integer", "minimum": 0 },
-                                "first_problem": { "type": "string", "description": "file:line:column of the first problem; `quarry check` lists them all" },
-                            },
-                        },
-                        "version": { "type": "string" },
-                    },
-                },
-            },
-        },
-    });
-    if let Some(schemas) = doc
-        .pointer_mut("/components/schemas")
-        .and_then(Value::as_object_mut)
-    {
-        for (k, v) in components {
-            schemas.entry(k).or_insert(v);
+                upper = false;
+            }
+            _ => upper = true,
         }
     }
-    doc
+    out
+}
+
+/// `customer_analysis@1` -> `customer_analysis_v1`: an operationId part.
+fn snake(call: &str) -> String {
+    call.replace('@', "_v")
+}
+
+/// The JSON Schema of one answer column, from its declared type. Every column
+/// may be null; `number` columns are exact `numeric`s (a string when a double
+/// cannot hold the value exactly).
+fn column_schema(kind: ColumnType, description: &str) -> Value {
+    let mut s = match kind {
+        ColumnType::Text => json!({ "type": ["string", "null"] }),
+        ColumnType::Integer => json!({ "type": ["integer", "null"] }),
+        ColumnType::Number => json!({ "type": ["number", "string", "null"] }),
+        ColumnType::Boolean => json!({ "type": ["boolean", "null"] }),
+        ColumnType::Date => json!({ "type": ["string", "null"], "format": "date" }),
+        ColumnType::Timestamp => json!({ "type": ["string", "null"], "format": "date-time" }),
+        ColumnType::Json => json!({}),
+    };
+    if !description.is_empty() {
+        s["description"] = json!(description);
+    }
+    s
+}
+
+impl Builder {
+    fn new() -> Builder {
+        let settings = SchemaSettings::draft2020_12().with(|s| {
+            s.definitions_path = SCHEMAS.into();
+            s.meta_schema = None;
+        });
+        Builder {
+            gen: settings.clone().for_serialize().into_generator(),
+            gen_in: settings.for_deserialize().into_generator(),
+            paths: IndexMap::new(),
+            pack_schemas: IndexMap::new(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// A reference to `T`'s schema in `components` (generated from the type).
+    fn typed<T: JsonSchema>(&mut self) -> SchemaObject {
+        schema_object(self.gen.subschema_for::<T>().to_value())
+    }
+
+    /// A reference to the schema of `T` as a request body.
+    fn typed_in<T: JsonSchema>(&mut self) -> SchemaObject {
+        schema_object(self.gen_in.subschema_for::<T>().to_value())
+    }
+
+    fn json<T: JsonSchema>(&mut self, description: &str) -> Response {
+        let s = self.typed::<T>();
+        response(description, &[("application/json", s)])
+    }
+
+    fn put(&mut self, path: &str, f: impl FnOnce(&mut PathItem)) {
+        let entry = self
+            .paths
+            .entry(path.to_string())
+            .or_insert_with(|| ReferenceOr::Item(PathItem::default()));
+        if let ReferenceOr::Item(item) = entry {
+            f(item);
+        }
+    }
+
+    fn static_paths(&mut self, packs: &PackSet) {
+        let health_ok = self.json::<Health>("Database reachable");
+        let health_down = self.json::<Health>("Database unreachable");
+        let mut health = operation(
+            "health",
+            "Liveness and database reachability",
+            "service",
+            responses(vec![(200, health_ok), (503, health_down)], &[]),
+        );
+        health.security = open_access();
+        self.put("/health", |p| p.get = Some(health));
+
+        let list = self.json::<OperationList>("Every operation, every version");
+        self.put("/operations", |p| {
+            p.get = Some(operation(
+                "list_operations",
+                "The operation catalog",
+                "catalog",
+                responses(vec![(200, list)], AUTH),
+            ))
+        });
+        let one = self.json::<OperationDoc>("One operation");
+        let mut get_one = operation(
+            "get_operation",
+            "One operation with its parameters",
+            "catalog",
+            responses(
+                vec![(200, one)],
+                &[AUTH, &[(404, "No such operation")]].concat(),
+            ),
+        );
+        get_one.parameters = vec![path_param(
+            "name",
+            "The operation's name, or name@MAJOR for a major version",
+        )];
+        self.put("/operations/{name}", |p| p.get = Some(get_one));
+
+        // The generic forms: any operation by name.
+        let names = packs.call_names();
+        let mut run_get = operation(
+            "run_operation_get",
+            "Run any operation (parameters in the query string)",
+            "analytics",
+            responses(self.answer_responses(None), RUN_ERRORS),
+        );
+        run_get.description = Some(
+            "Prefer GET /analytics/NAME, whose parameters are typed. Here the operation is \
+             named by `operation` and its parameters are further query parameters, by name."
+                .into(),
+        );
+        run_get.parameters = vec![
+            query_param(
+                "operation",
+                "The operation's name (name@MAJOR for a major version).",
+                true,
+                json!({ "type": "string", "enum": names }),
+                QueryStyle::Form,
+                None,
+            ),
+            query_param(
+                "parameters",
+                "The operation's parameters, each as its own query parameter (lists comma separated).",
+                false,
+                json!({ "type": "object", "additionalProperties": { "type": "string" } }),
+                QueryStyle::Form,
+                Some(true),
+            ),
+        ];
+        let body = self.typed_in::<AnalyticsRequest>();
+        let request_body = RequestBody {
+            required: true,
+            content: [("application/json".to_string(), media(body))].into(),
+            ..RequestBody::default()
+        };
+        let mut run_post = operation(
+            "run_operation",
+            "Run any operation (parameters in a JSON body)",
+            "analytics",
+            responses(self.answer_responses(None), RUN_ERRORS),
+        );
+        run_post.request_body = Some(ReferenceOr::Item(request_body.clone()));
+        self.put("/analytics", |p| {
+            p.get = Some(run_get);
+            p.post = Some(run_post);
+        });
+
+        let status = self.typed::<JobStatus>();
+        let queued = with_headers(
+            response("The job is queued", &[("application/json", status.clone())]),
+            &[
+                ("Location", "The job's status", json!({ "type": "string" })),
+                (
+                    "Retry-After",
+                    "Seconds before polling",
+                    json!({ "type": "string" }),
+                ),
+            ],
+        );
+        let mut submit = operation(
+            "submit_job",
+            "Run any operation as an asynchronous job",
+            "jobs",
+            responses(vec![(202, queued)], RUN_ERRORS),
+        );
+        submit.request_body = Some(ReferenceOr::Item(request_body));
+        self.put("/analytics/jobs", |p| p.post = Some(submit));
+
+        let job_errors: Vec<(u16, &str)> = [
+            AUTH,
+            &[
+                (404, "No such job (or not yours)"),
+                (409, "The job has not succeeded (yet)"),
+                (503, "Job store unavailable"),
+            ],
+        ]
+        .concat();
+        let state = with_headers(
+            response(
+                "The job's state, timings, attempts, error and result link",
+                &[("application/json", status)],
+            ),
+            &[(
+                "Retry-After",
+                "Seconds before polling again (while queued or running)",
+                json!({ "type": "string" }),
+            )],
+        );
+        let mut get_job = operation(
+            "get_job",
+            "A job's state",
+            "jobs",
+            responses(vec![(200, state)], &job_errors),
+        );
+        let job_id = path_param("id", "The job id returned by POST /analytics/jobs");
+        get_job.parameters = vec![job_id.clone()];
+        self.put("/analytics/jobs/{id}", |p| p.get = Some(get_job));
+
+        let answer = self.typed::<Answer>();
+        let inline = response(
+            "A small result, inline, in the job's format",
+            &[
+                ("application/json", answer),
+                (
+                    "application/x-ndjson",
+                    schema_object(json!({ "type": "string" })),
+                ),
+                ("text/csv", schema_object(json!({ "type": "string" }))),
+            ],
+        );
+        let moved = with_headers(
+            response(
+                "A large result: see the expiring signed link in Location",
+                &[],
+            ),
+            &[(
+                "Location",
+                "The expiring signed link",
+                json!({ "type": "string" }),
+            )],
+        );
+        let mut result = operation(
+            "get_job_result",
+            "A job's result (inline, or a redirect to a signed link)",
+            "jobs",
+            responses(vec![(200, inline), (303, moved)], &job_errors),
+        );
+        result.parameters = vec![job_id];
+        self.put("/analytics/jobs/{id}/result", |p| p.get = Some(result));
+
+        let metrics = response(
+            "Prometheus text format",
+            &[("text/plain", schema_object(json!({ "type": "string" })))],
+        );
+        self.put("/metrics", |p| {
+            p.get = Some(operation(
+                "metrics",
+                "Prometheus metrics",
+                "service",
+                responses(vec![(200, metrics)], AUTH),
+            ))
+        });
+        let doc = response(
+            "This document",
+            &[(
+                "application/json",
+                schema_object(json!({ "type": "object" })),
+            )],
+        );
+        let mut openapi = operation(
+            "openapi",
+            "This document",
+            "service",
+            responses(vec![(200, doc)], &[]),
+        );
+        openapi.security = open_access();
+        self.put("/openapi.json", |p| p.get = Some(openapi));
+    }
+
+    /// The successful answers of a call: 200 with `answer` (the generic
+    /// `Answer` when None), 202 when it runs as a job, 303 to a stored answer,
+    /// 304 for a matching ETag.
+    fn answer_responses(&mut self, answer: Option<SchemaObject>) -> Vec<(u16, Response)> {
+        let answer = match answer {
+            Some(a) => a,
+            None => self.typed::<Answer>(),
+        };
+        let ok = with_headers(
+            response("The operation's answer", &[("application/json", answer)]),
+            &[
+                (
+                    "ETag",
+                    "The answer's cache key, for If-None-Match",
+                    json!({ "type": "string" }),
+                ),
+                (
+                    "X-Cache",
+                    "hit or miss",
+                    json!({ "type": "string", "enum": ["hit", "miss"] }),
+                ),
+            ],
+        );
+        let status = self.typed::<JobStatus>();
+        let job = with_headers(
+            response(
+                "A heavy operation runs as a job; poll the Location",
+                &[("application/json", status)],
+            ),
+            &[
+                ("Location", "The job's status", json!({ "type": "string" })),
+                (
+                    "Retry-After",
+                    "Seconds before polling",
+                    json!({ "type": "string" }),
+                ),
+            ],
+        );
+        let stored = self.typed::<StoredAnswer>();
+        let moved = with_headers(
+            response(
+                "An answer larger than api.sync_answer_bytes: stored, and at the expiring signed link in Location",
+                &[("application/json", stored)],
+            ),
+            &[(
+                "Location",
+                "The expiring signed link",
+                json!({ "type": "string" }),
+            )],
+        );
+        let same = response("Not modified (If-None-Match matched the ETag)", &[]);
+        vec![(200, ok), (202, job), (303, moved), (304, same)]
+    }
+
+    /// `GET` and `POST /analytics/CALL` for one pack, typed by its declarations.
+    fn operation_paths(&mut self, packs: &PackSet, p: &Arc<Pack>) {
+        let latest = packs
+            .packs
+            .get(&p.spec.name)
+            .is_some_and(|l| Arc::ptr_eq(l, p));
+        let call = if latest {
+            p.spec.name.clone()
+        } else {
+            p.versioned_name()
+        };
+        let type_name = pascal(&call);
+        // The parameters object (the POST body, and each job's `parameters`).
+        let params_name = format!("{type_name}Parameters");
+        let mut params = params_json_schema(&p.spec);
+        params["title"] = json!(params_name);
+        self.pack_schemas.insert(params_name.clone(), params);
+        // The rows, from the declared columns.
+        let answer = if p.spec.columns.is_empty() {
+            None
+        } else {
+            let row_name = format!("{type_name}Row");
+            let props: Map<String, Value> = p
+                .spec
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), column_schema(c.kind, &c.description)))
+                .collect();
+            self.pack_schemas.insert(
+                row_name.clone(),
+                json!({
+                    "title": row_name,
+                    "description": format!("One row of {call}'s answer."),
+                    "type": "object",
+                    "properties": props,
+                }),
+            );
+            let answer_name = format!("{type_name}Answer");
+            let mut a = self.answer_schema();
+            a["title"] = json!(answer_name);
+            a["properties"]["rows"]["items"] = json!({ "$ref": format!("{SCHEMAS}{row_name}") });
+            self.pack_schemas.insert(answer_name.clone(), a);
+            Some(reference(&answer_name))
+        };
+        let description = format!(
+            "{}\n\nVersion {}, {} (cost class; heavy operations answer 202 with a job), cache TTL {} s, at most {} rows.",
+            p.spec.description.trim(),
+            p.spec.version,
+            match p.spec.cost {
+                quarry_core::pack::CostClass::Light => "light",
+                quarry_core::pack::CostClass::Heavy => "heavy",
+            },
+            p.spec.cache_ttl_seconds,
+            p.spec.max_rows,
+        );
+        let deprecated = p.spec.deprecation.is_some();
+        let mut get = operation(
+            &format!("run_{}", snake(&call)),
+            &p.spec.title,
+            "operations",
+            responses(self.answer_responses(answer.clone()), RUN_ERRORS),
+        );
+        get.description = Some(description.clone());
+        get.deprecated = deprecated;
+        get.parameters = p
+            .spec
+            .parameters
+            .iter()
+            .map(|(name, spec)| {
+                let list = matches!(spec.kind, ParamType::StringList | ParamType::IntegerList);
+                let mut schema = param_json_schema(spec);
+                let description = schema
+                    .as_object_mut()
+                    .and_then(|o| o.remove("description"))
+                    .and_then(|d| d.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                query_param(
+                    name,
+                    &if list {
+                        format!("{description} (comma separated)")
+                    } else {
+                        description
+                    },
+                    spec.default.is_none(),
+                    schema,
+                    QueryStyle::Form,
+                    list.then_some(false),
+                )
+            })
+            .collect();
+        let mut post = operation(
+            &format!("run_{}_post", snake(&call)),
+            &p.spec.title,
+            "operations",
+            responses(self.answer_responses(answer), RUN_ERRORS),
+        );
+        post.description = Some(description);
+        post.deprecated = deprecated;
+        post.request_body = Some(ReferenceOr::Item(RequestBody {
+            description: Some("The parameters; omitted ones take their defaults.".into()),
+            required: true,
+            content: [(
+                "application/json".to_string(),
+                media(reference(&params_name)),
+            )]
+            .into(),
+            ..RequestBody::default()
+        }));
+        self.put(&format!("/analytics/{call}"), |item| {
+            item.get = Some(get);
+            item.post = Some(post);
+        });
+        // This operation's form of the generic request body.
+        let mut call_as = vec![call.clone()];
+        if latest {
+            call_as.push(p.versioned_name());
+        }
+        self.requests.push(json!({
+            "type": "object",
+            "title": format!("{type_name}Request"),
+            "description": p.spec.title,
+            "properties": {
+                "operation": { "type": "string", "enum": call_as },
+                "parameters": { "$ref": format!("{SCHEMAS}{params_name}") },
+                "format": { "$ref": format!("{SCHEMAS}ResultFormat") },
+            },
+            "required": ["operation"],
+            "additionalProperties": false,
+        }));
+    }
+
+    /// The generic answer's schema, as generated from `Answer`.
+    fn answer_schema(&mut self) -> Value {
+        let _ = self.gen.subschema_for::<Answer>();
+        self.gen
+            .definitions()
+            .get("Answer")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn finish(mut self) -> Value {
+        let event = self.typed::<Event>();
+        let _ = self.typed::<Problem>();
+        let _ = self.typed::<quarry_core::jobs::ResultFormat>();
+        let mut schemas: IndexMap<String, SchemaObject> = self
+            .gen_in
+            .take_definitions(true)
+            .into_iter()
+            .chain(self.gen.take_definitions(true))
+            .map(|(k, v)| (k, schema_object(v)))
+            .collect();
+        for (k, v) in std::mem::take(&mut self.pack_schemas) {
+            schemas.insert(k, schema_object(v));
+        }
+        // The request body names its operation: one form per callable operation.
+        if let Some(req) = schemas.get_mut("AnalyticsRequest") {
+            let mut v = req.json_schema.clone().to_value();
+            v["oneOf"] = Value::Array(std::mem::take(&mut self.requests));
+            *req = schema_object(v);
+        }
+        let mut webhook = operation(
+            "job_event",
+            "A job finished, or a system error happened (same payload on SNS on AWS)",
+            "jobs",
+            Responses {
+                responses: [(
+                    StatusCode::Code(200),
+                    ReferenceOr::Item(response("Received", &[])),
+                )]
+                .into(),
+                ..Responses::default()
+            },
+        );
+        webhook.description = Some(
+            "Sent to every configured webhook with Content-Type application/cloudevents+json; \
+             X-Quarry-Signature carries sha256=HMAC of the body when a webhook secret is set. \
+             Retried with backoff; deduplicate on `id`."
+                .into(),
+        );
+        webhook.request_body = Some(ReferenceOr::Item(RequestBody {
+            required: true,
+            content: [("application/cloudevents+json".to_string(), media(event))].into(),
+            ..RequestBody::default()
+        }));
+        let security_schemes: IndexMap<String, ReferenceOr<SecurityScheme>> = [
+            (
+                "bearer".to_string(),
+                ReferenceOr::Item(SecurityScheme::Http {
+                    scheme: "bearer".into(),
+                    bearer_format: None,
+                    description: Some(
+                        "An API key qk_<id>_<secret> from `quarry keys create`".into(),
+                    ),
+                    extensions: IndexMap::new(),
+                }),
+            ),
+            (
+                "apiKey".to_string(),
+                ReferenceOr::Item(SecurityScheme::ApiKey {
+                    location: aide::openapi::ApiKeyLocation::Header,
+                    name: "X-Api-Key".into(),
+                    description: Some("The same key in a header of its own".into()),
+                    extensions: IndexMap::new(),
+                }),
+            ),
+        ]
+        .into();
+        let requirement =
+            |name: &str| -> SecurityRequirement { [(name.to_string(), Vec::new())].into() };
+        let tags = [
+            (
+                "operations",
+                "Each operation with typed parameters and rows",
+            ),
+            ("analytics", "Any operation by name"),
+            ("jobs", "Asynchronous runs and their results"),
+            ("catalog", "What can be called"),
+            ("service", "Health, metrics and this document"),
+        ]
+        .iter()
+        .map(|(name, d)| Tag {
+            name: (*name).into(),
+            description: Some((*d).into()),
+            ..Tag::default()
+        })
+        .collect();
+        let api = OpenApi {
+            openapi: "3.1.0".into(),
+            info: Info {
+                title: "Quarry API".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                description: Some(
+                    "Declarative analytics operations over the canonical model. Errors are \
+                     RFC 9457 problem documents. Light operations answer synchronously; heavy \
+                     ones run as jobs. Without API keys (loopback only) no credentials are needed."
+                        .into(),
+                ),
+                license: Some(aide::openapi::License {
+                    name: "Apache-2.0".into(),
+                    identifier: Some(env!("CARGO_PKG_LICENSE").into()),
+                    ..aide::openapi::License::default()
+                }),
+                contact: Some(aide::openapi::Contact {
+                    name: Some("The operators of this Quarry server".into()),
+                    ..aide::openapi::Contact::default()
+                }),
+                ..Info::default()
+            },
+            servers: vec![aide::openapi::Server {
+                url: "/".into(),
+                description: Some("This server".into()),
+                ..aide::openapi::Server::default()
+            }],
+            security: vec![
+                requirement("bearer"),
+                requirement("apiKey"),
+                SecurityRequirement::new(),
+            ],
+            paths: Some(Paths {
+                paths: std::mem::take(&mut self.paths),
+                extensions: IndexMap::new(),
+            }),
+            webhooks: [(
+                "job_event".to_string(),
+                ReferenceOr::Item(PathItem {
+                    post: Some(webhook),
+                    ..PathItem::default()
+                }),
+            )]
+            .into(),
+            components: Some(Components {
+                schemas,
+                security_schemes,
+                ..Components::default()
+            }),
+            tags,
+            ..OpenApi::default()
+        };
+        let mut doc = serde_json::to_value(&api).unwrap_or(Value::Null);
+        if let Some(schemas) = doc.pointer_mut("/components/schemas") {
+            no_boolean_subschemas(schemas);
+            consts_as_enums(schemas);
+        }
+        doc
+    }
+}
+
+/// `true` as a subschema ("anything", what schemars gives a `serde_json::Value`)
+/// becomes `{}`, which means the same: some generators (openapi-python-client)
+/// accept only object schemas there.
+fn no_boolean_subschemas(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                match k.as_str() {
+                    "properties" | "$defs" | "patternProperties" => {
+                        if let Value::Object(props) = child {
+                            for p in props.values_mut() {
+                                if *p == Value::Bool(true) {
+                                    *p = json!({});
+                                }
+                            }
+                        }
+                    }
+                    "items" if *child == Value::Bool(true) => *child = json!({}),
+                    _ => {}
+                }
+                no_boolean_subschemas(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(no_boolean_subschemas),
+        _ => {}
+    }
+}
+
+/// A `oneOf` of documented constants (what schemars makes of an enum whose
+/// variants have doc comments) becomes a plain `enum`, with each value's
+/// description kept in the schema's own: generators (openapi-python-client,
+/// openapi-typescript) turn a plain `enum` into a proper enum type.
+fn consts_as_enums(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let consts: Option<Vec<(Value, Option<String>)>> =
+                m.get("oneOf").and_then(Value::as_array).and_then(|alts| {
+                    alts.iter()
+                        .map(|a| {
+                            let o = a.as_object()?;
+                            let c = o.get("const")?.clone();
+                            let extra = o
+                                .keys()
+                                .any(|k| !matches!(k.as_str(), "const" | "description" | "type"));
+                            (!extra).then(|| {
+                                (
+                                    c,
+                                    o.get("description")
+                                        .and_then(Value::as_str)
+                                        .map(str::to_string),
+                                )
+                            })
+                        })
+                        .collect()
+                });
+            if let Some(consts) = consts.filter(|c| !c.is_empty()) {
+                m.remove("oneOf");
+                let all_strings = consts.iter().all(|(c, _)| c.is_string());
+                if all_strings {
+                    m.insert("type".into(), json!("string"));
+                }
+                let notes: Vec<String> = consts
+                    .iter()
+                    .filter_map(|(c, d)| d.as_ref().map(|d| format!("- `{}`: {d}", text_of(c))))
+                    .collect();
+                m.insert(
+                    "enum".into(),
+                    Value::Array(consts.into_iter().map(|(c, _)| c).collect()),
+                );
+                if !notes.is_empty() {
+                    let own = m
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(|d| format!("{d}\n\n"))
+                        .unwrap_or_default();
+                    m.insert(
+                        "description".into(),
+                        json!(format!("{own}{}", notes.join("\n"))),
+                    );
+                }
+            }
+            m.values_mut().for_each(consts_as_enums);
+        }
+        Value::Array(a) => a.iter_mut().for_each(consts_as_enums),
+        _ => {}
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

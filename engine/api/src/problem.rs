@@ -56,15 +56,22 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem {
+/// An RFC 9457 problem document: every error the API answers.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Problem {
+    /// A relative URI naming the kind of problem (`/problems/invalid-parameters`, ...).
     #[serde(rename = "type")]
     kind: String,
+    /// A short, stable summary of the kind.
     title: &'static str,
+    /// The HTTP status code.
     status: u16,
+    /// What went wrong here and what to do next.
     detail: String,
+    /// This request (`urn:quarry:request:ID`, also in `X-Request-Id`).
     #[serde(skip_serializing_if = "Option::is_none")]
     instance: Option<String>,
+    /// One entry per invalid parameter (422).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<ParamError>,
 }

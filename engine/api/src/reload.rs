@@ -24,9 +24,10 @@ pub fn load(dir: &Path) -> Result<PackSet, Vec<Diagnostic>> {
 }
 
 /// The outcome of the last reload, for `/health`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct ReloadStatus {
     /// `none` (no reload since start), `applied` or `rejected`.
+    #[schemars(extend("enum" = ["none", "applied", "rejected"]))]
     pub status: &'static str,
     /// When the last reload was tried (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]

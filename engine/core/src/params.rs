@@ -80,7 +80,7 @@ impl ResolvedParams {
 }
 
 /// One problem with one parameter, for a caller to fix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ParamError {
     /// The parameter concerned.
     pub parameter: String,
@@ -499,7 +499,9 @@ pub fn param_json_schema(p: &ParamSpec) -> Json {
         }
         _ => {}
     }
-    if let Some(d) = &p.default {
+    // `default: null` declares an optional parameter without a value: the
+    // schema says nothing (a null default would contradict the type).
+    if let Some(d) = p.default.as_ref().filter(|d| !d.is_null()) {
         m.insert("default".into(), d.clone());
     }
     if let Some(a) = &p.allowed {

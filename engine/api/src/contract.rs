@@ -1,0 +1,245 @@
+//! The API's bodies as types. Handlers serialize these, and `openapi.rs`
+//! generates the OpenAPI document's schemas from the same types (schemars,
+//! through aide), so the contract cannot drift from what is sent.
+
+use chrono::{DateTime, Utc};
+use quarry_core::jobs::{Job, JobError, JobResult, JobState, ResultFormat};
+use quarry_core::pack::{ColumnSpec, CostClass, Deprecation, ParamConstraint};
+use quarry_core::params::params_json_schema;
+use quarry_core::Pack;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// An operation's answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Answer {
+    /// The operation's name.
+    pub operation: String,
+    /// The version of the operation that answered.
+    pub version: String,
+    /// Every parameter as it was used (defaults filled in).
+    pub parameters: Map<String, Value>,
+    /// The data version the answer was read at (it moves with every committed ingest).
+    pub data_version: i64,
+    /// The columns, in order, with their PostgreSQL types.
+    pub columns: Vec<AnswerColumn>,
+    /// Rows in `rows`.
+    pub row_count: u64,
+    /// True when the operation's row cap (or `max_rows`) cut the answer short.
+    pub truncated: bool,
+    /// Time the query took.
+    pub elapsed_ms: u64,
+    /// The rows, one object per row, keyed by column name. Exact `numeric`
+    /// values are JSON numbers when a double holds them exactly, else strings.
+    pub rows: Vec<Map<String, Value>>,
+}
+
+/// One column of an answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AnswerColumn {
+    pub name: String,
+    /// The PostgreSQL type name (`numeric`, `text`, `timestamptz`, ...).
+    pub pg_type: String,
+}
+
+/// The body of `303 See Other` for a synchronous answer too large to send inline.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StoredAnswer {
+    /// Always true: the answer was stored.
+    pub stored: bool,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The expiring signed link (also in `Location`).
+    pub result_url: String,
+    pub expires_in_seconds: u64,
+    pub detail: String,
+}
+
+/// A job's state, as `POST /analytics/jobs` and `GET /analytics/jobs/{id}` answer it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobStatus {
+    pub job_id: String,
+    /// The operation (as called, `name` or `name@MAJOR`).
+    pub operation: String,
+    /// The version of the operation the job runs.
+    pub operation_version: String,
+    /// The parameters as submitted.
+    pub parameters: Map<String, Value>,
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// For a queued job: not started before this instant (retry backoff).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub error: Option<JobError>,
+    pub result: Option<JobResultSummary>,
+    pub links: JobLinks,
+    /// Why the call became a job (a heavy operation called synchronously).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a succeeded job produced.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobResultSummary {
+    /// True when the result is an object in storage (fetched by a signed link).
+    pub stored: bool,
+    pub format: ResultFormat,
+    pub row_count: Option<u64>,
+    /// Size of a stored result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    pub truncated: Option<bool>,
+}
+
+/// Where to look next.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobLinks {
+    /// This job's status.
+    #[serde(rename = "self")]
+    pub this: String,
+    /// The result, once the job succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+impl JobStatus {
+    pub fn of(job: &Job) -> JobStatus {
+        let result = job.result.as_ref().map(|r| match r {
+            JobResult::Inline { body } => JobResultSummary {
+                stored: false,
+                format: job.format,
+                row_count: body.get("row_count").and_then(Value::as_u64),
+                bytes: None,
+                truncated: body.get("truncated").and_then(Value::as_bool),
+            },
+            JobResult::Stored {
+                format,
+                rows,
+                bytes,
+                truncated,
+                ..
+            } => JobResultSummary {
+                stored: true,
+                format: *format,
+                row_count: Some(*rows),
+                bytes: Some(*bytes),
+                truncated: Some(*truncated),
+            },
+        });
+        JobStatus {
+            job_id: job.id.clone(),
+            operation: job.operation.clone(),
+            operation_version: job.operation_version.clone(),
+            parameters: job.parameters.clone(),
+            state: job.state,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            submitted_at: job.submitted_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            duration_ms: job.duration_ms(),
+            next_attempt_at: (job.state == JobState::Queued).then_some(job.next_attempt_at),
+            error: job.error.clone(),
+            result,
+            links: JobLinks {
+                this: format!("/analytics/jobs/{}", job.id),
+                result: (job.state == JobState::Succeeded)
+                    .then(|| format!("/analytics/jobs/{}/result", job.id)),
+            },
+            message: None,
+        }
+    }
+}
+
+/// The catalog: `GET /operations`, `quarry operations --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OperationList {
+    pub operations: Vec<OperationDoc>,
+}
+
+/// One operation of the catalog.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OperationDoc {
+    pub name: String,
+    pub version: String,
+    pub title: String,
+    pub description: String,
+    pub cost: CostClass,
+    pub timeout_seconds: u32,
+    pub cache_ttl_seconds: u64,
+    pub max_rows: u64,
+    /// JSON Schema of the parameters: types, allowed values, defaults, bounds, descriptions.
+    pub parameters: Map<String, Value>,
+    /// The columns the answer has.
+    pub columns: Vec<ColumnSpec>,
+    pub tags: Vec<String>,
+    /// Ranges between parameters: `from` must not be after `to` when both are given (else 422 naming both).
+    pub constraints: Vec<ParamConstraint>,
+    /// name@MAJOR: calls exactly this version (without @, the latest is called).
+    pub call_as: String,
+    pub deprecation: Option<Deprecation>,
+    /// The key scope calling it needs: `read`, or `admin` for caller-supplied SQL.
+    pub requires_scope: String,
+}
+
+impl OperationDoc {
+    pub fn of(p: &Pack) -> OperationDoc {
+        let parameters = match params_json_schema(&p.spec) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        OperationDoc {
+            name: p.spec.name.clone(),
+            version: p.spec.version.clone(),
+            title: p.spec.title.clone(),
+            description: p.spec.description.clone(),
+            cost: p.spec.cost,
+            timeout_seconds: p.spec.timeout_seconds,
+            cache_ttl_seconds: p.spec.cache_ttl_seconds,
+            max_rows: p.spec.max_rows,
+            parameters,
+            columns: p.spec.columns.clone(),
+            tags: p.spec.tags.clone(),
+            constraints: p.spec.constraints.clone(),
+            call_as: p.versioned_name(),
+            deprecation: p.spec.deprecation.clone(),
+            requires_scope: if p.spec.raw_sql { "admin" } else { "read" }.into(),
+        }
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database cannot be reached.
+    pub status: HealthStatus,
+    pub database: DatabaseReach,
+    /// The data version (moves with every committed ingest); null when unreachable.
+    pub data_version: Option<i64>,
+    /// Operations loaded (every version counted).
+    pub operations: u64,
+    /// The last reload of the query packs: a rejected one leaves the previous packs serving.
+    pub reload: Option<crate::reload::ReloadStatus>,
+    /// The server's version.
+    pub version: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseReach {
+    Reachable,
+    Unreachable,
+}
