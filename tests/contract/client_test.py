@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from openapi_core import Config, OpenAPI
@@ -129,6 +129,18 @@ def main() -> int:
         assert isinstance(bad.parsed, Problem), bad.parsed
         assert bad.parsed.errors and bad.parsed.errors[0].parameter == "min_segment_size", bad.parsed
         print(f"422 as expected: {bad.parsed.errors[0].message}")
+
+        # Paged: every customer, two per page, following `next` by its cursor.
+        page = run_customer_analysis.sync(client=client, page_size=2)
+        assert isinstance(page, CustomerAnalysisAnswer), page
+        total, got, pages = page.page.total_rows, len(page.rows), 1
+        while isinstance(page.next_, str):
+            cursor = parse_qs(urlsplit(page.next_).query)["cursor"][0]
+            page = run_customer_analysis.sync(client=client, cursor=cursor)
+            assert isinstance(page, CustomerAnalysisAnswer), page
+            got, pages = got + len(page.rows), pages + 1
+        assert got == total and pages == page.page.total_pages, (got, total, pages)
+        print(f"customer_analysis paged: {total} rows in {pages} pages")
 
         from quarry_api_client.models import MultiDimensionalAnalyticsRequest
 

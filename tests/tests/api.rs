@@ -552,6 +552,265 @@ async fn each_operation_has_typed_paths_and_answers_are_compressed() {
 }
 
 #[tokio::test]
+async fn answers_take_the_format_accept_asks_for() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let path = "/analytics/customer_analysis?group_by=country&level=segment";
+    let json = get(&s, path);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    let rows = json.body["rows"].as_array().cloned().unwrap_or_default();
+    let columns: Vec<String> = json.body["columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let csv = request(&s, "GET", path, None, &[("Accept", "text/csv")]);
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert!(csv.header("vary").is_some_and(|v| v.contains("accept")));
+    let lines: Vec<&str> = csv.raw.lines().collect();
+    assert_eq!(lines.first().copied(), Some(columns.join(",").as_str()));
+    assert_eq!(lines.len(), rows.len() + 1, "{}", csv.raw);
+    assert_ne!(
+        csv.header("etag"),
+        json.header("etag"),
+        "formats differ in tags"
+    );
+
+    let nd = request(
+        &s,
+        "GET",
+        path,
+        None,
+        &[("Accept", "text/html;q=0.9, application/x-ndjson")],
+    );
+    assert_eq!(nd.header("content-type"), Some("application/x-ndjson"));
+    let nd_rows: Vec<serde_json::Value> = nd
+        .raw
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row per line"))
+        .collect();
+    assert_eq!(nd_rows, rows);
+
+    // The POST form negotiates the same way.
+    let posted = request(
+        &s,
+        "POST",
+        "/analytics/customer_analysis",
+        Some(r#"{"group_by": "country", "level": "segment"}"#),
+        &[("Accept", "text/csv")],
+    );
+    assert_eq!(posted.raw, csv.raw);
+
+    let refused = request(&s, "GET", path, None, &[("Accept", "application/xml")]);
+    assert_eq!(refused.status, 406, "{}", refused.raw);
+    assert_eq!(refused.body["type"], json!("/problems/not-acceptable"));
+}
+
+/// Lines of a streamed body, counted as they arrive (never held whole), and
+/// the first two lines.
+async fn count_lines(resp: reqwest::Response) -> (u64, u64, Vec<String>) {
+    use futures_util::StreamExt;
+    let mut lines = 0u64;
+    let mut bytes = 0u64;
+    let mut head = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("a complete body");
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        if head.len() < 200 {
+            head.push_str(&String::from_utf8_lossy(&chunk[..chunk.len().min(200)]));
+        }
+    }
+    (
+        lines,
+        bytes,
+        head.lines().take(2).map(str::to_string).collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_million_rows_stream_page_and_compress_with_flat_memory() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let (s, _data) = serve(&db, &["--queries", q.0.to_str().unwrap_or_default()]);
+    let base = format!("http://{}", s.addr);
+    let url = format!("{base}/analytics/series?rows=1000000");
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .expect("client");
+    let start_kib = peak_rss_kib(s.child.id());
+
+    // CSV, streamed: a header and a million lines.
+    let resp = plain
+        .get(&url)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("transfer-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("chunked"),
+        "streamed, not sized up front"
+    );
+    let (lines, csv_bytes, head) = count_lines(resp).await;
+    assert_eq!(lines, 1_000_001);
+    assert_eq!(
+        head,
+        vec!["n,label,amount".to_string(), "1,row 1,0.01".to_string()]
+    );
+
+    // NDJSON, compressed with gzip and decoded by the client.
+    let gzip = reqwest::Client::builder()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .expect("client");
+    let resp = gzip
+        .get(&url)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("ndjson");
+    assert_eq!(resp.status(), 200);
+    let (lines, _, head) = count_lines(resp).await;
+    assert_eq!(lines, 1_000_000);
+    assert_eq!(head[0], r#"{"n":1,"label":"row 1","amount":0.01}"#);
+    // On the wire the same CSV compressed is a fraction of it.
+    let resp = plain
+        .get(&url)
+        .header("Accept", "text/csv")
+        .header("Accept-Encoding", "zstd")
+        .send()
+        .await
+        .expect("zstd");
+    assert_eq!(
+        resp.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("zstd")
+    );
+    let (_, wire, _) = count_lines(resp).await;
+    assert!(wire * 4 < csv_bytes, "zstd: {wire} of {csv_bytes} bytes");
+
+    // Streaming kept memory flat: the server grew by a small fraction of one
+    // answer over three of them (a buffered answer costs several times its size).
+    let streamed_kib = peak_rss_kib(s.child.id());
+    let grown = streamed_kib.saturating_sub(start_kib) * 1024;
+    assert!(
+        grown < csv_bytes / 4,
+        "streaming grew the server by {} KiB for a {} KiB answer",
+        grown / 1024,
+        csv_bytes / 1024
+    );
+
+    // Paged: the answer as 100 pages of a snapshot, walked by `next`.
+    let first = plain
+        .get(format!("{url}&page_size=10000"))
+        .send()
+        .await
+        .expect("page 0");
+    assert_eq!(first.status(), 200);
+    let link = first
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut page: serde_json::Value = first.json().await.expect("json");
+    assert_eq!(
+        page["page"],
+        json!({"number": 0, "size": 10000, "total_rows": 1000000, "total_pages": 100})
+    );
+    let next = page["next"].as_str().unwrap_or_default().to_string();
+    assert_eq!(link, format!("<{next}>; rel=\"next\""));
+    let mut seen = 0u64;
+    let mut pages = 0;
+    loop {
+        let rows = page["rows"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rows.first().map(|r| r["n"].clone()), Some(json!(seen + 1)));
+        seen += rows.len() as u64;
+        pages += 1;
+        let Some(next) = page["next"].as_str().map(str::to_string) else {
+            break;
+        };
+        page = plain
+            .get(format!("{base}{next}"))
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json");
+    }
+    assert_eq!((pages, seen), (100, 1_000_000));
+
+    // Paging holds one page at a time: bounded by the page size, not the answer.
+    let peak_kib = peak_rss_kib(s.child.id());
+    assert!(
+        peak_kib.saturating_sub(start_kib) / 1024 < 64,
+        "paging grew the server to a peak of {} MiB",
+        peak_kib / 1024
+    );
+}
+
+#[tokio::test]
+async fn pages_come_from_one_snapshot_whatever_changes_between_them() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    let path = "/analytics/customer_analysis?group_by=country&page_size=2";
+    let first = get(&s, path);
+    assert_eq!(first.status, 200, "{}", first.raw);
+    let next = first.body["next"].as_str().unwrap_or_default().to_string();
+    assert!(next.contains("cursor="), "{}", first.raw);
+    let total = first.body["page"]["total_rows"].as_u64().unwrap_or(0);
+    assert!(total > 2);
+    assert_eq!(
+        first.header("x-total-count"),
+        Some(total.to_string().as_str())
+    );
+
+    // The data changes between page 1 and page 2.
+    db.exec("UPDATE canonical.organizations SET name = name || ' (renamed)'")
+        .await;
+    let second = get(&s, &next);
+    assert_eq!(second.status, 200, "{}", second.raw);
+    assert_eq!(second.body["page"]["number"], json!(1));
+    assert!(
+        !second.raw.contains("(renamed)"),
+        "page 2 comes from the snapshot of page 1: {}",
+        second.raw
+    );
+    // A new first page sees the change.
+    let fresh = get(&s, path);
+    assert!(fresh.raw.contains("(renamed)"), "{}", fresh.raw);
+    // The same page as CSV.
+    let csv = request(&s, "GET", &next, None, &[("Accept", "text/csv")]);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(csv.raw.lines().count(), 3, "{}", csv.raw);
+
+    // Bad sizes and cursors are named.
+    let zero = get(&s, "/analytics/customer_analysis?page_size=0");
+    assert_eq!(zero.status, 422);
+    assert_eq!(zero.body["errors"][0]["parameter"], json!("page_size"));
+    let forged = get(&s, "/analytics/customer_analysis?cursor=nonsense");
+    assert_eq!(forged.status, 404, "{}", forged.raw);
+    let other_op = get(&s, &next.replace("customer_analysis", "simple_demo"));
+    assert_eq!(other_op.status, 404, "a cursor belongs to its operation");
+}
+
+#[tokio::test]
 async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
     let db = fixture_db().await;
     let q = queries_with_test_packs();

@@ -43,6 +43,8 @@ pub enum ExecError {
     Run(quarry_db::RunError),
     /// The answer could not be encoded as JSON.
     Encode(serde_json::Error),
+    /// Object storage refused a write (page snapshots).
+    Store(String),
 }
 
 impl From<ExecError> for ApiError {
@@ -52,6 +54,9 @@ impl From<ExecError> for ApiError {
             ExecError::Run(e) => e.into(),
             ExecError::Encode(e) => {
                 ApiError::Internal(anyhow::Error::new(e).context("encoding an answer"))
+            }
+            ExecError::Store(e) => {
+                ApiError::Internal(anyhow::anyhow!("storing a page snapshot: {e}"))
             }
         }
     }
@@ -139,6 +144,8 @@ pub async fn execute(
         truncated: out.truncated,
         elapsed_ms: out.elapsed_ms,
         rows: out.row_objects(),
+        page: None,
+        next: None,
     };
     let body = serde_json::to_value(answer).map_err(ExecError::Encode)?;
     Ok((body, data_version))
@@ -151,6 +158,7 @@ pub async fn analytics_get(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut params = query_params(&st, q)?;
+    let paging = Paging::take(&mut params)?;
     let op = match params.remove("operation") {
         Some(Value::String(op)) => op,
         _ => {
@@ -160,7 +168,7 @@ pub async fn analytics_get(
             ))
         }
     };
-    run(&st, &who, &headers, &op, &params, InputStyle::Text).await
+    run(&st, &who, &headers, &op, &params, InputStyle::Text, paging).await
 }
 
 /// An operation named in the path must exist (404 otherwise: the resource is missing).
@@ -174,6 +182,49 @@ fn known(st: &AppState, op: &str) -> Result<(), ApiError> {
         op.chars().take(80).collect::<String>(),
         packs.names().join(", ")
     )))
+}
+
+/// The reserved query parameters of pagination: `page_size` asks for the
+/// first page of a snapshot of the answer, `cursor` for a later page.
+#[derive(Debug, Default)]
+pub struct Paging {
+    pub page_size: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    /// Takes `page_size` and `cursor` out of query parameters.
+    fn take(params: &mut Map<String, Value>) -> Result<Paging, ApiError> {
+        let page_size = match params.remove("page_size") {
+            Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| {
+                ApiError::InvalidParameters(vec![quarry_core::params::ParamError {
+                    parameter: "page_size".into(),
+                    message: format!(
+                        "`{}` is not a whole number of rows",
+                        s.chars().take(40).collect::<String>()
+                    ),
+                }])
+            })?),
+            _ => None,
+        };
+        let cursor = match params.remove("cursor") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Paging { page_size, cursor })
+    }
+
+    /// From the query string of a POST (its body holds the parameters).
+    fn from_query(st: &AppState, q: Option<String>) -> Result<Paging, ApiError> {
+        let mut params = query_params(st, q)?;
+        let paging = Paging::take(&mut params)?;
+        if let Some(k) = params.keys().next() {
+            return Err(ApiError::MalformedBody(format!(
+                "the query parameter `{k}` is not accepted here: give parameters in the body; the query string takes only page_size and cursor"
+            )));
+        }
+        Ok(paging)
+    }
 }
 
 /// The query string as parameters (text values), refusing one given twice.
@@ -207,8 +258,9 @@ pub async fn named_get(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     known(&st, &op)?;
-    let params = query_params(&st, q)?;
-    run(&st, &who, &headers, &op, &params, InputStyle::Text).await
+    let mut params = query_params(&st, q)?;
+    let paging = Paging::take(&mut params)?;
+    run(&st, &who, &headers, &op, &params, InputStyle::Text, paging).await
 }
 
 /// `POST /analytics/NAME` with the parameters as the JSON body (an object; an
@@ -218,9 +270,11 @@ pub async fn named_post(
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     Path(op): Path<String>,
+    RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     known(&st, &op)?;
+    let paging = Paging::from_query(&st, q)?;
     let body = body_bytes(&st, body)?;
     let params = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -240,15 +294,17 @@ pub async fn named_post(
             }
         }
     };
-    run(&st, &who, &headers, &op, &params, InputStyle::Json).await
+    run(&st, &who, &headers, &op, &params, InputStyle::Json, paging).await
 }
 
 pub async fn analytics_post(
     State(st): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
+    RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let paging = Paging::from_query(&st, q)?;
     let body = body_bytes(&st, body)?;
     let req = parse_body(&headers, &body)?;
     if req.format.is_some() {
@@ -263,6 +319,7 @@ pub async fn analytics_post(
         &req.operation,
         &req.parameters,
         InputStyle::Json,
+        paging,
     )
     .await
 }
@@ -351,17 +408,62 @@ async fn run(
     op: &str,
     input: &Map<String, Value>,
     style: InputStyle,
+    paging: Paging,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Read, "running an operation")?;
     let pack = authorize(st, who, op)?;
+    let format =
+        crate::results::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+            .map_err(ApiError::NotAcceptable)?;
+    if let Some(cursor) = &paging.cursor {
+        let mut resp = crate::stream::page(st, who, op, cursor, format).await?;
+        mark_deprecation(&mut resp, &pack);
+        return Ok(resp);
+    }
     let params = pack
         .resolve(input, style)
         .map_err(ApiError::InvalidParameters)?;
+    let timeout = Duration::from_secs(u64::from(
+        st.config
+            .api
+            .sync_timeout_seconds
+            .min(pack.spec.timeout_seconds),
+    ));
+    if let Some(size) = paging.page_size {
+        let max = st.config.api.max_page_size;
+        if size == 0 || size > max {
+            return Err(ApiError::InvalidParameters(vec![
+                quarry_core::params::ParamError {
+                    parameter: "page_size".into(),
+                    message: format!("{size} is outside 1..={max} (api.max_page_size)"),
+                },
+            ]));
+        }
+        if pack.spec.cost == CostClass::Heavy {
+            return Err(ApiError::MalformedBody(format!(
+                "operation `{op}` is heavy and runs as a job, whose result is fetched whole from GET /analytics/jobs/{{id}}/result; call it without page_size"
+            )));
+        }
+        let mut resp = crate::stream::first_page(
+            st,
+            who,
+            pack.clone(),
+            op,
+            input,
+            style,
+            size,
+            format,
+            timeout,
+        )
+        .await?;
+        mark_deprecation(&mut resp, &pack);
+        return Ok(resp);
+    }
     let ttl = pack.spec.cache_ttl_seconds;
     if ttl > 0 {
         let version = st.current_data_version().await?;
         let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
-        let etag = format!("\"{k}\"");
+        let etag = etag_of(&k, format);
         if headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -378,7 +480,7 @@ async fn run(
         }
         if let Some(body) = cached(st, &k).await {
             metrics::counter!("quarry_cache_requests_total", "result" => "hit").increment(1);
-            let resp = answer(st, &k, body).await?;
+            let resp = answer(st, &k, body, format).await?;
             return Ok(with_cache_headers(resp, Some(&etag), &pack, "hit"));
         }
         metrics::counter!("quarry_cache_requests_total", "result" => "miss").increment(1);
@@ -388,17 +490,19 @@ async fn run(
             Scope::Jobs,
             &format!("operation `{op}` is heavy and runs as a job, which"),
         )?;
-        let job = jobs::submit_job(st, who, &pack, input, style, ResultFormat::Json).await?;
+        let job = jobs::submit_job(st, who, &pack, input, style, format).await?;
         let mut resp = jobs::accepted(&job, true);
         mark_deprecation(&mut resp, &pack);
         return Ok(resp);
     }
-    let timeout = Duration::from_secs(u64::from(
-        st.config
-            .api
-            .sync_timeout_seconds
-            .min(pack.spec.timeout_seconds),
-    ));
+    if format != ResultFormat::Json && st.config.api.stream_answers {
+        // Not in the cache: stream it from the database, a batch at a time.
+        let mut resp = crate::stream::streamed(st, pack.clone(), input, style, format, timeout)
+            .await
+            .map_err(|e| sql_error_for(&pack, e))?;
+        mark_deprecation(&mut resp, &pack);
+        return Ok(resp);
+    }
     let (body, version) = match tokio::time::timeout(
         timeout + Duration::from_secs(2),
         execute(st, &pack, input, style, Some(timeout)),
@@ -413,11 +517,11 @@ async fn run(
     let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
     let etag = if ttl > 0 {
         store(st, &k, &pack, body, bytes.clone());
-        Some(format!("\"{k}\""))
+        Some(etag_of(&k, format))
     } else {
         None
     };
-    let resp = answer(st, &k, bytes).await?;
+    let resp = answer(st, &k, bytes, format).await?;
     Ok(with_cache_headers(resp, etag.as_deref(), &pack, "miss"))
 }
 
@@ -425,15 +529,38 @@ async fn run(
 /// stored as an object (under its cache key: the same answer is one object)
 /// and answered with `303 See Other` to a signed link, with a short JSON body
 /// saying so. API Gateway and Lambda cannot return more than 6 MB.
-async fn answer(st: &AppState, key: &str, bytes: Bytes) -> Result<Response, ApiError> {
+async fn answer(
+    st: &AppState,
+    key: &str,
+    bytes: Bytes,
+    format: ResultFormat,
+) -> Result<Response, ApiError> {
+    // The answer is kept (cached) as JSON; other formats are made from it.
+    let bytes = match format {
+        ResultFormat::Json => bytes,
+        other => {
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::Internal(anyhow::Error::new(e).context("reading an answer"))
+            })?;
+            Bytes::from(
+                crate::results::render(&body, other)
+                    .map_err(|e| ApiError::Internal(e.context("rendering an answer")))?,
+            )
+        }
+    };
     if bytes.len() <= st.config.api.sync_answer_bytes {
-        return Ok(json_bytes(bytes));
+        let mut r = bytes.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        return Ok(r);
     }
-    let object_key = format!("answers/{key}.json");
+    let object_key = format!("answers/{key}.{}", format.extension());
     let size = bytes.len();
     st.ports
         .objects
-        .put(&object_key, bytes.to_vec(), "application/json")
+        .put(&object_key, bytes.to_vec(), format.content_type())
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("storing a large answer: {e}")))?;
     let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);
@@ -462,6 +589,14 @@ async fn answer(st: &AppState, key: &str, bytes: Bytes) -> Result<Response, ApiE
     Ok(resp)
 }
 
+/// The ETag of an answer in `format` (formats differ in bytes, so in tags).
+fn etag_of(key: &str, format: ResultFormat) -> String {
+    match format {
+        ResultFormat::Json => format!("\"{key}\""),
+        other => format!("\"{key}.{}\"", other.extension()),
+    }
+}
+
 /// A database error of a pack's own (non-raw) SQL is a server fault, not the caller's.
 fn sql_error_for(pack: &Pack, e: ExecError) -> ApiError {
     match e {
@@ -485,15 +620,6 @@ fn sql_error_for(pack: &Pack, e: ExecError) -> ApiError {
         )) if pack.spec.raw_sql => ApiError::UnsupportedResult(e.to_string()),
         other => other.into(),
     }
-}
-
-fn json_bytes(body: Bytes) -> Response {
-    let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 /// The answer under `key`: the hot copy, else the cache port (following a pointer
@@ -598,6 +724,8 @@ fn with_cache_headers(
     mark_deprecation(&mut resp, pack);
     let h = resp.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(hit));
+    // The same URL answers JSON, NDJSON or CSV by Accept.
+    h.append(header::VARY, HeaderValue::from_static("accept"));
     match etag {
         Some(etag) if pack.spec.cache_ttl_seconds > 0 => {
             if let Ok(v) = HeaderValue::from_str(etag) {

@@ -73,6 +73,15 @@ pub struct ApiSettings {
     /// query stops and the caller gets a problem naming the cap. Memory per
     /// answer is bounded by it.
     pub max_answer_bytes: u64,
+    /// Stream answers asked for as NDJSON or CSV (`Accept`) row batch by row
+    /// batch from the database, with flat memory and no byte cap (the row cap
+    /// still applies). Off where responses cannot stream (the Lambda runtime
+    /// turns it off: its answers go through the buffered path and its 303 link).
+    pub stream_answers: bool,
+    /// Largest `page_size` a caller may ask for.
+    pub max_page_size: u64,
+    /// Seconds the snapshot behind a paged answer (and so its cursors) lives.
+    pub page_ttl_seconds: u64,
 }
 
 /// `[jobs]`: the asynchronous job runner.
@@ -182,6 +191,9 @@ impl Default for ApiSettings {
             body_read_timeout_seconds: 30,
             sync_answer_bytes: 4 * 1024 * 1024,
             max_answer_bytes: 64 * 1024 * 1024,
+            stream_answers: true,
+            max_page_size: 10_000,
+            page_ttl_seconds: 3600,
         }
     }
 }
@@ -300,6 +312,12 @@ impl Config {
         }
         if self.api.sync_answer_bytes as u64 > self.api.max_answer_bytes {
             problems.push("api.sync_answer_bytes must not exceed api.max_answer_bytes");
+        }
+        if self.api.max_page_size == 0 {
+            problems.push("api.max_page_size must be at least 1");
+        }
+        if self.api.page_ttl_seconds == 0 {
+            problems.push("api.page_ttl_seconds must be at least 1");
         }
         if self.jobs.max_attempts == 0 {
             problems.push("jobs.max_attempts must be at least 1");

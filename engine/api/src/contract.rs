@@ -33,6 +33,26 @@ pub struct Answer {
     /// The rows, one object per row, keyed by column name. Exact `numeric`
     /// values are JSON numbers when a double holds them exactly, else strings.
     pub rows: Vec<Map<String, Value>>,
+    /// Where this page is in the answer (when `page_size` or `cursor` was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageInfo>,
+    /// The next page (also in `Link: <...>; rel="next"`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A page of a paged answer. Every page comes from one snapshot of the answer,
+/// taken when the first page was asked for.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PageInfo {
+    /// This page, from 0.
+    pub number: u64,
+    /// Rows per page (the last page may have fewer).
+    pub size: u64,
+    /// Rows in the whole answer.
+    pub total_rows: u64,
+    /// Pages in the whole answer.
+    pub total_pages: u64,
 }
 
 /// One column of an answer.

@@ -414,6 +414,14 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
         ExecError::Run(RunError::Query(e @ QueryError::UnsupportedType { .. })) => {
             ("internal", e.to_string(), false)
         }
+        ExecError::Store(e) => {
+            tracing::error!(error = %e, operation = %pack.spec.name, "object storage refused a write");
+            (
+                "storage_unavailable",
+                "the result could not be stored".to_string(),
+                true,
+            )
+        }
         ExecError::Encode(e) => {
             tracing::error!(error = %e, operation = %pack.spec.name, "encoding a job's answer failed");
             (

@@ -23,6 +23,7 @@ mod problem;
 pub mod reload;
 pub mod results;
 pub mod storage;
+pub mod stream;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -36,14 +36,14 @@ use crate::problem::Problem;
 use crate::AppState;
 
 pub async fn handler(State(st): State<Arc<AppState>>) -> Json<Value> {
-    Json(document(&st.packs()))
+    Json(document(&st.packs(), st.config.api.max_page_size))
 }
 
 const SCHEMAS: &str = "#/components/schemas/";
 
 /// The document for `packs`.
-pub fn document(packs: &PackSet) -> Value {
-    let mut b = Builder::new();
+pub fn document(packs: &PackSet, max_page_size: u64) -> Value {
+    let mut b = Builder::new(max_page_size);
     b.static_paths(packs);
     for p in packs.all() {
         b.operation_paths(packs, p);
@@ -58,6 +58,7 @@ struct Builder {
     /// Schemas of what the server reads (deserialize contract: a field with a
     /// default is not required).
     gen_in: SchemaGenerator,
+    max_page_size: u64,
     paths: IndexMap<String, ReferenceOr<PathItem>>,
     /// Schemas made from packs (not from Rust types).
     pack_schemas: IndexMap<String, Value>,
@@ -231,8 +232,16 @@ const RUN_ERRORS: &[(u16, &str)] = &[
     ),
     (404, "No such operation"),
     (
+        406,
+        "Accept names none of application/json, application/x-ndjson, text/csv",
+    ),
+    (
         408,
         "The request body did not arrive within api.body_read_timeout_seconds",
+    ),
+    (
+        410,
+        "The snapshot behind `cursor` has expired; ask for the first page again",
     ),
     (413, "Body too large"),
     (414, "Query string too long"),
@@ -244,6 +253,31 @@ const RUN_ERRORS: &[(u16, &str)] = &[
     (503, "Database unavailable"),
     (504, "The query ran past its timeout"),
 ];
+
+/// The reserved query parameters of pagination, on every operation's paths.
+fn paging_params(max_page_size: u64) -> Vec<ReferenceOr<Parameter>> {
+    vec![
+        query_param(
+            "page_size",
+            "Answer in pages of this many rows: every page comes from one snapshot of \
+             the answer taken now, so later pages agree with the first whatever changes \
+             in between. The answer has `page` and `next` (also `Link: rel=\"next\"`).",
+            false,
+            json!({ "type": "integer", "minimum": 1, "maximum": max_page_size }),
+            QueryStyle::Form,
+            None,
+        ),
+        query_param(
+            "cursor",
+            "The next page: the opaque value from the previous page's `next` (other \
+             parameters are then ignored: the snapshot has them).",
+            false,
+            json!({ "type": "string", "maxLength": 200 }),
+            QueryStyle::Form,
+            None,
+        ),
+    ]
+}
 
 /// `Foo_bar@2` -> `FooBarV2`: a component name for an operation.
 fn pascal(call: &str) -> String {
@@ -294,7 +328,7 @@ fn column_schema(kind: ColumnType, description: &str) -> Value {
 }
 
 impl Builder {
-    fn new() -> Builder {
+    fn new(max_page_size: u64) -> Builder {
         let settings = SchemaSettings::draft2020_12().with(|s| {
             s.definitions_path = SCHEMAS.into();
             s.meta_schema = None;
@@ -302,6 +336,7 @@ impl Builder {
         Builder {
             gen: settings.clone().for_serialize().into_generator(),
             gen_in: settings.for_deserialize().into_generator(),
+            max_page_size,
             paths: IndexMap::new(),
             pack_schemas: IndexMap::new(),
             requests: Vec::new(),
@@ -539,8 +574,17 @@ impl Builder {
             Some(a) => a,
             None => self.typed::<Answer>(),
         };
+        let text = schema_object(json!({ "type": "string" }));
         let ok = with_headers(
-            response("The operation's answer", &[("application/json", answer)]),
+            response(
+                "The operation's answer, in the format Accept asks for: JSON (the default), \
+                 NDJSON (one row per line) or CSV (a header row, then one line per row)",
+                &[
+                    ("application/json", answer),
+                    ("application/x-ndjson", text.clone()),
+                    ("text/csv", text),
+                ],
+            ),
             &[
                 (
                     "ETag",
@@ -551,6 +595,16 @@ impl Builder {
                     "X-Cache",
                     "hit or miss",
                     json!({ "type": "string", "enum": ["hit", "miss"] }),
+                ),
+                (
+                    "Link",
+                    "With page_size or cursor, and a page follows: <URL>; rel=\"next\"",
+                    json!({ "type": "string" }),
+                ),
+                (
+                    "X-Total-Count",
+                    "With page_size or cursor: rows in the whole answer",
+                    json!({ "type": "string" }),
                 ),
             ],
         );
@@ -675,6 +729,7 @@ impl Builder {
                 )
             })
             .collect();
+        get.parameters.extend(paging_params(self.max_page_size));
         let mut post = operation(
             &format!("run_{}_post", snake(&call)),
             &p.spec.title,
@@ -683,6 +738,7 @@ impl Builder {
         );
         post.description = Some(description);
         post.deprecated = deprecated;
+        post.parameters = paging_params(self.max_page_size);
         post.request_body = Some(ReferenceOr::Item(RequestBody {
             description: Some("The parameters; omitted ones take their defaults.".into()),
             required: true,

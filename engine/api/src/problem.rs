@@ -50,6 +50,10 @@ pub enum ApiError {
     },
     /// The path exists but not with this method (405).
     MethodNotAllowed,
+    /// `Accept` names no format the answer can take (406).
+    NotAcceptable(String),
+    /// A page cursor whose snapshot has expired (410).
+    CursorExpired,
     /// A result link that is invalid or expired (403).
     LinkExpired,
     /// Anything else: logged with the request id, shown as a generic 500.
@@ -164,6 +168,21 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 "this path does not accept that method; GET /openapi.json lists the methods of every path".into(),
+            ),
+            NotAcceptable(asked) => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not-acceptable",
+                "Not acceptable",
+                format!(
+                    "an answer can be application/json, application/x-ndjson or text/csv; Accept asked for {}",
+                    asked.chars().take(120).collect::<String>()
+                ),
+            ),
+            CursorExpired => (
+                StatusCode::GONE,
+                "cursor-expired",
+                "Cursor expired",
+                "the snapshot behind this cursor has expired (api.page_ttl_seconds); ask for the first page again without `cursor`".into(),
             ),
             LinkExpired => (
                 StatusCode::FORBIDDEN,

@@ -105,10 +105,58 @@ pub fn render(body: &Value, format: ResultFormat) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The format an `Accept` header asks for (RFC 9110 12.5.1: the supported
+/// media range with the highest q, ties going to the earlier one; `*/*`,
+/// `application/*` and no header mean JSON). `Err` carries the header when it
+/// accepts none of JSON, NDJSON and CSV.
+pub fn negotiate(accept: Option<&str>) -> Result<ResultFormat, String> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(ResultFormat::Json);
+    };
+    let mut best: Option<(f32, ResultFormat)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        let format = match mime.as_str() {
+            "application/json" | "application/*" | "*/*" => ResultFormat::Json,
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                ResultFormat::Ndjson
+            }
+            "text/csv" | "text/*" => ResultFormat::Csv,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, format));
+        }
+    }
+    best.map(|(_, f)| f).ok_or_else(|| accept.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn accept_picks_the_preferred_supported_format() {
+        use ResultFormat::*;
+        assert_eq!(negotiate(None), Ok(Json));
+        assert_eq!(negotiate(Some("*/*")), Ok(Json));
+        assert_eq!(negotiate(Some("text/csv")), Ok(Csv));
+        assert_eq!(negotiate(Some("application/x-ndjson")), Ok(Ndjson));
+        assert_eq!(
+            negotiate(Some("application/json;q=0.5, text/csv;q=0.9")),
+            Ok(Csv)
+        );
+        assert_eq!(negotiate(Some("text/html, */*;q=0.1")), Ok(Json));
+        assert_eq!(negotiate(Some("text/csv;q=0, application/json")), Ok(Json));
+        assert!(negotiate(Some("application/xml")).is_err());
+    }
 
     #[test]
     fn csv_and_ndjson_follow_the_columns() {

@@ -52,6 +52,9 @@ pub fn config() -> anyhow::Result<Config> {
     let mut config = Config::load(file.as_deref())?;
     config.queries_dir = definitions_dir("queries");
     config.mappings_dir = definitions_dir("mappings");
+    // lambda_http buffers a response whole (and API Gateway caps it at 6 MB):
+    // NDJSON and CSV answers go the buffered way, large ones behind a 303 link.
+    config.api.stream_answers = false;
     Ok(config)
 }
 

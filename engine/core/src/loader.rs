@@ -17,6 +17,9 @@ use crate::pack::{PackSpec, ParamType};
 use crate::params::{self, anchored, InputStyle, ResolvedParams};
 use crate::render::{is_plain_identifier, PackTemplate, RenderedQuery};
 
+/// Query parameter names the API itself uses: no operation may declare them.
+pub const RESERVED_PARAMETERS: &[&str] = &["page_size", "cursor", "operation"];
+
 /// The first line every definition file carries, so editors validate it.
 pub const SCHEMA_HEADER_PREFIX: &str = "# yaml-language-server: $schema=";
 /// Most rows any pack may declare as its cap.
@@ -438,6 +441,11 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
         if !is_valid_name(name) || crate::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
             d.push(Diagnostic::new(yf, ppos, format!("parameter name `{name}` is not valid"))
                 .help("use lower case letters, digits and underscores; `ident`, `sql`, `range` and `loop` are reserved"));
+        } else if RESERVED_PARAMETERS.contains(&name.as_str()) {
+            d.push(
+                Diagnostic::new(yf, ppos, format!("parameter name `{name}` is reserved"))
+                    .help("`page_size`, `cursor` and `operation` belong to the API (pagination, the operation's name); choose another name"),
+            );
         }
         match p.kind {
             ParamType::Identifier => {

@@ -27,7 +27,7 @@ pub struct QueryLimits {
 pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A result column.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct OutColumn {
     pub name: String,
     /// The Postgres type name (`numeric`, `text`, `timestamptz`, ...).
@@ -152,6 +152,112 @@ pub async fn run_prepared(
     // without waiting for it here.
     drop(tx);
     out
+}
+
+/// A result read batch by batch, so that memory holds one batch whatever the
+/// size of the answer: a portal in the caller's read-only transaction, fetched
+/// `n` rows at a time (each fetch a statement under the statement timeout; the
+/// transaction also ends itself if its reader stalls longer than that).
+pub struct RowCursor<'t, 'c> {
+    tx: &'t tokio_postgres::Transaction<'c>,
+    portal: tokio_postgres::Portal,
+    /// The result's columns.
+    pub columns: Vec<OutColumn>,
+    limits: QueryLimits,
+    seen: u64,
+    done: bool,
+    /// True once the row cap cut the result (known when the cursor is done).
+    pub truncated: bool,
+}
+
+/// Opens `q` as a [`RowCursor`] in `tx` (the byte cap does not apply: the
+/// caller writes rows out as they come; the row cap does).
+pub async fn open_cursor<'t, 'c>(
+    tx: &'t tokio_postgres::Transaction<'c>,
+    prepared: Option<tokio_postgres::Statement>,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<RowCursor<'t, 'c>, QueryError> {
+    let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
+    let settings = format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {}",
+        ms.max(1000) * 2
+    );
+    let stmt = match prepared {
+        Some(stmt) => stmt,
+        None => tx
+            .prepare_typed(&q.sql, &bind_types(q))
+            .await
+            .map_err(|e| classify(e, limits.timeout))?,
+    };
+    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let (set, portal) = futures_util::join!(tx.batch_execute(&settings), tx.bind(&stmt, &refs));
+    set.map_err(|e| classify(e, limits.timeout))?;
+    let portal = portal.map_err(|e| classify(e, limits.timeout))?;
+    let columns = stmt
+        .columns()
+        .iter()
+        .map(|c| OutColumn {
+            name: c.name().to_string(),
+            pg_type: c.type_().name().to_string(),
+        })
+        .collect();
+    Ok(RowCursor {
+        tx,
+        portal,
+        columns,
+        limits,
+        seen: 0,
+        done: false,
+        truncated: false,
+    })
+}
+
+impl RowCursor<'_, '_> {
+    /// The next at most `n` rows (as JSON values in column order), or `None`
+    /// when the result, or the row cap, is done.
+    pub async fn next_batch(&mut self, n: usize) -> Result<Option<Vec<Vec<Json>>>, QueryError> {
+        if self.done {
+            return Ok(None);
+        }
+        let left = self.limits.max_rows.saturating_sub(self.seen);
+        if left == 0 {
+            // At the cap: one more row says whether the cap cut the result.
+            let more = self.fetch(1).await?;
+            self.truncated = !more.is_empty();
+            self.done = true;
+            return Ok(None);
+        }
+        let want = (n.max(1) as u64).min(left);
+        let rows = self.fetch(i32::try_from(want).unwrap_or(i32::MAX)).await?;
+        self.seen += rows.len() as u64;
+        if (rows.len() as u64) < want {
+            self.done = true;
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    /// Rows read so far.
+    pub fn rows_read(&self) -> u64 {
+        self.seen
+    }
+
+    async fn fetch(&self, n: i32) -> Result<Vec<Vec<Json>>, QueryError> {
+        let timeout = self.limits.timeout;
+        let stream = self
+            .tx
+            .query_portal_raw(&self.portal, n)
+            .await
+            .map_err(|e| classify(e, timeout))?;
+        pin_mut!(stream);
+        let mut rows = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(65_536));
+        while let Some(row) = stream.try_next().await.map_err(|e| classify(e, timeout))? {
+            rows.push(row_to_json(&row)?);
+        }
+        Ok(rows)
+    }
 }
 
 /// Runs `q` inside a transaction the caller opened (and ends): `quarry test`

@@ -19,7 +19,10 @@ pub mod version;
 use anyhow::{Context, Result};
 use tokio_postgres::{Client, NoTls};
 
-pub use exec::{bind_types, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput};
+pub use exec::{
+    bind_types, open_cursor, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput,
+    RowCursor,
+};
 pub use migrate::{migrate, migrate_with, RolePasswords, READER_ROLE, WRITER_ROLE};
 pub use ops::{execute_pack, CallOptions, RunError};
 
