@@ -811,6 +811,47 @@ async fn pages_come_from_one_snapshot_whatever_changes_between_them() {
 }
 
 #[tokio::test]
+async fn every_response_is_checked_against_the_document_and_the_check_can_fail() {
+    let db = fixture_db().await;
+    let (s, _data) = serve(&db, &[]);
+    // What the tests' client checks every response with (tests/common/contract.rs).
+    let c = common::contract::Contract::new(get(&s, "/openapi.json").body);
+    let ok = get(&s, "/analytics/simple_demo");
+    let ct = Some("application/json");
+    assert_eq!(
+        c.check("GET", "/analytics/simple_demo", 200, ct, &ok.raw),
+        Ok(())
+    );
+    // An undeclared field, a row column the pack does not declare, a wrong
+    // type, an undocumented status and content type are all findings.
+    let mut extra = ok.body.clone();
+    extra["surprise"] = json!(1);
+    let mut column = ok.body.clone();
+    column["rows"][0]["undeclared_column"] = json!("x");
+    let mut wrong = ok.body.clone();
+    wrong["row_count"] = json!("many");
+    for (what, body) in [("field", extra), ("column", column), ("type", wrong)] {
+        assert!(
+            c.check("GET", "/analytics/simple_demo", 200, ct, &body.to_string())
+                .is_err(),
+            "an undocumented {what} is found"
+        );
+    }
+    // An undocumented status falls back to `default`: a problem document,
+    // which an empty object is not.
+    assert!(c.check("GET", "/operations", 418, ct, "{}").is_err());
+    assert!(c
+        .check(
+            "GET",
+            "/analytics/simple_demo",
+            200,
+            Some("text/html"),
+            "<p>"
+        )
+        .is_err());
+}
+
+#[tokio::test]
 async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
     let db = fixture_db().await;
     let q = queries_with_test_packs();

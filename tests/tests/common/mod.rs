@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The server's /openapi.json, every response is checked against.
+    pub contract: contract::Slot,
 }
 
 impl Drop for Server {
@@ -112,6 +116,7 @@ pub fn serve_with(db: &TestDb, args: &[&str], env: &[(&str, &str)], data_dir: &P
         child,
         addr,
         data_dir: data_dir.to_path_buf(),
+        contract: contract::Slot::new(),
     }
 }
 
@@ -190,12 +195,28 @@ pub fn request(
         rest.to_string()
     };
     let body = serde_json::from_str(&payload).unwrap_or(Value::String(payload.clone()));
-    Reply {
+    let reply = Reply {
         status,
         headers,
         body,
         raw: payload,
+    };
+    if path != "/openapi.json" && !path.starts_with("/results/") {
+        let c = s.contract.get_or_init(|| {
+            let doc = request(s, "GET", "/openapi.json", None, &[]);
+            contract::Contract::new(doc.body)
+        });
+        if let Err(e) = c.check(
+            method,
+            path,
+            reply.status,
+            reply.header("content-type"),
+            &reply.raw,
+        ) {
+            panic!("the response breaks the OpenAPI contract: {e}");
+        }
     }
+    reply
 }
 
 pub fn get(s: &Server, path: &str) -> Reply {
