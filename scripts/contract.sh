@@ -27,32 +27,9 @@ if [ ! -x tests/contract/node_modules/.bin/spectral ]; then
     log "installing spectral, redocly, openapi-typescript, openapi-fetch, typescript from npm (tests/contract)"
     (cd tests/contract && npm ci --no-audit --no-fund --loglevel=error)
 fi
-bin=./target/debug/quarry
-[ -x "$bin" ] || cargo build -q -p quarry-cli
-
-db="quarry_contract_$$"
-work="$(mktemp -d)"
 out=tests/contract/out
 rm -rf "$out" && mkdir -p "$out"
-server_pid=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-    psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $db"
-url="${QUARRY_ADMIN_URL%/*}/$db"
-"$bin" --database-url "$url" migrate >/dev/null
-psql "$url" -q -v ON_ERROR_STOP=1 -f tests/fixtures/small.sql >/dev/null
-key="$("$bin" --database-url "$url" keys create --name contract --scope read --scope jobs 2>/dev/null)"
-
-QUARRY_DATA_DIR="$work/data" QUARRY_LOG="${QUARRY_LOG:-error}" \
-    "$bin" --database-url "$url" serve --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
-server_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr="$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/out")"
-[ -n "$addr" ] || { cat "$work/err"; echo "quarry serve did not start" >&2; exit 1; }
+fixture_server contract read,jobs
 curl -fsS "$addr/openapi.json" -o "$out/openapi.json"
 
 fail=0

@@ -79,3 +79,31 @@ ensure_database() {
     psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE \"$name\""
   fi
 }
+
+# fixture_server TAG SCOPE [SERVE ARGS...]: a fresh database holding
+# tests/fixtures/small.sql, a key with SCOPE (a comma-separated list) and a
+# `quarry serve` on a free loopback port with a generous rate limit. Sets
+# $addr, $key and $work; everything is removed when the calling script exits.
+fixture_server() {
+    local tag="$1" scopes="$2"; shift 2
+    local bin=./target/debug/quarry
+    [ -x "$bin" ] || cargo build -q -p quarry-cli
+    _fx_db="quarry_${tag}_$$"
+    work="$(mktemp -d)"
+    _fx_pid=""
+    trap '[ -n "$_fx_pid" ] && kill "$_fx_pid" 2>/dev/null && wait "$_fx_pid" 2>/dev/null; psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $_fx_db WITH (FORCE)" >/dev/null 2>&1; rm -rf "$work"' EXIT
+    psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $_fx_db"
+    local url="${QUARRY_ADMIN_URL%/*}/$_fx_db"
+    "$bin" --database-url "$url" migrate >/dev/null
+    psql "$url" -q -v ON_ERROR_STOP=1 -f tests/fixtures/small.sql >/dev/null
+    local scope_args=()
+    for s in ${scopes//,/ }; do scope_args+=(--scope "$s"); done
+    key="$("$bin" --database-url "$url" keys create --name "$tag" "${scope_args[@]}" 2>/dev/null)"
+    QUARRY_DATA_DIR="$work/data" QUARRY_API__RATE_LIMIT_PER_SECOND=100000 QUARRY_API__RATE_LIMIT_BURST=100000 \
+    QUARRY_LOG="${QUARRY_LOG:-error}" \
+        "$bin" --database-url "$url" serve --listen 127.0.0.1:0 "$@" >"$work/out" 2>"$work/err" &
+    _fx_pid=$!
+    for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
+    addr="$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/out")"
+    [ -n "$addr" ] || { cat "$work/err"; echo "quarry serve did not start" >&2; return 1; }
+}

@@ -19,31 +19,7 @@ if ! command -v st >/dev/null 2>&1 || [ "$(st --version 2>/dev/null | awk '{prin
     log "installing schemathesis $ST_VERSION from PyPI"
     python3 -m pip install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
 fi
-bin=./target/debug/quarry
-[ -x "$bin" ] || cargo build -q -p quarry-cli
-
-db="quarry_st_$$"
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-    psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$QUARRY_ADMIN_URL" -qc "CREATE DATABASE $db"
-url="${QUARRY_ADMIN_URL%/*}/$db"
-"$bin" --database-url "$url" migrate >/dev/null
-psql "$url" -q -v ON_ERROR_STOP=1 -f tests/fixtures/small.sql >/dev/null
-key="$("$bin" --database-url "$url" keys create --name schemathesis --scope admin 2>/dev/null)"
-
-QUARRY_DATA_DIR="$work/data" QUARRY_API__RATE_LIMIT_PER_SECOND=100000 QUARRY_API__RATE_LIMIT_BURST=100000 \
-QUARRY_LOG="${QUARRY_LOG:-error}" \
-    "$bin" --database-url "$url" serve --listen 127.0.0.1:0 --allow-custom-sql >"$work/out" 2>"$work/err" &
-server_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr="$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/out")"
-[ -n "$addr" ] || { cat "$work/err"; echo "quarry serve did not start" >&2; exit 1; }
+fixture_server st admin --allow-custom-sql
 log "schemathesis against $addr/openapi.json"
 st run "$addr/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \

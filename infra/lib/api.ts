@@ -16,7 +16,8 @@ import { Storage } from './storage';
 export const STAGE_NAME = 'prod';
 
 /** Body of POST /analytics and POST /analytics/jobs (the engine checks the parameters themselves). */
-export const OPERATION_NAME_PATTERN = '^[a-z][a-z0-9_]{0,63}$';
+/** An operation's name, or name@MAJOR for one of its major versions. */
+export const OPERATION_NAME_PATTERN = '^[a-z][a-z0-9_]{0,63}(@[0-9]{1,6})?$';
 
 export interface ApiProps {
   readonly config: QuarryConfig;
@@ -159,7 +160,7 @@ export class Api extends Construct {
       validateRequestBody: false,
       validateRequestParameters: true,
     });
-    const operationRequest = (modelName: string, title: string): apigw.Model =>
+    const operationRequest = (modelName: string, title: string, job: boolean): apigw.Model =>
       this.restApi.addModel(modelName, {
         modelName,
         contentType: 'application/json',
@@ -173,11 +174,23 @@ export class Api extends Construct {
           properties: {
             operation: { type: apigw.JsonSchemaType.STRING, pattern: OPERATION_NAME_PATTERN },
             parameters: { type: apigw.JsonSchemaType.OBJECT },
+            // A job's stored result format (the synchronous path negotiates Accept).
+            ...(job ? { format: { type: apigw.JsonSchemaType.STRING, enum: ['json', 'ndjson', 'csv'] } } : {}),
           },
         },
       });
-    const analyticsModel = operationRequest('AnalyticsRequest', 'Run an operation now');
-    const jobModel = operationRequest('JobRequest', 'Submit an operation as a job');
+    const analyticsModel = operationRequest('AnalyticsRequest', 'Run an operation now', false);
+    const jobModel = operationRequest('JobRequest', 'Submit an operation as a job', true);
+    const parametersModel = this.restApi.addModel('ParametersRequest', {
+      modelName: 'ParametersRequest',
+      contentType: 'application/json',
+      description: "One operation's parameters (the operation is in the path)",
+      schema: {
+        schema: apigw.JsonSchemaVersion.DRAFT4,
+        title: "One operation's parameters",
+        type: apigw.JsonSchemaType.OBJECT,
+      },
+    });
 
     const integration = new apigw.LambdaIntegration(this.fn.function, {
       proxy: true,
@@ -204,6 +217,19 @@ export class Api extends Construct {
     });
     analytics.addMethod('POST', integration, {
       requestModels: { 'application/json': analyticsModel },
+      requestValidator: validateBody,
+    });
+
+    // Each operation at its own path (typed in /openapi.json); the static
+    // /analytics/jobs below takes precedence over the {name} variable.
+    const named = analytics.addResource('{name}');
+    named.addMethod('GET', integration, {
+      requestParameters: { 'method.request.path.name': true },
+      requestValidator: validateParams,
+    });
+    named.addMethod('POST', integration, {
+      requestParameters: { 'method.request.path.name': true },
+      requestModels: { 'application/json': parametersModel },
       requestValidator: validateBody,
     });
 

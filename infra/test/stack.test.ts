@@ -513,6 +513,8 @@ describe('api', () => {
         'GET /operations/{name}',
         'GET /analytics',
         'POST /analytics',
+        'GET /analytics/{name}',
+        'POST /analytics/{name}',
         'POST /analytics/jobs',
         'GET /analytics/jobs/{id}',
         'GET /analytics/jobs/{id}/result',
@@ -531,7 +533,7 @@ describe('api', () => {
 
   test('POST bodies validated against models; GET /analytics requires its operation', () => {
     const posts = methods.filter((m) => m.HttpMethod === 'POST');
-    expect(posts).toHaveLength(2);
+    expect(posts).toHaveLength(3);
     for (const m of posts) {
       expect(m.RequestModels['application/json']).toBeDefined();
       expect(m.RequestValidatorId).toBeDefined();
@@ -543,7 +545,7 @@ describe('api', () => {
         type: 'object',
         required: ['operation'],
         additionalProperties: false,
-        properties: { operation: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,63}$' }, parameters: { type: 'object' } },
+        properties: { operation: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,63}(@[0-9]{1,6})?$' }, parameters: { type: 'object' } },
       }),
     });
     template.hasResourceProperties('AWS::ApiGateway::Method', {

@@ -194,12 +194,19 @@ async fn the_final_state_does_not_depend_on_file_order_or_concurrency() {
         c.wait().expect("concurrent run");
     }
     for (what, db) in [("reverse order", &reverse), ("concurrent", &concurrent)] {
+        // Which files failed and why, for the message when the states differ.
+        let failed = db
+            .value(
+                "SELECT json_agg(json_build_object('key', object_key, 'error', error)) \
+                 FROM quarry.ingest_files WHERE status = 'failed'",
+            )
+            .await;
         let got = snapshot(&db.url).await.expect("snapshot");
         let d = compare(&want, &got, &versioned);
         assert_eq!(
             (d.lost, d.duplicated, d.differing),
             (0, 0, 0),
-            "{what}: {}",
+            "{what}: {}\nfailed files: {failed}",
             d.examples.join("\n")
         );
     }

@@ -62,6 +62,22 @@ impl From<ExecError> for ApiError {
     }
 }
 
+/// The version an answer is keyed by, known before its query starts: from the
+/// listener when it runs, else read on `reader`.
+pub async fn data_version_before(
+    st: &AppState,
+    reader: &deadpool_postgres::Object,
+) -> Result<i64, ExecError> {
+    if let Some(v) = *st.data_version.borrow() {
+        return Ok(v);
+    }
+    Ok(reader
+        .query_one("SELECT version FROM canonical.data_version", &[])
+        .await
+        .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
+        .get(0))
+}
+
 /// Runs `pack` as the reader with `timeout` (never above the pack's own) and
 /// returns the answer body and the data version it was read at. The version is
 /// read before the query, so an answer is never labelled newer than its data.
@@ -85,17 +101,7 @@ pub async fn execute(
     )
     .map_err(ExecError::Run)?;
     let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
-    // The version the answer is keyed by is known before the query starts: from
-    // the listener when it runs, else read here.
-    let known = *st.data_version.borrow();
-    let data_version: i64 = match known {
-        Some(v) => v,
-        None => reader
-            .query_one("SELECT version FROM canonical.data_version", &[])
-            .await
-            .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
-            .get(0),
-    };
+    let data_version = data_version_before(st, &reader).await?;
     let result = if pack.spec.raw_sql {
         let client: &mut tokio_postgres::Client = &mut reader;
         let r = quarry_db::run(client, &q, limits).await;
@@ -558,12 +564,18 @@ async fn answer(
     }
     let object_key = format!("answers/{key}.{}", format.extension());
     let size = bytes.len();
-    st.ports
-        .objects
-        .put(&object_key, bytes.to_vec(), format.content_type())
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("storing a large answer: {e}")))?;
     let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);
+    // The same answer (same key: same data version) asked again within a link's
+    // lifetime is not written again: the hot cache remembers it was stored.
+    let memo = format!("stored:{object_key}");
+    if st.hot.get(&memo).is_none() {
+        st.ports
+            .objects
+            .put(&object_key, bytes.to_vec(), format.content_type())
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("storing a large answer: {e}")))?;
+        st.hot.put(memo, Bytes::new(), ttl / 2);
+    }
     let url = st
         .ports
         .objects

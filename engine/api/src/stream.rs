@@ -100,15 +100,7 @@ async fn prepare(
     )
     .map_err(ExecError::Run)?;
     let reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
-    let known = *st.data_version.borrow();
-    let data_version: i64 = match known {
-        Some(v) => v,
-        None => reader
-            .query_one("SELECT version FROM canonical.data_version", &[])
-            .await
-            .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
-            .get(0),
-    };
+    let data_version = crate::analytics::data_version_before(st, &reader).await?;
     Ok(Prepared {
         reader,
         data_version,

@@ -170,14 +170,16 @@ pub struct RowCursor<'t, 'c> {
     pub truncated: bool,
 }
 
-/// Opens `q` as a [`RowCursor`] in `tx` (the byte cap does not apply: the
-/// caller writes rows out as they come; the row cap does).
-pub async fn open_cursor<'t, 'c>(
-    tx: &'t tokio_postgres::Transaction<'c>,
+/// Prepares (unless given) and binds `q` in `tx` under the limits' timeouts:
+/// the portal and the result's columns. The settings and the bind go out
+/// together (tokio-postgres pipelines requests polled together, in order): one
+/// round trip. A transaction whose reader stalls past twice the timeout ends.
+async fn bind_portal(
+    tx: &tokio_postgres::Transaction<'_>,
     prepared: Option<tokio_postgres::Statement>,
     q: &RenderedQuery,
     limits: QueryLimits,
-) -> Result<RowCursor<'t, 'c>, QueryError> {
+) -> Result<(tokio_postgres::Portal, Vec<OutColumn>), QueryError> {
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
     let settings = format!(
         "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
@@ -204,6 +206,18 @@ pub async fn open_cursor<'t, 'c>(
             pg_type: c.type_().name().to_string(),
         })
         .collect();
+    Ok((portal, columns))
+}
+
+/// Opens `q` as a [`RowCursor`] in `tx` (the byte cap does not apply: the
+/// caller writes rows out as they come; the row cap does).
+pub async fn open_cursor<'t, 'c>(
+    tx: &'t tokio_postgres::Transaction<'c>,
+    prepared: Option<tokio_postgres::Statement>,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<RowCursor<'t, 'c>, QueryError> {
+    let (portal, columns) = bind_portal(tx, prepared, q, limits).await?;
     Ok(RowCursor {
         tx,
         portal,
@@ -277,38 +291,15 @@ async fn fetch_in(
     limits: QueryLimits,
     started: Instant,
 ) -> Result<QueryOutput, QueryError> {
-    let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
-    let settings = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
-    let stmt = match prepared {
-        Some(stmt) => stmt,
-        None => tx
-            .prepare_typed(&q.sql, &bind_types(q))
-            .await
-            .map_err(|e| classify(e, limits.timeout))?,
-    };
-    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    // The settings and the bind go out together (tokio-postgres pipelines requests
-    // polled together, in order): one round trip. A portal fetches at most
-    // max_rows + 1 rows: the database stops there, and the extra row tells us the
-    // result was cut.
-    let (set, portal) = futures_util::join!(tx.batch_execute(&settings), tx.bind(&stmt, &refs));
-    set.map_err(|e| classify(e, limits.timeout))?;
-    let portal = portal.map_err(|e| classify(e, limits.timeout))?;
+    // A portal fetches at most max_rows + 1 rows: the database stops there, and
+    // the extra row tells us the result was cut.
+    let (portal, columns) = bind_portal(tx, prepared, q, limits).await?;
     let fetch = i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX);
     let stream = tx
         .query_portal_raw(&portal, fetch)
         .await
         .map_err(|e| classify(e, limits.timeout))?;
     pin_mut!(stream);
-    let columns: Vec<OutColumn> = stmt
-        .columns()
-        .iter()
-        .map(|c| OutColumn {
-            name: c.name().to_string(),
-            pg_type: c.type_().name().to_string(),
-        })
-        .collect();
     let mut rows = Vec::new();
     let mut truncated = false;
     // Bytes of the answer as JSON objects: 2 for the brackets, then per row the
