@@ -24,6 +24,10 @@ The API is starting on http://$listen (Ctrl-C stops it). In another terminal:
        -d '{"operation": "customer_analysis", "parameters": {"metric": "lifetime_value", "group_by": "industry"}}'
   curl -X POST http://$listen/analytics -H "Content-Type: application/json" -d '{"operation": "invalid_operation"}'
   curl http://$listen/operations
+Each operation at its own path, in the format you accept, compressed, in pages:
+  curl "http://$listen/analytics/customer_analysis?group_by=country&level=segment"
+  curl -H "Accept: text/csv" --compressed "http://$listen/analytics/revenue_analysis?view=customers"
+  curl "http://$listen/analytics/customer_analysis?page_size=100"     # then follow "next"
 Jobs (heavy operations, or anything you submit as a job):
   curl -i -X POST http://$listen/analytics/jobs -H "Content-Type: application/json" \\
        -d '{ "operation": "multi_dimensional_analytics", "parameters": { "timeframe": "3 months" } }'

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -102,6 +102,9 @@ export class Api extends Construct {
       cloudWatchRole: true,
       cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN,
       apiKeySourceType: apigw.ApiKeySourceType.HEADER,
+      // The gateway compresses answers (gzip/deflate per Accept-Encoding): the
+      // function sends them plain (api.compress_answers is off on Lambda).
+      minCompressionSize: Size.kibibytes(1),
       deployOptions: {
         stageName: STAGE_NAME,
         accessLogDestination: new apigw.LogGroupLogDestination(this.accessLogs),
@@ -118,7 +121,7 @@ export class Api extends Construct {
         allowOrigins: config.corsAllowOrigins,
         allowMethods: ['GET', 'POST', 'OPTIONS'],
         allowHeaders: corsHeaders,
-        exposeHeaders: ['ETag', 'X-Cache', 'X-Request-Id', 'Location'],
+        exposeHeaders: ['ETag', 'X-Cache', 'X-Request-Id', 'Location', 'Link', 'X-Total-Count'],
         maxAge: Duration.hours(1),
       },
       defaultMethodOptions: { apiKeyRequired: true },

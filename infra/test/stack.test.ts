@@ -555,6 +555,10 @@ describe('api', () => {
     });
   });
 
+  test('the gateway compresses answers (the function does not on Lambda)', () => {
+    template.hasResourceProperties('AWS::ApiGateway::RestApi', { MinimumCompressionSize: 1024 });
+  });
+
   test('Lambda proxy to quarry-api, one invoke permission scoped to this API', () => {
     for (const m of methods.filter((x) => x.HttpMethod !== 'OPTIONS')) {
       expect(m.Integration.Type).toBe('AWS_PROXY');

@@ -78,6 +78,10 @@ pub struct ApiSettings {
     /// still applies). Off where responses cannot stream (the Lambda runtime
     /// turns it off: its answers go through the buffered path and its 303 link).
     pub stream_answers: bool,
+    /// Compress responses with gzip, br or zstd as `Accept-Encoding` asks. Off on
+    /// Lambda, where API Gateway compresses (its `minimumCompressionSize`): a
+    /// compressed body would leave Lambda base64-encoded.
+    pub compress_answers: bool,
     /// Largest `page_size` a caller may ask for.
     pub max_page_size: u64,
     /// Seconds the snapshot behind a paged answer (and so its cursors) lives.
@@ -192,6 +196,7 @@ impl Default for ApiSettings {
             sync_answer_bytes: 4 * 1024 * 1024,
             max_answer_bytes: 64 * 1024 * 1024,
             stream_answers: true,
+            compress_answers: true,
             max_page_size: 10_000,
             page_ttl_seconds: 3600,
         }

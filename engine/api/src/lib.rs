@@ -273,14 +273,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), auth::layer))
         .layer(from_fn(metrics_http::layer))
-        .with_state(state.clone())
+        .with_state(state.clone());
+    if cfg.compress_answers {
         // gzip, br or zstd as the client's Accept-Encoding asks (answers are
         // text: JSON, CSV, NDJSON; a 9 MB answer shrinks to well under a tenth).
-        .layer(tower_http::compression::CompressionLayer::new())
-        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            std::time::Duration::from_secs(cfg.body_read_timeout_seconds),
-        ));
+        r = r.layer(tower_http::compression::CompressionLayer::new());
+    }
+    let mut r = r.layer(DefaultBodyLimit::max(cfg.max_body_bytes)).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
+            cfg.body_read_timeout_seconds,
+        )),
+    );
     if let Some(c) = cors {
         r = r.layer(c);
     }
@@ -325,8 +328,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::ETAG,
                 header::LOCATION,
                 header::RETRY_AFTER,
+                header::LINK,
                 header::HeaderName::from_static("x-cache"),
                 header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("x-total-count"),
             ])
             .max_age(Duration::from_secs(600)),
     )

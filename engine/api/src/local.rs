@@ -47,6 +47,22 @@ impl Sweeper for LocalSweeper {
             }
             Err(e) => tracing::warn!(error = %e, "job sweep failed"),
         }
+        // Page snapshots outlive their cursors by nothing; stored answers by
+        // their signed links (S3 expires both by a lifecycle rule on AWS).
+        let store = self.store.clone();
+        let pages = Duration::from_secs(st.config.api.page_ttl_seconds);
+        let answers = Duration::from_secs(st.config.jobs.link_ttl_seconds.saturating_mul(2));
+        let swept = tokio::task::spawn_blocking(move || {
+            store.sweep_prefix("pages", pages) + store.sweep_prefix("answers", answers)
+        })
+        .await
+        .unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(
+                objects = swept,
+                "deleted expired page snapshots and stored answers"
+            );
+        }
     }
 }
 

@@ -49,6 +49,46 @@ impl FolderStore {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// Removes the objects under `prefix` (a folder: `pages`, `answers`) last
+    /// written longer than `age` ago, and the folders left empty; how many.
+    pub fn sweep_prefix(&self, prefix: &str, age: std::time::Duration) -> usize {
+        fn walk(dir: &Path, age: std::time::Duration, removed: &mut usize) -> bool {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return false;
+            };
+            let mut empty = true;
+            for e in entries.flatten() {
+                let p = e.path();
+                let Ok(meta) = e.metadata() else {
+                    empty = false;
+                    continue;
+                };
+                if meta.is_dir() {
+                    if walk(&p, age, removed) && std::fs::remove_dir(&p).is_ok() {
+                        continue;
+                    }
+                    empty = false;
+                } else if meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|e| e > age)
+                    && std::fs::remove_file(&p).is_ok()
+                {
+                    *removed += 1;
+                } else {
+                    empty = false;
+                }
+            }
+            empty
+        }
+        let mut removed = 0;
+        if let Ok(dir) = self.path(prefix) {
+            walk(&dir, age, &mut removed);
+        }
+        removed
+    }
+
     /// Removes an object; missing objects are fine.
     pub async fn delete(&self, key: &str) -> PortResult<()> {
         let p = self.path(key)?;
@@ -181,6 +221,37 @@ mod tests {
         assert!(!s.verify_signed("results/a.json", 1, &pairs["signature"]));
         assert!(s.put("../escape", vec![], "x").await.is_err());
         assert!(s.get("/etc/passwd").await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn sweeping_removes_only_old_objects_and_empty_folders() {
+        let dir = std::env::temp_dir().join(format!("quarry-sweep-{}", uuid::Uuid::new_v4()));
+        let s = FolderStore::new(dir.clone(), b"k".repeat(32)).expect("store");
+        for key in [
+            "pages/old/0.json",
+            "pages/old/meta.json",
+            "pages/new/0.json",
+        ] {
+            s.put(key, b"[]".to_vec(), "application/json")
+                .await
+                .expect("put");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        for f in ["pages/old/0.json", "pages/old/meta.json"] {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(f))
+                .and_then(|h| h.set_modified(two_hours_ago))
+                .expect("age the file");
+        }
+        assert_eq!(s.sweep_prefix("pages", Duration::from_secs(3600)), 2);
+        assert!(
+            !dir.join("pages/old").exists(),
+            "the emptied folder went too"
+        );
+        assert!(dir.join("pages/new/0.json").exists());
+        assert_eq!(s.sweep_prefix("answers", Duration::from_secs(1)), 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -55,6 +55,9 @@ pub fn config() -> anyhow::Result<Config> {
     // lambda_http buffers a response whole (and API Gateway caps it at 6 MB):
     // NDJSON and CSV answers go the buffered way, large ones behind a 303 link.
     config.api.stream_answers = false;
+    // API Gateway compresses (minimumCompressionSize in infra/lib/api.ts); a
+    // body compressed here would reach clients base64-encoded.
+    config.api.compress_answers = false;
     Ok(config)
 }
 

@@ -798,6 +798,16 @@ async fn load(
     )
     .await
     .context("waiting for other loads of the source to commit")?;
+    // A file that writes organizations takes the link lock now, before it locks
+    // any organization row: a late version is placed under `FOR UPDATE`
+    // (`canonical.place_late_version`), and another source's link refresh,
+    // holding the link lock, needs `KEY SHARE` on that row for its links'
+    // foreign keys. Taken later, the two waited for each other (deadlock).
+    if entities.contains(&Entity::Organizations) {
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
+            .await
+            .context("waiting for other loads' link refresh")?;
+    }
     // The canonical type of every column: a staged row is compared with the
     // stored one as the row it would become (see `staged_row_json`).
     let mut canonical_types: HashMap<Entity, HashMap<String, String>> = HashMap::new();
