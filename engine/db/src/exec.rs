@@ -173,19 +173,23 @@ pub struct RowCursor<'t, 'c> {
 /// Prepares (unless given) and binds `q` in `tx` under the limits' timeouts:
 /// the portal and the result's columns. The settings and the bind go out
 /// together (tokio-postgres pipelines requests polled together, in order): one
-/// round trip. A transaction whose reader stalls past twice the timeout ends.
+/// round trip. With `batched` (a reader that fetches at its own pace), the
+/// transaction also ends if that reader stalls past twice the timeout.
 async fn bind_portal(
     tx: &tokio_postgres::Transaction<'_>,
     prepared: Option<tokio_postgres::Statement>,
     q: &RenderedQuery,
     limits: QueryLimits,
+    batched: bool,
 ) -> Result<(tokio_postgres::Portal, Vec<OutColumn>), QueryError> {
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
-    let settings = format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
-         SET LOCAL idle_in_transaction_session_timeout = {}",
-        ms.max(1000) * 2
-    );
+    let mut settings = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
+    if batched {
+        settings.push_str(&format!(
+            "; SET LOCAL idle_in_transaction_session_timeout = {}",
+            ms.max(1000) * 2
+        ));
+    }
     let stmt = match prepared {
         Some(stmt) => stmt,
         None => tx
@@ -217,7 +221,7 @@ pub async fn open_cursor<'t, 'c>(
     q: &RenderedQuery,
     limits: QueryLimits,
 ) -> Result<RowCursor<'t, 'c>, QueryError> {
-    let (portal, columns) = bind_portal(tx, prepared, q, limits).await?;
+    let (portal, columns) = bind_portal(tx, prepared, q, limits, true).await?;
     Ok(RowCursor {
         tx,
         portal,
@@ -293,7 +297,7 @@ async fn fetch_in(
 ) -> Result<QueryOutput, QueryError> {
     // A portal fetches at most max_rows + 1 rows: the database stops there, and
     // the extra row tells us the result was cut.
-    let (portal, columns) = bind_portal(tx, prepared, q, limits).await?;
+    let (portal, columns) = bind_portal(tx, prepared, q, limits, false).await?;
     let fetch = i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX);
     let stream = tx
         .query_portal_raw(&portal, fetch)
