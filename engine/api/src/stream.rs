@@ -46,9 +46,9 @@ fn rows_bytes(format: ResultFormat, columns: &[OutColumn], rows: &[Vec<Value>]) 
             let mut w = csv::Writer::from_writer(Vec::new());
             for r in rows {
                 let _ = w.write_record(r.iter().map(|v| match v {
-                    Value::Null => String::new(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    Value::Null => std::borrow::Cow::Borrowed(&b""[..]),
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+                    other => std::borrow::Cow::Owned(other.to_string().into_bytes()),
                 }));
             }
             w.into_inner().unwrap_or_default()
@@ -56,11 +56,25 @@ fn rows_bytes(format: ResultFormat, columns: &[OutColumn], rows: &[Vec<Value>]) 
         _ => {
             let mut out = Vec::new();
             for r in rows {
-                let _ = serde_json::to_writer(&mut out, &row_object(columns, r.clone()));
+                let _ = serde_json::to_writer(&mut out, &RowRef(columns, r));
                 out.push(b'\n');
             }
             out
         }
+    }
+}
+
+/// A row serialized as an object keyed by column name, without copying it.
+struct RowRef<'a>(&'a [OutColumn], &'a [Value]);
+
+impl Serialize for RowRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (c, v) in self.0.iter().zip(self.1) {
+            m.serialize_entry(&c.name, v)?;
+        }
+        m.end()
     }
 }
 
@@ -348,10 +362,8 @@ pub async fn first_page(
         let mut first: Option<Vec<Vec<Value>>> = None;
         let size = usize::try_from(page_size).unwrap_or(usize::MAX);
         while let Some(rows) = cursor.next_batch(size).await.map_err(run_error)? {
-            let objects: Vec<Map<String, Value>> = rows
-                .iter()
-                .map(|r| row_object(&cursor.columns, r.clone()))
-                .collect();
+            let objects: Vec<RowRef<'_>> =
+                rows.iter().map(|r| RowRef(&cursor.columns, r)).collect();
             let bytes = serde_json::to_vec(&objects).map_err(ExecError::Encode)?;
             st.ports
                 .objects
