@@ -16,3 +16,8 @@ REVOKE CREATE ON SCHEMA public FROM quarry_reader, quarry_writer;
 -- Key checks (one key at a time, digest in hand) for runtimes holding only the reader.
 GRANT USAGE ON SCHEMA quarry_auth TO quarry_reader, quarry_writer;
 GRANT EXECUTE ON FUNCTION quarry_auth.check_key(text, text) TO quarry_reader, quarry_writer;
+-- The ingest ledger and the quarantine, as views (migration 0008): the API and
+-- the web catalog show them with the reader role, which reads nothing else of
+-- schema quarry.
+GRANT USAGE ON SCHEMA quarry_ops TO quarry_reader, quarry_writer;
+GRANT SELECT ON ALL TABLES IN SCHEMA quarry_ops TO quarry_reader, quarry_writer;

@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod docs;
 pub mod exec;
 pub mod ingest;
+pub mod ledger;
 pub mod migrate;
 pub mod ops;
 pub mod packcheck;

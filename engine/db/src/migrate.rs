@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "order_independent_versions",
         include_str!("../migrations/0007_order_independent_versions.sql"),
     ),
+    (
+        8,
+        "operations_views",
+        include_str!("../migrations/0008_operations_views.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
