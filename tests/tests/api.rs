@@ -1241,3 +1241,180 @@ async fn answers_are_bounded_by_bytes() {
     );
     assert_eq!(request(&s, "GET", "/health", None, &[]).status, 200);
 }
+
+#[tokio::test]
+async fn the_web_catalog_is_served_and_the_ingest_ledger_is_listed() {
+    let db = fixture_db().await;
+    let key = quarry(
+        &db,
+        &[
+            "keys", "create", "--name", "ui", "--scope", "read", "--scope", "jobs",
+        ],
+    );
+    let auth = format!("Bearer {}", key.trim());
+    let hdr = [("Authorization", auth.as_str())];
+    let (s, _data) = serve(&db, &[]);
+
+    // Pages: public (they show what /openapi.json shows), with a strict policy.
+    let home = get(&s, "/");
+    assert_eq!(home.status, 200);
+    assert!(home
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/html")));
+    let csp = home.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    for op in ["customer_analysis", "revenue_analysis", "database_info"] {
+        assert!(
+            home.raw.contains(&format!("href=\"/ui/operations/{op}\"")),
+            "the catalog links {op}"
+        );
+    }
+    let page = get(&s, "/ui/operations/customer_analysis");
+    assert_eq!(page.status, 200);
+    assert!(page.raw.contains(r#"<select id="p-group_by""#));
+    assert!(page.raw.contains(r#"<option value="industry" selected>"#));
+    assert!(page
+        .raw
+        .contains(r#"id="p-min_segment_size" name="min_segment_size" type="number""#));
+    let unknown = get(&s, "/ui/operations/no_such_thing");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["type"], json!("/problems/not-found"));
+    let dict = get(&s, "/ui/schema");
+    assert!(dict.raw.contains("canonical.organizations") && dict.raw.contains("Surrogate key"));
+    assert_eq!(get(&s, "/ui/api").status, 200);
+
+    // Assets come from the binary, cached by ETag; nothing else is reachable.
+    let js = get(&s, "/ui/assets/app.js");
+    assert_eq!(js.status, 200);
+    let etag = js.header("etag").expect("an ETag").to_owned();
+    let again = request(
+        &s,
+        "GET",
+        "/ui/assets/app.js",
+        None,
+        &[("If-None-Match", &etag)],
+    );
+    assert_eq!(again.status, 304);
+    assert_eq!(get(&s, "/ui/assets/redoc.standalone.js").status, 200);
+    for path in [
+        "/ui/assets/..%2F..%2FCargo.toml",
+        "/ui/assets/app.jsx",
+        "/ui/nothing",
+    ] {
+        assert_eq!(get(&s, path).status, 404, "{path}");
+    }
+
+    // The ledger and the quarantine need a key once keys exist (pages do not).
+    assert_eq!(get(&s, "/ingest/files").status, 401);
+    let files = request(&s, "GET", "/ingest/files", None, &hdr);
+    assert_eq!(files.status, 200, "{:?}", files.body);
+    let listed: Vec<i64> = files.body["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["id"].as_i64())
+        .collect();
+    let in_db = db
+        .value("SELECT json_agg(id ORDER BY id DESC) FROM quarry.ingest_files")
+        .await;
+    assert_eq!(json!(listed), in_db, "every file, newest first");
+    assert!(files.body.get("next").is_none(), "one page holds them all");
+
+    // Paging by `before`: two pages of one, then the rest.
+    let first = request(&s, "GET", "/ingest/files?limit=1", None, &hdr);
+    let next = first.body["next"].as_str().expect("a next page").to_owned();
+    assert!(next.starts_with("/ingest/files?") && next.contains("limit=1"));
+    let second = request(&s, "GET", &next, None, &hdr);
+    assert_eq!(second.body["files"][0]["id"], json!(listed[1]));
+
+    let bad = request(
+        &s,
+        "GET",
+        "/ingest/files?status=done&limit=0&colour=red",
+        None,
+        &hdr,
+    );
+    assert_eq!(bad.status, 422);
+    let named: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["parameter"].as_str())
+        .collect();
+    assert_eq!(named, vec!["colour", "status", "limit"], "{:?}", bad.body);
+
+    let q = request(&s, "GET", "/ingest/quarantine", None, &hdr);
+    assert_eq!(q.status, 200, "{:?}", q.body);
+    let open = db
+        .value("SELECT count(*) FROM quarry.quarantine WHERE resolved_at IS NULL")
+        .await;
+    assert_eq!(json!(q.body["records"].as_array().map(Vec::len)), open);
+    let first_reason = q.body["records"][0]["reason_code"]
+        .as_str()
+        .expect("reason")
+        .to_owned();
+    let by_reason = request(
+        &s,
+        "GET",
+        &format!("/ingest/quarantine?reason={first_reason}"),
+        None,
+        &hdr,
+    );
+    assert!(by_reason.body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .all(|r| r["reason_code"] == json!(first_reason)));
+
+    // The reader sees the ledger only through the views, never schema quarry.
+    let mut cfg: tokio_postgres::Config = db.url.parse().expect("url");
+    cfg.user("quarry_reader");
+    let (reader, conn) = cfg.connect(tokio_postgres::NoTls).await.expect("reader");
+    tokio::spawn(conn);
+    assert!(reader
+        .query("SELECT count(*) FROM quarry_ops.quarantine", &[])
+        .await
+        .is_ok());
+    let denied = reader
+        .query("SELECT raw_record FROM quarry.quarantine", &[])
+        .await
+        .expect_err("the reader cannot read schema quarry");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{denied:?}"
+    );
+
+    // A job's inline result in the format Accept asks for.
+    let job = request(
+        &s,
+        "POST",
+        "/analytics/jobs",
+        Some(r#"{"operation": "simple_demo"}"#),
+        &hdr,
+    );
+    assert_eq!(job.status, 202, "{:?}", job.body);
+    let id = job.body["job_id"].as_str().expect("job id").to_owned();
+    wait_job(&s, &id, &hdr);
+    let result = format!("/analytics/jobs/{id}/result");
+    let as_json = request(&s, "GET", &result, None, &hdr);
+    let rows = as_json.body["rows"].as_array().map(Vec::len).expect("rows");
+    let as_csv = request(&s, "GET", &result, None, &[hdr[0], ("Accept", "text/csv")]);
+    assert!(as_csv
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/csv")));
+    assert_eq!(as_csv.raw.lines().count(), rows + 1, "{}", as_csv.raw);
+    let as_nd = request(
+        &s,
+        "GET",
+        &result,
+        None,
+        &[hdr[0], ("Accept", "application/x-ndjson")],
+    );
+    assert_eq!(as_nd.raw.lines().count(), rows);
+    let refused = request(&s, "GET", &result, None, &[hdr[0], ("Accept", "image/png")]);
+    assert_eq!(refused.status, 406);
+}

@@ -318,7 +318,10 @@ fn presented_key(req: &Request) -> Option<&str> {
 /// Paths anyone may call: liveness, the API description and signed links (the
 /// signature is the credential).
 fn is_public(path: &str) -> bool {
-    path == "/health" || path == "/openapi.json" || path.starts_with("/results/")
+    path == "/health"
+        || path == "/openapi.json"
+        || path.starts_with("/results/")
+        || crate::ui::is_ui_path(path)
 }
 
 /// Middleware: authenticates, rate-limits and stores the [`Principal`] in the

@@ -263,3 +263,21 @@ pub enum DatabaseReach {
     Reachable,
     Unreachable,
 }
+
+/// A page of the ingest ledger, newest file first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LedgerPage {
+    pub files: Vec<quarry_db::ledger::LedgerFile>,
+    /// The next (older) page, as a path with its query; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A page of quarantined records, newest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct QuarantinePage {
+    pub records: Vec<quarry_db::ledger::QuarantinedRecord>,
+    /// The next (older) page, as a path with its query; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

@@ -194,18 +194,39 @@ pub async fn status(
 pub async fn result(
     State(st): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Jobs, "reading a job's result")?;
     let job = visible_job(&st, &who, &id).await?;
+    // The job's own format unless Accept names another one: an inline result is
+    // rendered in any of them, a stored one exists in its own format only.
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = match accept {
+        Some(a) if !results::accepts(a, job.format) => {
+            results::negotiate(Some(a)).map_err(ApiError::NotAcceptable)?
+        }
+        _ => job.format,
+    };
     match (&job.state, &job.result) {
         (JobState::Succeeded, Some(JobResult::Inline { body })) => {
-            let bytes = results::render(body, job.format).map_err(ApiError::Internal)?;
+            let bytes = results::render(body, format).map_err(ApiError::Internal)?;
             let mut resp = bytes.into_response();
-            if let Ok(v) = HeaderValue::from_str(job.format.content_type()) {
-                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(format.content_type()) {
+                h.insert(header::CONTENT_TYPE, v);
             }
+            h.insert(header::VARY, HeaderValue::from_static("accept"));
             Ok(resp)
+        }
+        (JobState::Succeeded, Some(JobResult::Stored { .. })) if format != job.format => {
+            Err(ApiError::NotAcceptable(format!(
+                "{} (this result is stored as {} only: ask with Accept: {}, or submit the job again with \"format\": \"{}\")",
+                accept.unwrap_or("").chars().take(120).collect::<String>(),
+                job.format.extension(),
+                job.format.content_type(),
+                format.extension()
+            )))
         }
         (JobState::Succeeded, Some(JobResult::Stored { key, .. })) => {
             let ttl = Duration::from_secs(st.config.jobs.link_ttl_seconds);

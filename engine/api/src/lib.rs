@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod jobs;
+pub mod ledger;
 pub mod local;
 pub mod metrics_http;
 pub mod notify;
@@ -24,6 +25,7 @@ pub mod reload;
 pub mod results;
 pub mod storage;
 pub mod stream;
+pub mod ui;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -176,6 +178,8 @@ pub struct AppState {
     pub hot: results::HotCache,
     /// How the last pack reload went (shown by `/health`).
     pub reload_status: std::sync::Mutex<reload::ReloadStatus>,
+    /// The data dictionary of the web catalog, read once.
+    pub dictionary: tokio::sync::OnceCell<Vec<quarry_db::docs::TableDoc>>,
 }
 
 /// A connection pool for `url`.
@@ -217,6 +221,7 @@ impl AppState {
             data_version,
             hot: results::HotCache::new(64 << 20),
             reload_status: std::sync::Mutex::new(reload::ReloadStatus::initial()),
+            dictionary: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -265,8 +270,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/analytics/jobs/{id}", get(jobs::status))
         .route("/analytics/jobs/{id}/result", get(jobs::result))
         .route("/results/{*key}", get(jobs::signed_object))
+        .route("/ingest/files", get(ledger::files))
+        .route("/ingest/quarantine", get(ledger::quarantine))
         .route("/openapi.json", get(openapi::handler))
         .route("/metrics", get(metrics_http::handler))
+        .merge(ui::routes())
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; GET /openapi.json describes the API".into())
         })

@@ -31,7 +31,10 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::analytics::AnalyticsRequest;
-use crate::contract::{Answer, Health, JobStatus, OperationDoc, OperationList, StoredAnswer};
+use crate::contract::{
+    Answer, Health, JobStatus, LedgerPage, OperationDoc, OperationList, QuarantinePage,
+    StoredAnswer,
+};
 use crate::problem::Problem;
 use crate::AppState;
 
@@ -507,7 +510,7 @@ impl Builder {
 
         let answer = self.typed::<Answer>();
         let inline = response(
-            "A small result, inline, in the job's format",
+            "A small result, inline: in the format Accept asks for, else the job's",
             &[
                 ("application/json", answer),
                 (
@@ -532,7 +535,17 @@ impl Builder {
             "get_job_result",
             "A job's result (inline, or a redirect to a signed link)",
             "jobs",
-            responses(vec![(200, inline), (303, moved)], &job_errors),
+            responses(
+                vec![(200, inline), (303, moved)],
+                &[
+                    &job_errors[..],
+                    &[(
+                        406,
+                        "Accept names no format the result can have (a stored result has only the job's format)",
+                    )],
+                ]
+                .concat(),
+            ),
         );
         result.parameters = vec![job_id];
         self.put("/analytics/jobs/{id}/result", |p| p.get = Some(result));
@@ -549,6 +562,77 @@ impl Builder {
                 responses(vec![(200, metrics)], AUTH),
             ))
         });
+        let filter = |name: &str, d: &str, schema: Value| {
+            query_param(name, d, false, schema, QueryStyle::Form, None)
+        };
+        let paging = |p: &mut Vec<ReferenceOr<Parameter>>| {
+            p.push(filter(
+                "before",
+                "Only entries with a smaller id: the next page (see `next`)",
+                json!({ "type": "integer", "minimum": 1 }),
+            ));
+            p.push(filter(
+                "limit",
+                "Entries per page",
+                json!({ "type": "integer", "minimum": 1, "maximum": quarry_db::ledger::MAX_LIMIT, "default": 50 }),
+            ));
+        };
+        let list_errors = [
+            AUTH,
+            &[
+                (422, "An unknown or invalid query parameter (see `errors`)"),
+                (503, "Database unavailable"),
+            ],
+        ]
+        .concat();
+        let ledger = self.json::<LedgerPage>("Ledger files, newest first");
+        let mut files = operation(
+            "list_ingest_files",
+            "The ingest ledger: each file with its outcome and counts",
+            "ingest",
+            responses(vec![(200, ledger)], &list_errors),
+        );
+        files.parameters = vec![
+            filter(
+                "source",
+                "Only files of this source system",
+                json!({ "type": "string" }),
+            ),
+            filter(
+                "status",
+                "Only files with this outcome",
+                json!({ "type": "string", "enum": ["processing", "loaded", "failed"] }),
+            ),
+        ];
+        paging(&mut files.parameters);
+        self.put("/ingest/files", |p| p.get = Some(files));
+        let quarantined = self.json::<QuarantinePage>("Quarantined records, newest first");
+        let mut quarantine = operation(
+            "list_quarantine",
+            "Quarantined records with the reason each was set aside",
+            "ingest",
+            responses(vec![(200, quarantined)], &list_errors),
+        );
+        quarantine.parameters = vec![
+            filter(
+                "source",
+                "Only records of this source system",
+                json!({ "type": "string" }),
+            ),
+            filter(
+                "reason",
+                "Only records with this reason code",
+                json!({ "type": "string" }),
+            ),
+            filter(
+                "resolved",
+                "Also records a replay has since loaded",
+                json!({ "type": "boolean", "default": false }),
+            ),
+        ];
+        paging(&mut quarantine.parameters);
+        self.put("/ingest/quarantine", |p| p.get = Some(quarantine));
+
         let doc = response(
             "This document",
             &[(
@@ -859,6 +943,7 @@ impl Builder {
             ("analytics", "Any operation by name"),
             ("jobs", "Asynchronous runs and their results"),
             ("catalog", "What can be called"),
+            ("ingest", "The ingest ledger and the quarantine"),
             ("service", "Health, metrics and this document"),
         ]
         .iter()

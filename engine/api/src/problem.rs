@@ -175,7 +175,7 @@ impl ApiError {
                 "Not acceptable",
                 format!(
                     "an answer can be application/json, application/x-ndjson or text/csv; Accept asked for {}",
-                    asked.chars().take(120).collect::<String>()
+                    asked.chars().take(400).collect::<String>()
                 ),
             ),
             CursorExpired => (

@@ -137,9 +137,41 @@ pub fn negotiate(accept: Option<&str>) -> Result<ResultFormat, String> {
     best.map(|(_, f)| f).ok_or_else(|| accept.to_string())
 }
 
+/// True when `accept` takes `format` (its media type or a range covering it, q > 0).
+pub fn accepts(accept: &str, format: ResultFormat) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';');
+        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        q > 0.0
+            && (mime == "*/*"
+                || Some(mime.as_str()) == format.content_type().split(';').next()
+                || (format != ResultFormat::Csv && mime == "application/*")
+                || (format == ResultFormat::Csv && mime == "text/*")
+                || (format == ResultFormat::Ndjson
+                    && matches!(mime.as_str(), "application/ndjson" | "application/jsonl")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_covers_ranges_and_refuses_q_zero() {
+        assert!(accepts("*/*", ResultFormat::Csv));
+        assert!(accepts(
+            "text/csv;q=0.5, application/json",
+            ResultFormat::Csv
+        ));
+        assert!(!accepts("text/csv;q=0", ResultFormat::Csv));
+        assert!(accepts("application/*", ResultFormat::Ndjson));
+        assert!(!accepts("application/json", ResultFormat::Csv));
+    }
     use serde_json::json;
 
     #[test]

@@ -1,0 +1,192 @@
+//! `GET /ingest/files` and `GET /ingest/quarantine`: what the ingest did, file by
+//! file, and the records it set aside with their reasons. Read with the reader
+//! role through the views of schema `quarry_ops`; the `read` scope suffices (the
+//! records are data the reader sees once loaded anyway). Newest first, paged by
+//! id: `next` holds the query of the following page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use quarry_core::params::ParamError;
+use quarry_db::ledger::{self, FileFilter, QuarantineFilter, MAX_LIMIT};
+
+use crate::auth::{Principal, Scope};
+use crate::contract::{LedgerPage, QuarantinePage};
+use crate::{ApiError, AppState};
+
+const DEFAULT_LIMIT: i64 = 50;
+const STATUSES: &[&str] = &["processing", "loaded", "failed"];
+
+/// The query of either list, checked: unknown names and bad values are 422s
+/// naming the parameter.
+struct ListQuery<'a> {
+    q: &'a HashMap<String, String>,
+    errors: Vec<ParamError>,
+}
+
+impl<'a> ListQuery<'a> {
+    fn new(q: &'a HashMap<String, String>, known: &[&str]) -> Self {
+        let mut errors: Vec<ParamError> = q
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .map(|k| ParamError {
+                parameter: k.chars().take(64).collect(),
+                message: format!("unknown parameter; this list takes {}", known.join(", ")),
+            })
+            .collect();
+        errors.sort_by(|a, b| a.parameter.cmp(&b.parameter));
+        ListQuery { q, errors }
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        let v = self.q.get(name)?.trim();
+        if v.is_empty() {
+            return None;
+        }
+        if v.len() > 200 {
+            self.errors.push(ParamError {
+                parameter: name.into(),
+                message: "longer than 200 characters".into(),
+            });
+            return None;
+        }
+        Some(v.to_owned())
+    }
+
+    fn int(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
+        let raw = self.q.get(name)?;
+        match raw.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.errors.push(ParamError {
+                    parameter: name.into(),
+                    message: format!("expected a whole number from {min} to {max}"),
+                });
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> bool {
+        match self.q.get(name).map(|s| s.trim()) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                self.errors.push(ParamError {
+                    parameter: name.into(),
+                    message: "expected true or false".into(),
+                });
+                false
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidParameters(self.errors))
+        }
+    }
+}
+
+/// The query string of the page after the one ending at `last_id`.
+fn next_link(path: &str, q: &HashMap<String, String>, last_id: i64) -> String {
+    let mut pairs: Vec<(&str, String)> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "before")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    pairs.sort();
+    pairs.push(("before", last_id.to_string()));
+    let qs = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    format!("{path}?{qs}")
+}
+
+/// `GET /ingest/files?source=&status=&before=&limit=`.
+pub async fn files(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<LedgerPage>, ApiError> {
+    who.require(Scope::Read, "reading the ingest ledger")?;
+    let mut lq = ListQuery::new(&q, &["source", "status", "before", "limit"]);
+    let source = lq.text("source");
+    let status = lq.text("status");
+    if let Some(s) = &status {
+        if !STATUSES.contains(&s.as_str()) {
+            lq.errors.push(ParamError {
+                parameter: "status".into(),
+                message: format!("expected one of {}", STATUSES.join(", ")),
+            });
+        }
+    }
+    let before = lq.int("before", 1, i64::MAX);
+    let limit = lq.int("limit", 1, MAX_LIMIT).unwrap_or(DEFAULT_LIMIT);
+    lq.finish()?;
+    let client = st
+        .reader
+        .get()
+        .await
+        .map_err(|_| ApiError::DatabaseUnavailable)?;
+    let files = ledger::files(
+        &client,
+        &FileFilter {
+            source,
+            status,
+            before,
+            limit,
+        },
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    let next = match files.last() {
+        Some(last) if files.len() as i64 == limit => Some(next_link("/ingest/files", &q, last.id)),
+        _ => None,
+    };
+    Ok(Json(LedgerPage { files, next }))
+}
+
+/// `GET /ingest/quarantine?source=&reason=&resolved=&before=&limit=`.
+pub async fn quarantine(
+    State(st): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<QuarantinePage>, ApiError> {
+    who.require(Scope::Read, "reading the quarantine")?;
+    let mut lq = ListQuery::new(&q, &["source", "reason", "resolved", "before", "limit"]);
+    let source = lq.text("source");
+    let reason = lq.text("reason");
+    let include_resolved = lq.boolean("resolved");
+    let before = lq.int("before", 1, i64::MAX);
+    let limit = lq.int("limit", 1, MAX_LIMIT).unwrap_or(DEFAULT_LIMIT);
+    lq.finish()?;
+    let client = st
+        .reader
+        .get()
+        .await
+        .map_err(|_| ApiError::DatabaseUnavailable)?;
+    let records = ledger::quarantine(
+        &client,
+        &QuarantineFilter {
+            source,
+            reason,
+            include_resolved,
+            before,
+            limit,
+        },
+    )
+    .await
+    .map_err(ApiError::Internal)?;
+    let next = match records.last() {
+        Some(last) if records.len() as i64 == limit => {
+            Some(next_link("/ingest/quarantine", &q, last.id))
+        }
+        _ => None,
+    };
+    Ok(Json(QuarantinePage { records, next }))
+}
