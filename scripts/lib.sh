@@ -6,7 +6,7 @@
 
 QUARRY_STATE_DIR="${QUARRY_STATE_DIR:-$PWD/.quarry}"
 
-log() { printf '==> %s\n' "$*" >&2; }
+log() { printf '==> [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

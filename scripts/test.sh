@@ -24,6 +24,14 @@ for tool in openssl runuser; do
 done
 # The memory-bound test reads the peak RSS of `quarry ingest` with GNU time.
 [ -x /usr/bin/time ] || { log "installing time"; as_root apt-get install -y -qq time >/dev/null; }
+# The later stages' tools (Chromium and selenium, schemathesis, the contract's
+# linters and clients, the CDK app's packages and cfn-lint) are installed in the
+# background while Rust compiles, so their downloads overlap the build. One
+# chain, one installer at a time; each stage still installs what is missing.
+mkdir -p .quarry
+( scripts/ui.sh --install && scripts/schemathesis.sh --install && scripts/contract.sh --install \
+    && bash infra/scripts/check.sh --install ) > .quarry/prefetch.log 2>&1 &
+prefetch_pid=$!
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -53,6 +61,7 @@ log "fault harness, short form: 50 seeded schedules (long form: scripts/fault-ha
 fh_ok=1
 ./target/debug/fault-harness --schedules 50 > .quarry/fault-harness.log 2>&1 || fh_ok=0
 grep -E "^[0-9]+ schedules|^failing" .quarry/fault-harness.log || tail -3 .quarry/fault-harness.log
+wait "$prefetch_pid" || { log "installing the tools in the background failed (each stage retries): see .quarry/prefetch.log"; tail -5 .quarry/prefetch.log; }
 log "schemathesis against /openapi.json"
 st_ok=1
 scripts/schemathesis.sh > .quarry/schemathesis.log 2>&1 || st_ok=0
@@ -61,6 +70,10 @@ log "the contract under standard tools: 3 OpenAPI linters, generated Python and 
 contract_ok=1
 scripts/contract.sh > .quarry/contract.log 2>&1 || contract_ok=0
 grep -E "^contract:|validated [0-9]+ responses|error" .quarry/contract.log | tail -5 || true
+log "the web catalog in headless Chromium (selenium over WebDriver)"
+ui_ok=1
+scripts/ui.sh > .quarry/ui.log 2>&1 || ui_ok=0
+grep -E "^ui:|FAILED|Error" .quarry/ui.log | tail -3 || true
 log "infra/: CDK app checks (jest, cdk-nag, synth offline, cfn-lint)"
 infra_ok=1
 bash infra/scripts/check.sh > .quarry/infra.log 2>&1 || infra_ok=0
@@ -74,6 +87,7 @@ awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d f
 [ "$infra_ok" = 1 ] || { echo "infra checks failed: see .quarry/infra.log"; exit 1; }
 [ "$sm_ok" = 1 ] || { echo "the state machine failed against the real functions: see .quarry/state-machine.log"; exit 1; }
 [ "$st_ok" = 1 ] || { echo "schemathesis found problems: see .quarry/schemathesis.log"; exit 1; }
+[ "$ui_ok" = 1 ] || { echo "the web catalog failed in headless Chromium: see .quarry/ui.log"; exit 1; }
 [ "$contract_ok" = 1 ] || { echo "the OpenAPI contract failed a linter or a generated client: see .quarry/contract.log"; exit 1; }
 [ "$fh_ok" = 1 ] || { echo "the fault harness found lost, duplicated or differing rows: see .quarry/fault-harness.log"; exit 1; }
 ! grep -q '^test result: FAILED' .quarry/test.log && grep -q '^test result: ok' .quarry/test.log

@@ -49,6 +49,7 @@ if [ "$(.venv/bin/cfn-lint --version 2>/dev/null || true)" != "cfn-lint $CFN_LIN
   .venv/bin/pip install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
 .venv/bin/cfn-lint --version
+[ "${1:-}" = "--install" ] && exit 0
 
 step "type-check (tsc)"
 npx tsc --noEmit
