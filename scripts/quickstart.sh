@@ -16,7 +16,8 @@ log "migrating, generating and ingesting demo exports, running operations"
 listen="${QUARRY_LISTEN:-127.0.0.1:8080}"
 cat <<MSG
 
-The API is starting on http://$listen (Ctrl-C stops it). In another terminal:
+The API is starting on http://$listen (Ctrl-C stops it).
+The web catalog: open http://$listen/ in a browser. In another terminal:
   curl http://$listen/health
   curl "http://$listen/analytics?operation=database_info"
   curl "http://$listen/analytics?operation=customer_analysis"

@@ -1231,7 +1231,10 @@ async fn answers_are_bounded_by_bytes() {
     );
     let detail = huge.body["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("8000000") && detail.contains("api.max_answer_bytes"),
+        detail.contains("8000000")
+            && detail.contains("api.max_answer_bytes")
+            && detail.contains("page_size")
+            && detail.contains("Accept: text/csv"),
         "{detail}"
     );
     let peak_mib = peak_rss_kib(s.child.id()) / 1024;

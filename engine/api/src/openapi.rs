@@ -451,7 +451,16 @@ impl Builder {
             "analytics",
             responses(self.answer_responses(None), RUN_ERRORS),
         );
-        run_post.request_body = Some(ReferenceOr::Item(request_body.clone()));
+        // The synchronous form refuses `format` (Accept chooses): its own schema.
+        run_post.request_body = Some(ReferenceOr::Item(RequestBody {
+            required: true,
+            content: [(
+                "application/json".to_string(),
+                media(reference("RunRequest")),
+            )]
+            .into(),
+            ..RequestBody::default()
+        }));
         self.put("/analytics", |p| {
             p.get = Some(run_get);
             p.post = Some(run_post);
@@ -884,7 +893,9 @@ impl Builder {
         if let Some(req) = schemas.get_mut("AnalyticsRequest") {
             let mut v = req.json_schema.clone().to_value();
             v["oneOf"] = Value::Array(std::mem::take(&mut self.requests));
+            let run = run_request(&v);
             *req = schema_object(v);
+            schemas.insert("RunRequest".into(), schema_object(run));
         }
         let mut webhook = operation(
             "job_event",
@@ -1040,6 +1051,30 @@ fn no_boolean_subschemas(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(no_boolean_subschemas),
         _ => {}
     }
+}
+
+/// `RunRequest`, the body of the synchronous `POST /analytics`: the job
+/// request without `format` (there `Accept` chooses, and `format` is refused),
+/// each form titled apart so generators make distinct types.
+fn run_request(job_request: &Value) -> Value {
+    let mut v = job_request.clone();
+    if let Some(p) = v.get_mut("properties").and_then(Value::as_object_mut) {
+        p.remove("format");
+    }
+    v["title"] = json!("RunRequest");
+    v["description"] =
+        json!("An operation and its parameters, answered at once (Accept chooses the format).");
+    if let Some(forms) = v.get_mut("oneOf").and_then(Value::as_array_mut) {
+        for f in forms {
+            if let Some(p) = f.get_mut("properties").and_then(Value::as_object_mut) {
+                p.remove("format");
+            }
+            if let Some(t) = f.get("title").and_then(Value::as_str) {
+                f["title"] = json!(format!("{}Run", t));
+            }
+        }
+    }
+    v
 }
 
 /// A `oneOf` of documented constants (what schemars makes of an enum whose

@@ -160,7 +160,9 @@ impl ApiError {
                 "Answer too large",
                 format!(
                     "the answer passed the limit of {cap} bytes (api.max_answer_bytes) after {rows} rows; \
-                     narrow it with the operation's parameters (filters, a smaller limit), or ask the operator to raise the limit"
+                     ask for it in pages (?page_size=1000, then follow `next`), streamed as CSV or NDJSON \
+                     (Accept: text/csv or application/x-ndjson), or as a job (POST /analytics/jobs); \
+                     or narrow it with the operation's parameters"
                 ),
             ),
             MethodNotAllowed => (
