@@ -251,6 +251,28 @@ export class Api extends Construct {
       requestValidator: validateParams,
     });
 
+    // What the ingest did (the function reads it through the reader's views).
+    const ingest = root.addResource('ingest');
+    ingest.addResource('files').addMethod('GET', integration);
+    ingest.addResource('quarantine').addMethod('GET', integration);
+
+    // The web catalog: pages that hold only what /openapi.json publishes, so
+    // public like it; the page script calls the routes above with the user's key.
+    root.addMethod('GET', integration, open);
+    const ui = root.addResource('ui');
+    ui.addMethod('GET', integration, open);
+    for (const page of ['ingest', 'schema', 'api']) ui.addResource(page).addMethod('GET', integration, open);
+    ui.addResource('operations').addResource('{name}').addMethod('GET', integration, {
+      ...open,
+      requestParameters: { 'method.request.path.name': true },
+      requestValidator: validateParams,
+    });
+    ui.addResource('assets').addResource('{file}').addMethod('GET', integration, {
+      ...open,
+      requestParameters: { 'method.request.path.file': true },
+      requestValidator: validateParams,
+    });
+
     const plan = this.restApi.addUsagePlan('UsagePlan', {
       name: `${config.prefix}-default`,
       description: 'Default callers of the Quarry API',
@@ -269,7 +291,7 @@ export class Api extends Construct {
     acknowledge(
       this.restApi,
       'AwsSolutions-APIG4',
-      'Callers are identified by API keys in a usage plan (throttle and quota), as the original design has it; GET /health, GET /openapi.json and the CORS preflights are public on purpose. User-level authorization (IAM or Cognito) is a product decision not taken yet.',
+      'Callers are identified by API keys in a usage plan (throttle and quota), as the original design has it; GET /health, GET /openapi.json, the web catalog pages (which hold only what openapi.json publishes) and the CORS preflights are public on purpose. User-level authorization (IAM or Cognito) is a product decision not taken yet.',
     );
     acknowledge(this.restApi, 'AwsSolutions-COG4', 'No Cognito user pool: the API uses API keys (see AwsSolutions-APIG4).');
     if (!config.waf) {

@@ -518,15 +518,25 @@ describe('api', () => {
         'POST /analytics/jobs',
         'GET /analytics/jobs/{id}',
         'GET /analytics/jobs/{id}/result',
+        'GET /ingest/files',
+        'GET /ingest/quarantine',
+        'GET /',
+        'GET /ui',
+        'GET /ui/ingest',
+        'GET /ui/schema',
+        'GET /ui/api',
+        'GET /ui/operations/{name}',
+        'GET /ui/assets/{file}',
       ].sort(),
     );
     expect(json(resourcesOf(template, 'AWS::ApiGateway::Resource'))).not.toContain('{proxy+}');
   });
 
-  test('API keys required everywhere but health, openapi.json and CORS preflights', () => {
+  test('API keys required everywhere but health, openapi.json, the catalog pages and CORS preflights', () => {
     for (const m of methods) {
-      const route = `${m.HttpMethod} ${pathOf(m.ResourceId)}`;
-      const open = m.HttpMethod === 'OPTIONS' || route === 'GET /health' || route === 'GET /openapi.json';
+      const route = `${m.HttpMethod} ${pathOf(m.ResourceId) || '/'}`;
+      const page = route === 'GET /' || route === 'GET /ui' || route.startsWith('GET /ui/');
+      const open = m.HttpMethod === 'OPTIONS' || route === 'GET /health' || route === 'GET /openapi.json' || page;
       expect([route, m.ApiKeyRequired === true]).toEqual([route, !open]);
     }
   });

@@ -125,8 +125,18 @@ def run(d, downloads):
     d.find_element(By.ID, "run").click()
     problem = wait(d, EC.visibility_of_element_located((By.ID, "problem")))
     check("API key" in problem.text, "without a key the page asks for an API key")
-    severe_logs(d)  # the expected 401, drained
     check(d.switch_to.active_element.get_attribute("id") == "api-key", "and focuses the key box")
+    severe_logs(d)  # the expected 401, drained
+    # The gateway key (AWS) travels as x-api-key, which quarry serve also accepts.
+    d.find_element(By.CSS_SELECTOR, "details.gw summary").click()
+    d.find_element(By.ID, "gateway-key").send_keys(KEY + Keys.ENTER)
+    wait(d, EC.text_to_be_present_in_element((By.ID, "key-state"), "gateway key only"))
+    d.find_element(By.ID, "run").click()
+    wait(d, EC.visibility_of_element_located((By.ID, "table-box")))
+    check(len(table_rows(d, "answer")) > 0, "a gateway key alone is sent as x-api-key")
+    d.find_element(By.ID, "key-forget").click()
+    check(d.execute_script("return sessionStorage.length") == 0, "Forget clears both keys")
+    d.find_element(By.ID, "api-key").click()
     d.switch_to.active_element.send_keys(KEY + Keys.ENTER)
     wait(d, EC.text_to_be_present_in_element((By.ID, "key-state"), "key in use"))
     check(d.execute_script("return sessionStorage.getItem('quarry.apiKey')") == KEY,

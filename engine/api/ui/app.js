@@ -5,6 +5,8 @@
 
 (function () {
   const KEY = "quarry.apiKey";
+  // On AWS the gateway's usage plan wants its own key in x-api-key as well.
+  const GATEWAY_KEY = "quarry.gatewayKey";
   const PAGE_ROWS = 500;
 
   const $ = (id) => document.getElementById(id);
@@ -25,7 +27,8 @@
   function showKeyState() {
     const s = $("key-state");
     if (!s) return;
-    s.textContent = apiKey() ? "key in use for this session" : "no key (open local access)";
+    const gw = sessionStorage.getItem(GATEWAY_KEY) ? " + gateway key" : "";
+    s.textContent = apiKey() ? "key in use for this session" + gw : gw ? "gateway key only" : "no key (open local access)";
   }
 
   function initKeyForm() {
@@ -35,11 +38,15 @@
       ev.preventDefault();
       const v = $("api-key").value.trim();
       if (v) sessionStorage.setItem(KEY, v);
+      const g = $("gateway-key").value.trim();
+      if (g) sessionStorage.setItem(GATEWAY_KEY, g);
       $("api-key").value = "";
+      $("gateway-key").value = "";
       showKeyState();
     });
     $("key-forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY);
+      sessionStorage.removeItem(GATEWAY_KEY);
       showKeyState();
     });
     showKeyState();
@@ -50,6 +57,8 @@
     o.headers = Object.assign({ Accept: "application/json" }, o.headers);
     const k = apiKey();
     if (k) o.headers.Authorization = "Bearer " + k;
+    const g = sessionStorage.getItem(GATEWAY_KEY);
+    if (g) o.headers["X-Api-Key"] = g;
     return fetch(path, o);
   }
 
@@ -386,6 +395,8 @@
     async function run(ev) {
       ev.preventDefault();
       $("job").hidden = true;
+      $("table-box").hidden = true;
+      $("chart-box").hidden = true;
       status.textContent = "running " + op + "…";
       const asJob = $("as-job").checked && form.dataset.cost !== "heavy";
       const t0 = performance.now();
