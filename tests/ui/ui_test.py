@@ -209,6 +209,24 @@ def run(d, downloads):
           "a time series gets a line chart")
     shot(d, "time-series")
 
+    # 7b. Dates as date inputs (typed as a user types them), lists as text; the
+    #     constraint between two parameters comes back at both.
+    d.get(URL + "/ui/operations/revenue_analysis")
+    start = d.find_element(By.ID, "p-start_date")
+    check(start.get_attribute("type") == "date", "date parameters are date inputs")
+    start.send_keys("01152024")
+    check(start.get_attribute("value") == "2024-01-15", "a typed date becomes 2024-01-15")
+    d.find_element(By.ID, "p-source_systems").send_keys("erp, shop")
+    d.find_element(By.ID, "run").click()
+    wait(d, EC.visibility_of_element_located((By.ID, "table-box")))
+    want = api("/analytics/revenue_analysis", {"start_date": "2024-01-15", "source_systems": ["erp", "shop"]})
+    check(len(table_rows(d, "answer")) == len(want["rows"]) > 0, f"date and list reach the API ({len(want['rows'])} rows)")
+    d.find_element(By.ID, "p-end_date").send_keys("01012024")
+    d.find_element(By.ID, "run").click()
+    wait(d, lambda _: d.find_element(By.ID, "e-start_date").text and d.find_element(By.ID, "e-end_date").text)
+    check(True, "start after end marks both dates: " + d.find_element(By.ID, "e-end_date").text)
+    severe_logs(d)  # the expected 422, drained
+
     # 8. A heavy operation runs as a job; the page follows it to its result.
     d.get(URL + "/ui/operations/multi_dimensional_analytics")
     check(d.find_element(By.ID, "as-job").get_attribute("disabled") is not None, "heavy operations always run as jobs")
