@@ -232,10 +232,13 @@
     const nums = columns.filter(numeric).filter(filled).filter((c) => !/(^|_)(id|index)$|rank|position/.test(c.name));
     const x = columns.find((c) => !numeric(c) && c.type !== "json" && c.type !== "boolean" && filled(c));
     if (!nums.length || !x) return null;
+    // Money first: the measure an analyst means when a row has several.
+    const money = nums.filter((c) => /revenue|value|amount|sales|total/.test(c.name));
+    const ordered = money.concat(nums.filter((c) => !money.includes(c)));
     if (x.type === "date" || x.type === "timestamp" || /period|month|week/.test(x.name)) {
-      return { type: "line", x, ys: nums.slice(0, 1) };
+      return { type: "line", x, ys: ordered.slice(0, 1) };
     }
-    return { type: "bar", x, ys: nums.slice(0, 1) };
+    return { type: "bar", x, ys: ordered.slice(0, 1) };
   }
 
   // The chart follows the sort: sorted by a numeric column, that column is drawn
