@@ -92,6 +92,28 @@ impl<'a> ListQuery<'a> {
     }
 }
 
+/// The reader connection both lists use.
+async fn reader(st: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    st.reader
+        .get()
+        .await
+        .map_err(|_| ApiError::DatabaseUnavailable)
+}
+
+/// The page after this one, when this one is full (`ids` newest first).
+fn next_page(
+    path: &str,
+    q: &HashMap<String, String>,
+    ids: impl Iterator<Item = i64>,
+    limit: i64,
+) -> Option<String> {
+    let ids: Vec<i64> = ids.collect();
+    match ids.last() {
+        Some(&last) if ids.len() as i64 == limit => Some(next_link(path, q, last)),
+        _ => None,
+    }
+}
+
 /// The query string of the page after the one ending at `last_id`.
 fn next_link(path: &str, q: &HashMap<String, String>, last_id: i64) -> String {
     let mut pairs: Vec<(&str, String)> = q
@@ -128,11 +150,7 @@ pub async fn files(
     let before = lq.int("before", 1, i64::MAX);
     let limit = lq.int("limit", 1, MAX_LIMIT).unwrap_or(DEFAULT_LIMIT);
     lq.finish()?;
-    let client = st
-        .reader
-        .get()
-        .await
-        .map_err(|_| ApiError::DatabaseUnavailable)?;
+    let client = reader(&st).await?;
     let files = ledger::files(
         &client,
         &FileFilter {
@@ -144,10 +162,7 @@ pub async fn files(
     )
     .await
     .map_err(ApiError::Internal)?;
-    let next = match files.last() {
-        Some(last) if files.len() as i64 == limit => Some(next_link("/ingest/files", &q, last.id)),
-        _ => None,
-    };
+    let next = next_page("/ingest/files", &q, files.iter().map(|f| f.id), limit);
     Ok(Json(LedgerPage { files, next }))
 }
 
@@ -165,11 +180,7 @@ pub async fn quarantine(
     let before = lq.int("before", 1, i64::MAX);
     let limit = lq.int("limit", 1, MAX_LIMIT).unwrap_or(DEFAULT_LIMIT);
     lq.finish()?;
-    let client = st
-        .reader
-        .get()
-        .await
-        .map_err(|_| ApiError::DatabaseUnavailable)?;
+    let client = reader(&st).await?;
     let records = ledger::quarantine(
         &client,
         &QuarantineFilter {
@@ -182,11 +193,11 @@ pub async fn quarantine(
     )
     .await
     .map_err(ApiError::Internal)?;
-    let next = match records.last() {
-        Some(last) if records.len() as i64 == limit => {
-            Some(next_link("/ingest/quarantine", &q, last.id))
-        }
-        _ => None,
-    };
+    let next = next_page(
+        "/ingest/quarantine",
+        &q,
+        records.iter().map(|r| r.id),
+        limit,
+    );
     Ok(Json(QuarantinePage { records, next }))
 }

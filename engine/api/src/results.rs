@@ -105,6 +105,21 @@ pub fn render(body: &Value, format: ResultFormat) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The media ranges of an `Accept` header with their q-values (1 when absent),
+/// media types lower-cased.
+fn media_ranges(accept: &str) -> impl Iterator<Item = (String, f32)> + '_ {
+    accept.split(',').map(|range| {
+        let mut parts = range.split(';');
+        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        (mime, q)
+    })
+}
+
 /// The format an `Accept` header asks for (RFC 9110 12.5.1: the supported
 /// media range with the highest q, ties going to the earlier one; `*/*`,
 /// `application/*` and no header mean JSON). `Err` carries the header when it
@@ -114,14 +129,7 @@ pub fn negotiate(accept: Option<&str>) -> Result<ResultFormat, String> {
         return Ok(ResultFormat::Json);
     };
     let mut best: Option<(f32, ResultFormat)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .filter_map(|q| q.trim().parse::<f32>().ok())
-            .next()
-            .unwrap_or(1.0);
+    for (mime, q) in media_ranges(accept) {
         let format = match mime.as_str() {
             "application/json" | "application/*" | "*/*" => ResultFormat::Json,
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
@@ -139,14 +147,7 @@ pub fn negotiate(accept: Option<&str>) -> Result<ResultFormat, String> {
 
 /// True when `accept` takes `format` (its media type or a range covering it, q > 0).
 pub fn accepts(accept: &str, format: ResultFormat) -> bool {
-    accept.split(',').any(|range| {
-        let mut parts = range.split(';');
-        let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .filter_map(|q| q.trim().parse::<f32>().ok())
-            .next()
-            .unwrap_or(1.0);
+    media_ranges(accept).any(|(mime, q)| {
         q > 0.0
             && (mime == "*/*"
                 || Some(mime.as_str()) == format.content_type().split(';').next()
