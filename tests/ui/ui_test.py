@@ -196,6 +196,28 @@ def run(d, downloads):
     check(downloaded == expected and len(downloaded) == len(want["rows"]) + 1,
           "Download CSV saves the API's CSV")
 
+    # 5b. Pages of the answer: 4 rows per page, then "Load more" follows `next`
+    #     until the table holds the whole answer, in the API's order.
+    Select(d.find_element(By.ID, "p-level")).select_by_value("customer")
+    rows_input = d.find_element(By.ID, "page-rows")
+    rows_input.clear()
+    rows_input.send_keys("4")
+    d.find_element(By.ID, "run").click()
+    wait(d, EC.visibility_of_element_located((By.ID, "table-box")))
+    whole = api("/analytics/customer_analysis", {"level": "customer", "group_by": "country"})["rows"]
+    check(len(table_rows(d, "answer")) == 4 and f"of {len(whole)} rows" in d.find_element(By.ID, "table-info").text,
+          f"a first page of 4 of {len(whole)} rows")
+    more = d.find_element(By.ID, "more")
+    while more.is_displayed():
+        shown = len(table_rows(d, "answer"))
+        more.click()
+        wait(d, lambda _: len(table_rows(d, "answer")) > shown)
+    ids = [r[headers.index("organization_id")] for r in table_rows(d, "answer")]
+    check(ids == [str(r["organization_id"]) for r in whole], "Load more pages through to the whole answer, in order")
+    rows_input.clear()
+    rows_input.send_keys("500")
+    Select(d.find_element(By.ID, "p-level")).select_by_value("segment")
+
     # 6. A bad value is marked at its field with the server's message.
     m = d.find_element(By.ID, "p-min_segment_size")
     m.clear()

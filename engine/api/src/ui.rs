@@ -363,7 +363,13 @@ async fn operation(State(st): State<Arc<AppState>>, Path(name): Path<String>) ->
     let columns_json = serde_json::to_string(&columns)
         .unwrap_or_else(|_| "[]".into())
         .replace('<', "\\u003c");
-    let ctx = context! { op => OpView::of(p, call), fields => fields, columns_json => columns_json, ..base_ctx("operation") };
+    let ctx = context! {
+        op => OpView::of(p, call),
+        fields => fields,
+        columns_json => columns_json,
+        max_page_size => st.config.api.max_page_size,
+        ..base_ctx("operation")
+    };
     page("operation.html", ctx)
 }
 

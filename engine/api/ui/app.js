@@ -7,7 +7,6 @@
   const KEY = "quarry.apiKey";
   // On AWS the gateway's usage plan wants its own key in x-api-key as well.
   const GATEWAY_KEY = "quarry.gatewayKey";
-  const PAGE_ROWS = 500;
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, attrs, ...children) => {
@@ -405,7 +404,8 @@
       const t0 = performance.now();
       try {
         // A heavy operation runs as a job, whose result comes whole: no paging.
-        let resp = await call("application/json", asJob, form.dataset.cost === "heavy" ? null : PAGE_ROWS);
+        const rows = $("page-rows") ? Math.max(1, Math.floor(Number($("page-rows").value) || 500)) : null;
+        let resp = await call("application/json", asJob, form.dataset.cost === "heavy" ? null : rows);
         if (resp.status === 202) {
           const job = await resp.json();
           status.textContent = "running as job " + job.job_id + "…";
