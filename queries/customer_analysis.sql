@@ -7,6 +7,11 @@
 -- source_system or region via canonical.countries; missing values form the segment
 -- '(unknown)'). Segments smaller than min_segment_size are dropped with HAVING.
 --
+-- unify = true: a customer is a company (canonical.companies: organizations of
+--   every source system joined by accepted links), segmented by its golden
+--   values; its orders from every system count once. source_systems keeps only
+--   orders from those systems (with or without unify).
+--
 -- level = customer: one row per customer with its segment's size and totals and its
 --   rank, dense rank and percent rank within the segment by the chosen metric
 --   (highest first, customers without a value last).
@@ -14,17 +19,45 @@
 --   the segments against each other by the chosen metric, and the customer columns
 --   are NULL.
 WITH order_stats AS (
-    SELECT o.organization_id,
+    -- per customer: an organization, or with unify a company (all its members' orders)
+    SELECT {% if unify %}m.company_id{% else %}o.organization_id{% endif %} AS customer_id,
            count(*)::bigint    AS order_count,
            sum(o.total_amount) AS lifetime_value,
            min(o.order_date)   AS first_order_at,
            max(o.order_date)   AS last_order_at
     FROM canonical.orders o
+{% if unify %}
+    JOIN canonical.company_members m ON m.organization_id = o.organization_id
+{% endif %}
     WHERE o.organization_id IS NOT NULL
-    GROUP BY o.organization_id
+      AND ({{ source_systems }}::text[] IS NULL OR o.source_system = ANY({{ source_systems }}::text[]))
+    GROUP BY 1
 ),
 customers AS (
+{% if unify %}
+    -- one customer per company, described by its golden row (survivorship of
+    -- mappings/companies.yaml)
+    SELECT NULL::bigint                                        AS organization_id,
+           co.id                                               AS company_id,
+           co.name                                             AS customer_name,
+           co.kind,
+           array_to_string(co.source_systems, ',')             AS source_system,
+           NULL::text                                          AS source_id,
+           coalesce(nullif(btrim(co.industry), ''), '(unknown)') AS industry,
+           coalesce(co.country_code::text, '(unknown)')          AS country,
+           coalesce(nullif(btrim(co.tier), ''), '(unknown)')     AS tier,
+           coalesce(c.region, '(unknown)')                        AS region,
+           coalesce(s.lifetime_value, 0)::numeric(18, 2)          AS lifetime_value,
+           coalesce(s.order_count, 0)::bigint                     AS order_count,
+           round(s.lifetime_value / NULLIF(s.order_count, 0), 2)  AS average_order_value,
+           s.first_order_at,
+           s.last_order_at
+    FROM canonical.companies co
+    LEFT JOIN canonical.countries c ON c.code = co.country_code
+    LEFT JOIN order_stats s ON s.customer_id = co.id
+{% else %}
     SELECT org.id                                              AS organization_id,
+           m.company_id,
            org.name                                            AS customer_name,
            org.kind,
            org.source_system,
@@ -39,9 +72,11 @@ customers AS (
            s.first_order_at,
            s.last_order_at
     FROM canonical.organizations org
+    LEFT JOIN canonical.company_members m ON m.organization_id = org.id
     LEFT JOIN canonical.countries c ON c.code = org.country_code
-    LEFT JOIN order_stats s ON s.organization_id = org.id
+    LEFT JOIN order_stats s ON s.customer_id = org.id
     WHERE org.kind IN ('company', 'person')
+{% endif %}
 ),
 segmented AS (
     SELECT cu.{{ ident("group_by") }} AS segment,
@@ -89,6 +124,7 @@ SELECT m.segment,
        round(m.segment_lifetime_value, 2)                   AS segment_lifetime_value,
        m.segment_order_count,
        NULL::bigint                                         AS organization_id,
+       NULL::bigint                                         AS company_id,
        NULL::text                                           AS customer_name,
        NULL::text                                           AS kind,
        NULL::text                                           AS source_system,
@@ -114,6 +150,7 @@ SELECT s.segment,
        round(g.segment_lifetime_value, 2)                   AS segment_lifetime_value,
        g.segment_order_count,
        s.organization_id,
+       s.company_id,
        s.customer_name,
        s.kind,
        s.source_system,
@@ -131,5 +168,5 @@ SELECT s.segment,
 FROM segmented s
 JOIN segments g ON g.segment = s.segment
 WINDOW w AS (PARTITION BY s.segment ORDER BY s.metric_value DESC NULLS LAST)
-ORDER BY s.segment COLLATE "C", metric_rank, s.organization_id
+ORDER BY s.segment COLLATE "C", metric_rank, s.organization_id, s.company_id
 {% endif %}

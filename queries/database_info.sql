@@ -3,7 +3,7 @@
 -- latest ingest and the current data version (the same on every row).
 --
 -- Row counts: a pack cannot build SQL dynamically, so every relation of the
--- canonical model (migrations 0001 and 0006) is counted exactly with its own scalar
+-- canonical model (migrations 0001, 0006 and 0009) is counted exactly with its own scalar
 -- subquery (each runs once, only for the row that needs it). A relation added
 -- later and not listed here falls back to the planner estimate
 -- (pg_class.reltuples, NULL when never analysed); row_count_exact says which.
@@ -33,6 +33,9 @@ exact_counts AS (
       WHEN 'people'         THEN (SELECT count(*) FROM canonical.people)
       WHEN 'entity_links'   THEN (SELECT count(*) FROM canonical.entity_links)
       WHEN 'entity_history' THEN (SELECT count(*) FROM canonical.entity_history)
+      WHEN 'companies'      THEN (SELECT count(*) FROM canonical.companies)
+      WHEN 'company_members' THEN (SELECT count(*) FROM canonical.company_members)
+      WHEN 'link_decisions' THEN (SELECT count(*) FROM canonical.link_decisions)
       WHEN 'countries'      THEN (SELECT count(*) FROM canonical.countries)
       WHEN 'ingest_files'   THEN (SELECT count(*) FROM canonical.ingest_files)
       WHEN 'quarantine'     THEN (SELECT count(*) FROM canonical.quarantine)

@@ -27,6 +27,8 @@ The web catalog: open http://$listen/ in a browser. In another terminal:
   curl http://$listen/operations
 Each operation at its own path, in the format you accept, compressed, in pages:
   curl "http://$listen/analytics/customer_analysis?group_by=country&level=segment"
+Lifetime value by industry per company across CRM, ERP and shop (the ERP's revenue under the CRM's industries):
+  curl "http://$listen/analytics/customer_analysis?group_by=industry&level=segment&unify=true&source_systems=erp"
   curl -H "Accept: text/csv" --compressed "http://$listen/analytics/revenue_analysis?view=customers"
   curl "http://$listen/analytics/customer_analysis?page_size=100"     # then follow "next"
 Jobs (heavy operations, or anything you submit as a job):
@@ -41,6 +43,8 @@ Also: curl http://$listen/openapi.json    curl http://$listen/metrics
 The command line works on the same database (settings in .quarry/env if generated):
   ./target/release/quarry query revenue_analysis -p view=customers --max-rows 10
   ./target/release/quarry quarantine list
+  ./target/release/quarry links list --status proposed     # links waiting for review: confirm or reject
+  ./target/release/quarry companies show org:1             # a company, its members and where each value came from
   ./target/release/quarry ingest .quarry/demo-data-1      # again: all duplicates
 MSG
 if [ "${QUICKSTART_NO_SERVE:-}" = "1" ]; then exit 0; fi

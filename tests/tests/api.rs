@@ -994,7 +994,7 @@ async fn two_major_versions_are_served_side_by_side() {
         .find(|l| l.starts_with("version: "))
         .expect("version")
         .to_string();
-    assert_eq!(version, "version: 1.0.0");
+    assert!(version.starts_with("version: 1."), "{version}");
     // The old major keeps its SQL, renamed title, and a deprecation notice.
     std::fs::write(
         v1.join("customer_analysis.yaml"),
@@ -1011,7 +1011,7 @@ async fn two_major_versions_are_served_side_by_side() {
     .expect("copy");
     std::fs::write(
         q.0.join("customer_analysis.yaml"),
-        yaml.replace("version: 1.0.0", "version: 2.0.0"),
+        yaml.replace(&version, "version: 2.0.0"),
     )
     .expect("write");
     let data = TempDir::new("data");
@@ -1058,7 +1058,7 @@ async fn two_major_versions_are_served_side_by_side() {
     assert_eq!(job.header("deprecation"), Some("@1796083200"));
     assert_eq!(
         job.body["operation_version"],
-        json!("1.0.0"),
+        json!(version.trim_start_matches("version: ")),
         "{:?}",
         job.body
     );

@@ -349,7 +349,7 @@ fn breaking_changes_are_caught_against_a_git_revision() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains(
-            "queries/customer_analysis.yaml:25:3: error: customer_analysis: parameter `group_by`: enum values removed: \"region\""
+            "queries/customer_analysis.yaml:29:3: error: customer_analysis: parameter `group_by`: enum values removed: \"region\""
         ),
         "{stdout}"
     );
@@ -374,7 +374,7 @@ fn breaking_changes_are_caught_against_a_git_revision() {
     let out = check();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("HEAD:queries/customer_analysis.yaml:1:1: error: operation `customer_analysis` (version 1.0.0) was removed"),
+        stdout.contains("HEAD:queries/customer_analysis.yaml:1:1: error: operation `customer_analysis` (version 1.1.0) was removed"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -40,13 +40,13 @@ async fn generated_exports_load_exactly_as_recorded() {
         String::from_utf8_lossy(&out.stderr)
     );
     let all: Vec<Value> = serde_json::from_slice(&out.stdout).expect("reports");
-    // expected.json sits beside the exports; no mapping claims it.
+    // expected.json and the companies' truth sit beside the exports; no mapping claims them.
     let (skipped, reports): (Vec<Value>, Vec<Value>) = all
         .into_iter()
         .partition(|r| r["status"] == json!("skipped"));
     assert_eq!(
         skipped.iter().map(|r| r["key"].clone()).collect::<Vec<_>>(),
-        [json!("expected.json")]
+        [json!("expected-companies.csv"), json!("expected.json")]
     );
     let files = expected["files"].as_array().expect("files");
     assert_eq!(reports.len(), files.len());
@@ -101,7 +101,7 @@ async fn generated_exports_load_exactly_as_recorded() {
     assert!(
         again
             .iter()
-            .filter(|r| r["key"] != json!("expected.json"))
+            .filter(|r| r["status"] != json!("skipped"))
             .all(|r| r["status"] == json!("duplicate")),
         "{again:?}"
     );

@@ -135,6 +135,21 @@ pub async fn ingest(sdk: &aws_config::SdkConfig) -> anyhow::Result<Ingest> {
                 .join("\n")
         )
     })?;
+    // The company rules shipped beside the mappings: registered at cold start, so
+    // a deploy with changed rules recomputes links and companies once, before
+    // the first file (the shipped rules when the bundle has no companies.yaml).
+    let rules = match quarry_core::files::load_company_rules(&mappings_dir) {
+        Ok(Some(r)) => r,
+        Ok(None) => quarry_db::companies::builtin_rules()?,
+        Err(d) => anyhow::bail!(
+            "the company rules in {} have problems:\n{}",
+            mappings_dir.display(),
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    };
     let max_bytes = match std::env::var("QUARRY_INGEST_MAX_BYTES") {
         Ok(v) => v.parse().with_context(|| {
             format!("QUARRY_INGEST_MAX_BYTES must be a number of bytes, not `{v}`")
@@ -146,10 +161,22 @@ pub async fn ingest(sdk: &aws_config::SdkConfig) -> anyhow::Result<Ingest> {
     } else {
         Some(Arc::new(SnsNotifier::new(sdk, &r.alarm_topic_arn)))
     };
+    let writer = pool(sdk, "writer", 1).await?;
+    {
+        let mut client = writer
+            .get()
+            .await
+            .context("connecting as the writer to register the company rules")?;
+        let r = quarry_db::companies::register(&mut client, &rules, false).await?;
+        if r.changed {
+            tracing::info!(version = %rules.version, links = r.links, companies = r.companies,
+                "company rules registered; links and companies recomputed");
+        }
+    }
     Ok(Ingest {
         // The raw bucket comes with each event; this store only downloads.
         s3: S3Store::new(sdk, std::env::var("QUARRY_RAW_BUCKET").unwrap_or_default()),
-        writer: pool(sdk, "writer", 1).await?,
+        writer,
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms,
         scratch: std::env::temp_dir(),

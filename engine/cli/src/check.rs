@@ -51,6 +51,17 @@ pub async fn run(
             .next()
             .is_some_and(|l| l.contains("mapping.schema.json"))
     });
+    // The company rules (`companies.yaml`) name theirs too.
+    let (company_sources, sources): (Vec<_>, Vec<_>) = sources.into_iter().partition(|s| {
+        s.yaml_text
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(quarry_core::companies::SCHEMA))
+    });
+    for src in &company_sources {
+        let (_, d) = quarry_core::companies::CompanyRules::check(&src.yaml_file, &src.yaml_text);
+        diags.extend(d);
+    }
     let mut mappings = Vec::new();
     let mut mapping_texts = Vec::new();
     for src in &mapping_sources {
@@ -129,7 +140,7 @@ pub async fn run(
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "checked": sources.len(), "mappings": mapping_sources.len(), "tests": test_files.len(), "explained": explained, "explained_operations": explained_ops, "errors": errors, "warnings": warnings,
+                "checked": sources.len(), "mappings": mapping_sources.len(), "company_rules": company_sources.len(), "tests": test_files.len(), "explained": explained, "explained_operations": explained_ops, "errors": errors, "warnings": warnings,
             }))?
         );
     } else {
@@ -144,6 +155,9 @@ pub async fn run(
         let mut what = format!("{} operation(s)", sources.len());
         if !mapping_sources.is_empty() {
             what.push_str(&format!(", {} mapping(s)", mapping_sources.len()));
+        }
+        if !company_sources.is_empty() {
+            what.push_str(", the company rules");
         }
         if !test_files.is_empty() {
             what.push_str(&format!(", {} pack test file(s)", test_files.len()));

@@ -62,9 +62,15 @@ pub async fn run(
     let calls: [(&str, &[(&str, &str)]); 4] = [
         ("simple_demo", &[]),
         ("database_info", &[]),
+        // Lifetime value by industry, per company across the three systems:
+        // the ERP's and the shop's orders land under the industry the CRM knows.
         (
             "customer_analysis",
-            &[("level", "segment"), ("group_by", "industry")],
+            &[
+                ("level", "segment"),
+                ("group_by", "industry"),
+                ("unify", "true"),
+            ],
         ),
         ("revenue_analysis", &[("granularity", "quarter")]),
     ];

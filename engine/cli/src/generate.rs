@@ -102,6 +102,9 @@ pub const SALES_ORDERS_KEY: &str = "erp-data/sales-orders-2024-06-01-00.json";
 pub const SHOP_ORDERS_KEY: &str = "shop-data/orders-2024-06-01-00.ndjson";
 /// The expected outcome, next to the data folders.
 pub const EXPECTED_FILE: &str = "expected.json";
+/// Which records are the same real-world company (`source_system,source_id,company`),
+/// next to `expected.json`: the truth link precision and recall are measured against.
+pub const COMPANIES_TRUTH_FILE: &str = "expected-companies.csv";
 
 /// Reason code: the record has no usable key.
 pub const REASON_MISSING_KEY: &str = "missing_key";
@@ -150,6 +153,14 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<Expected> {
     files.push(write_file(out, SHOP_ORDERS_KEY, |w| {
         write_shop_orders(w, seed, &plan, &mut rows)
     })?);
+
+    let path = out.join(COMPANIES_TRUTH_FILE);
+    let mut w = BufWriter::new(
+        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    write_company_truth(&mut w, seed, &plan)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
 
     let expected = Expected {
         scale: opts.scale,
@@ -757,6 +768,8 @@ fn spread_account(plan: &Plan, j: u64, n: u64) -> u64 {
 /// A Shopify customer of the pool: constant data per `k`.
 struct ShopCustomer {
     id: u64,
+    /// The CRM account whose accounts-payable address a company buyer uses.
+    account: Option<u64>,
     email: String,
     first_name: String,
     last_name: String,
@@ -767,9 +780,11 @@ impl ShopCustomer {
         let mut rng = Rng::new(seed, Stream::ShopCustomer, k);
         let id = 207_119_000 + k;
         if shop_customer_is_company(k) {
-            let account = Account::new(seed, valid_account_at(rng.below(plan.accounts)));
+            let index = valid_account_at(rng.below(plan.accounts));
+            let account = Account::new(seed, index);
             return ShopCustomer {
                 id,
+                account: Some(index),
                 email: account.ap_email(),
                 first_name: "Accounts".to_string(),
                 last_name: "Payable".to_string(),
@@ -779,6 +794,7 @@ impl ShopCustomer {
         let last = rng.pick(&LAST_NAMES);
         ShopCustomer {
             id,
+            account: None,
             email: format!(
                 "{}.{}{k}@mail.example",
                 first.to_lowercase(),
@@ -1236,6 +1252,35 @@ struct SapCustomer<'a> {
     CustomerAccountGroup: &'static str,
     DeletionIndicator: bool,
     CreditLimit: String,
+}
+
+/// The truth about companies: every record that can become an organization,
+/// with the real-world company it is. A CRM account is its own company; an ERP
+/// customer that copies an account (two in three) is that account's company, the
+/// rest are companies of their own; a Shopify company buyer (accounts-payable
+/// address) is the account whose address it uses, a person buyer is alone.
+fn write_company_truth(w: &mut dyn Write, seed: u64, plan: &Plan) -> io::Result<()> {
+    writeln!(w, "source_system,source_id,company")?;
+    for i in (0..plan.accounts).filter(|i| account_valid(*i)) {
+        writeln!(w, "crm,{},a{i}", account_id(seed, i))?;
+    }
+    for c in (0..plan.customers).filter(|c| !customer_bad(*c)) {
+        let company = if c % 3 != 2 {
+            format!("a{}", spread_account(plan, c, plan.customers))
+        } else {
+            format!("e{c}")
+        };
+        writeln!(w, "erp,{},{company}", customer_number(c))?;
+    }
+    for k in 0..plan.shop_customers {
+        let buyer = ShopCustomer::new(seed, plan, k);
+        let company = match buyer.account {
+            Some(a) => format!("a{a}"),
+            None => format!("p{k}"),
+        };
+        writeln!(w, "shop,{},{company}", buyer.id)?;
+    }
+    Ok(())
 }
 
 /// Customer `c`. Two in three (`c % 3 != 2`) are the same company as a CRM account

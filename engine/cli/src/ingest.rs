@@ -110,6 +110,44 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<Arc<Mapping>>> {
     Ok(mappings.into_iter().map(Arc::new).collect())
 }
 
+/// The company rules of the mappings folder (`companies.yaml`), checked; the
+/// shipped rules when the folder has none.
+pub fn load_company_rules(dir: &Path) -> Result<quarry_core::companies::CompanyRules> {
+    match quarry_core::files::load_company_rules(dir) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => quarry_db::companies::builtin_rules(),
+        Err(d) => {
+            let list: Vec<String> = d.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "the company rules have problems (run `quarry check {}`):\n{}",
+                dir.display(),
+                list.join("\n")
+            )
+        }
+    }
+}
+
+/// Registers the folder's company rules when it has them; different rules than
+/// the registered ones recompute every link and company first.
+pub async fn register_company_rules(
+    client: &mut quarry_db::Client,
+    dir: &Path,
+    quiet: bool,
+) -> Result<()> {
+    if !dir.join(quarry_core::companies::FILE_NAME).exists() {
+        return Ok(());
+    }
+    let rules = load_company_rules(dir)?;
+    let r = quarry_db::companies::register(client, &rules, false).await?;
+    if r.changed && !quiet {
+        println!(
+            "company rules {} registered: links and companies recomputed ({} link(s), {} companies)",
+            rules.version, r.links, r.companies
+        );
+    }
+    Ok(())
+}
+
 /// Where raw copies of ingested files are kept (`keep_raw_files` of the
 /// configuration named by QUARRY_CONFIG, else the defaults and environment).
 pub fn raw_dir() -> Result<Option<PathBuf>> {
@@ -143,6 +181,7 @@ pub async fn run(
     let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
         .await
         .context("connecting as the writer role (run `quarry migrate` first)")?;
+    register_company_rules(&mut client, mappings_dir, json).await?;
     let sizes: Vec<u64> = jobs
         .iter()
         .map(|j| std::fs::metadata(&j.path).map(|m| m.len()).unwrap_or(0))

@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod generate;
 mod ingest;
+mod links;
 mod maptest;
 mod output;
 mod packtest;
@@ -276,6 +277,18 @@ enum Command {
         /// rows of failing pack test cases (review the diff).
         #[arg(long)]
         update: bool,
+    },
+    /// Review the links between organizations of different systems and decide:
+    /// list, confirm, reject, split.
+    Links {
+        #[command(subcommand)]
+        action: links::LinksAction,
+    },
+    /// Companies across systems: show one with its members and links, or
+    /// recompute every link and company with mappings/companies.yaml.
+    Companies {
+        #[command(subcommand)]
+        action: links::CompaniesAction,
     },
     /// Inspect quarantined records and replay them after a mapping fix.
     Quarantine {
@@ -764,6 +777,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Quarantine { action } => {
             quarantine(&cli.database_url, &cli.mappings, action).await
         }
+        Command::Links { action } => links::links(&cli.database_url, action).await,
+        Command::Companies { action } => {
+            links::companies(&cli.database_url, &cli.mappings, action).await
+        }
         Command::Operations { json } => {
             let set = load_packs(&cli.queries)?;
             if json {
@@ -1075,6 +1092,10 @@ fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
         (
             "mapping.schema.json",
             quarry_core::mapping::mapping_json_schema(),
+        ),
+        (
+            quarry_core::companies::SCHEMA,
+            quarry_core::companies::json_schema(),
         ),
         (
             quarry_core::packtest::SCHEMA,

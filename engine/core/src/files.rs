@@ -105,6 +105,8 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            // The company rules live beside the mappings but are not one.
+            .filter(|f| !is_company_rules(f))
             .collect(),
         Err(e) => {
             return Err(vec![Diagnostic::new(
@@ -147,4 +149,34 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
     } else {
         Err(diags)
     }
+}
+
+/// Whether `path` is the company rules file (`companies.yaml`), which sits in
+/// the mappings folder but is not a mapping.
+pub fn is_company_rules(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == crate::companies::FILE_NAME)
+}
+
+/// Reads and checks `<dir>/companies.yaml`. `Ok(None)` when the folder has none.
+pub fn load_company_rules(
+    dir: &Path,
+) -> Result<Option<crate::companies::CompanyRules>, Vec<Diagnostic>> {
+    let f = dir.join(crate::companies::FILE_NAME);
+    let text = match std::fs::read_to_string(&f) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(vec![Diagnostic::new(
+                &display(&f),
+                (1, 1),
+                format!("cannot read file: {e}"),
+            )])
+        }
+    };
+    let (rules, d) = crate::companies::CompanyRules::check(&display(&f), &text);
+    if d.iter().any(|d| !d.warning) {
+        return Err(d);
+    }
+    Ok(rules)
 }

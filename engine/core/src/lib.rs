@@ -24,6 +24,7 @@
 pub mod breaking;
 pub mod cache;
 pub mod canonical;
+pub mod companies;
 pub mod cost;
 pub mod diag;
 pub mod files;

@@ -1418,6 +1418,15 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             )
             .help("use lower case letters, digits and underscores, starting with a letter"),
         );
+    } else if spec.source == "companies" {
+        d.push(
+            Diagnostic::new(
+                f,
+                at(&["source"]),
+                "source `companies` is reserved: mappings/companies.yaml holds the company rules",
+            )
+            .help("name the source system after the system itself (crm, erp, shop, ...)"),
+        );
     } else if spec.source != stem {
         d.push(Diagnostic::new(
             f,

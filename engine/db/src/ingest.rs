@@ -31,9 +31,9 @@ pub const LEDGER_LOCK_BASE: i64 = 0x5155_4152_0000_0000;
 /// Advisory lock class (with `hashtext(source)`) held, per transaction, while a
 /// file of that source compares and writes canonical rows.
 const APPLY_LOCK_CLASS: i32 = 0x5155_4101;
-/// Advisory lock class held, per transaction, while links are recomputed: two
-/// files of different sources must see each other's organizations.
-const LINK_LOCK_CLASS: i32 = 0x5155_4102;
+// Held, per transaction, while links are recomputed: two files of different
+// sources must see each other's organizations.
+use crate::companies::LINK_LOCK_CLASS;
 
 /// How long a run waits for another run's claim on the same file (a concurrent
 /// load, or the session of a run that was killed and has not ended yet).
@@ -863,14 +863,13 @@ async fn load(
         .await?;
     }
     tx.batch_execute("ANALYZE applied_pos").await?;
-    // Link key values of the organizations this file writes, before and (below)
-    // after: the links of exactly these values are recomputed.
+    // The organizations this file writes as they were before it: the links of
+    // their values before and after the file are recomputed.
     let writes_orgs = entities.contains(&Entity::Organizations);
     if writes_orgs {
         tx.execute(
             "CREATE TEMP TABLE touched_orgs ON COMMIT DROP AS
-             SELECT email_domain, vat_id, canonical.normalized_company_name(name) AS norm
-             FROM canonical.organizations
+             SELECT * FROM canonical.organizations
              WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)",
             &[&source],
         )
@@ -1249,14 +1248,12 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
     Ok(())
 }
 
-/// Recomputes the automatic links of every key value this file touched (its
-/// organizations' values before and after it), so the links are a function of
-/// the organizations, not of the order files came in. Organizations of different
-/// source systems are linked by a key when either side's mapping declares it:
-/// same e-mail domain (domains shared by more than 20 organizations are public
-/// mail providers, not evidence), same VAT id, or equal names once case,
-/// punctuation and legal forms are stripped (a name borne by two companies of
-/// one system is no evidence). Manual links are never touched.
+/// Records which link keys the source's mapping declares, then lets
+/// [`crate::companies::after_file`] recompute the links of every block value this
+/// file touched (its organizations' values before and after it) by the declared
+/// matching rules, and the companies of what changed. Links are a function of the
+/// organizations and the rules, not of the order files came in. Manual links and
+/// people's decisions are never touched.
 async fn refresh_links(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
@@ -1276,76 +1273,5 @@ async fn refresh_links(
     )
     .await
     .context("recording the source's link keys")?;
-    tx.execute(
-        "INSERT INTO touched_orgs
-         SELECT email_domain, vat_id, canonical.normalized_company_name(name)
-         FROM canonical.organizations
-         WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)",
-        &[&source],
-    )
-    .await
-    .context("noting the link keys of the organizations after the file")?;
-    // (method, touched values, candidate organizations with those values, evidence)
-    let rules = [
-        (
-            "email_domain",
-            "SELECT DISTINCT email_domain AS v FROM touched_orgs WHERE email_domain IS NOT NULL",
-            "SELECT o.id, o.source_system, o.source_id, o.name, o.email_domain AS v
-             FROM canonical.organizations o JOIN vals ON o.email_domain = vals.v
-             WHERE o.kind = 'company'
-               AND o.email_domain NOT IN (SELECT email_domain FROM canonical.organizations
-                                          WHERE email_domain IN (SELECT v FROM vals)
-                                          GROUP BY 1 HAVING count(*) > 20)",
-            "jsonb_build_object('domain', a.v)",
-        ),
-        (
-            "vat_id",
-            "SELECT DISTINCT vat_id AS v FROM touched_orgs WHERE vat_id IS NOT NULL",
-            "SELECT o.id, o.source_system, o.source_id, o.name, o.vat_id AS v
-             FROM canonical.organizations o JOIN vals ON o.vat_id = vals.v",
-            "jsonb_build_object('vat_id', a.v)",
-        ),
-        (
-            "name_similarity",
-            "SELECT DISTINCT norm AS v FROM touched_orgs WHERE norm IS NOT NULL AND norm <> ''",
-            "SELECT o.id, o.source_system, o.source_id, o.name, canonical.normalized_company_name(o.name) AS v
-             FROM canonical.organizations o JOIN vals ON canonical.normalized_company_name(o.name) = vals.v
-             WHERE o.kind = 'company'
-               AND vals.v NOT IN (SELECT canonical.normalized_company_name(name) FROM canonical.organizations
-                                  WHERE kind = 'company' AND canonical.normalized_company_name(name) IN (SELECT v FROM vals)
-                                  GROUP BY 1 HAVING count(*) > count(DISTINCT source_system))",
-            "jsonb_build_object('names', CASE WHEN (a.source_system, a.source_id) < (b.source_system, b.source_id)
-                                            THEN jsonb_build_array(a.name, b.name) ELSE jsonb_build_array(b.name, a.name) END,
-                                'normalized', a.v)",
-        ),
-    ];
-    for (method, vals, cands, evidence) in rules {
-        let sql = format!(
-            "WITH vals AS MATERIALIZED ({vals}),
-                  cands AS MATERIALIZED ({cands}),
-                  desired AS MATERIALIZED (
-                    SELECT a.id AS left_id, b.id AS right_id, {evidence} AS evidence
-                    FROM cands a JOIN cands b ON b.v = a.v AND a.id < b.id AND a.source_system <> b.source_system
-                    LEFT JOIN quarry.source_link_keys ka ON ka.source_system = a.source_system
-                    LEFT JOIN quarry.source_link_keys kb ON kb.source_system = b.source_system
-                    WHERE '{method}' = ANY(ka.link_keys) OR '{method}' = ANY(kb.link_keys)),
-                  scope AS (SELECT id FROM cands
-                            UNION SELECT id FROM canonical.organizations
-                                  WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)),
-                  gone AS (
-                    DELETE FROM canonical.entity_links l
-                    WHERE l.method = '{method}'
-                      AND (l.left_id IN (SELECT id FROM scope) OR l.right_id IN (SELECT id FROM scope))
-                      AND NOT EXISTS (SELECT 1 FROM desired d WHERE d.left_id = l.left_id AND d.right_id = l.right_id)
-                    RETURNING 1)
-             INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
-             SELECT left_id, right_id, '{method}', 1.0, evidence FROM desired
-             ON CONFLICT (left_id, right_id, method) DO UPDATE SET evidence = EXCLUDED.evidence
-             WHERE entity_links.evidence IS DISTINCT FROM EXCLUDED.evidence"
-        );
-        tx.execute(&sql, &[&source])
-            .await
-            .with_context(|| format!("recomputing links by {method}"))?;
-    }
-    Ok(())
+    crate::companies::after_file(tx, source).await
 }

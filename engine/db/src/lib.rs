@@ -5,6 +5,7 @@
 //! with a statement timeout and a row cap.
 
 pub mod backfill;
+pub mod companies;
 pub mod docs;
 pub mod exec;
 pub mod ingest;
@@ -18,7 +19,7 @@ pub mod store;
 pub mod version;
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::NoTls;
 
 pub use exec::{
     bind_types, open_cursor, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput,
@@ -26,6 +27,7 @@ pub use exec::{
 };
 pub use migrate::{migrate, migrate_with, RolePasswords, READER_ROLE, WRITER_ROLE};
 pub use ops::{execute_pack, CallOptions, RunError};
+pub use tokio_postgres::Client;
 
 /// Used when neither `--database-url` nor `DATABASE_URL` is given.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/quarry";

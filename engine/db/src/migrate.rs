@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "operations_views",
         include_str!("../migrations/0008_operations_views.sql"),
     ),
+    (
+        9,
+        "companies",
+        include_str!("../migrations/0009_companies.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");

@@ -1,8 +1,9 @@
 // Tests for the `database_info` operation.
 //
-// Schema canonical (migration 0001): tables countries, entity_history, entity_links,
-// opportunities, order_lines, orders, organizations, products; views data_version,
-// ingest_files, quarantine.
+// Schema canonical (migrations 0001, 0006, 0009): tables companies, company_members,
+// countries, entity_history, entity_links, link_decisions, opportunities, order_lines,
+// orders, organizations, people, products; views data_version, ingest_files,
+// ingest_warnings, quarantine.
 // Fixture rows: organizations 11, products 4, orders 8, order_lines 9, opportunities 5,
 // entity_links 3, entity_history 1 (Acme Corp's version 1), countries 40
 // (17 Europe + 3 North America + 4 Latin America + 8 Asia Pacific + 8 Middle East & Africa),
@@ -34,9 +35,12 @@ async fn lists_tables_and_views_with_exact_counts() {
     assert_eq!(
         names(&rows),
         vec![
+            "companies",
+            "company_members",
             "countries",
             "entity_history",
             "entity_links",
+            "link_decisions",
             "opportunities",
             "order_lines",
             "orders",
@@ -50,7 +54,7 @@ async fn lists_tables_and_views_with_exact_counts() {
         ]
     );
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, [vec!["table"; 9], vec!["view"; 4]].concat());
+    assert_eq!(kinds, [vec!["table"; 12], vec!["view"; 4]].concat());
 
     for (name, count) in [
         ("organizations", 11),
@@ -60,6 +64,8 @@ async fn lists_tables_and_views_with_exact_counts() {
         ("opportunities", 5),
         ("entity_links", 3),
         ("entity_history", 1),
+        ("companies", 0),
+        ("link_decisions", 0),
         ("countries", 40),
         ("ingest_files", 3),
         ("quarantine", 3),
@@ -71,16 +77,19 @@ async fn lists_tables_and_views_with_exact_counts() {
     }
 
     let orgs = table(&rows, "organizations");
-    // 11 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
+    // 14 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
     // parent, email_domain, vat, segment, name trigram, ingest file (migration 0002),
-    // normalised name (migration 0007).
-    assert_eq!(orgs["index_count"], json!(11));
+    // normalised name (migration 0007), the matching rules' first word, prefix and
+    // VAT key (migration 0009).
+    assert_eq!(orgs["index_count"], json!(14));
     assert_eq!(
         orgs["index_names"],
         json!([
             "organizations_attributes_gin",
             "organizations_email_domain_idx",
             "organizations_ingest_file_idx",
+            "organizations_name_first_word_idx",
+            "organizations_name_prefix3_idx",
             "organizations_name_trgm",
             "organizations_normalized_name_idx",
             "organizations_parent_idx",
@@ -88,7 +97,8 @@ async fn lists_tables_and_views_with_exact_counts() {
             "organizations_segment_idx",
             "organizations_source_system_source_id_key",
             "organizations_source_updated_idx",
-            "organizations_vat_idx"
+            "organizations_vat_idx",
+            "organizations_vat_key_idx"
         ])
     );
     assert_eq!(orgs["column_count"], json!(28));
@@ -158,9 +168,12 @@ async fn include_views_false_lists_only_tables() {
     assert_eq!(
         names(&rows),
         vec![
+            "companies",
+            "company_members",
             "countries",
             "entity_history",
             "entity_links",
+            "link_decisions",
             "opportunities",
             "order_lines",
             "orders",
@@ -200,7 +213,7 @@ async fn counts_and_ingest_follow_the_data() {
 async fn empty_database_has_zero_counts_and_no_ingest() {
     let db = empty_db().await;
     let rows = db.run("database_info", json!({})).await;
-    assert_eq!(rows.len(), 13);
+    assert_eq!(rows.len(), 16);
     for name in [
         "people",
         "ingest_warnings",
