@@ -35,7 +35,7 @@ read -r t_again _ < "$work/time2"
 
 log "baseline: psql COPY of the same canonical rows from CSV"
 tables="organizations products opportunities orders order_lines"
-cols() { psql "$url" -Atc "SELECT string_agg(quote_ident(column_name), ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = 'canonical' AND table_name = '$1' AND column_name NOT IN ('id','created_at','updated_at','version','email_domain')"; }
+cols() { psql "$url" -Atc "SELECT string_agg(quote_ident(column_name), ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = 'canonical' AND table_name = '$1' AND column_name NOT IN ('id','created_at','updated_at','version','email_domain','name_key')"; }
 for t in $tables; do
   c=$(cols "$t")
   psql "$url" -qc "\\copy (SELECT id,$c FROM canonical.$t ORDER BY id) TO '$work/$t.csv' CSV"

@@ -105,19 +105,58 @@ CREATE TABLE quarry.company_rules (
 COMMENT ON TABLE quarry.company_rules IS 'The company rules (mappings/companies.yaml, as JSON) every link and company was computed with; registering different rules recomputes them all.';
 
 -- Blocking keys and exact keys the rules look up: a file's values are index
--- lookups, spelled exactly as quarry_db::companies writes them.
-CREATE FUNCTION canonical.company_name_first_word(name text) RETURNS text
+-- lookups, spelled exactly as quarry_db::companies writes them. The normalised
+-- name is stored once per row version, so no rule normalises a name again.
+ALTER TABLE canonical.organizations
+    ADD COLUMN name_key text GENERATED ALWAYS AS (
+        btrim(regexp_replace(canonical.normalized_company_name(name), '\s+', ' ', 'g'))) STORED;
+COMMENT ON COLUMN canonical.organizations.name_key IS 'The name as the matching rules compare it: lower case, punctuation and legal forms (GmbH, Inc., ...) removed, single spaces (derived from name).';
+-- name_key is generated, like email_domain: not content. In a BEFORE trigger a
+-- generated column is not computed yet, so the version functions leave both out.
+CREATE OR REPLACE FUNCTION canonical.version_content(row_data jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT split_part(btrim(regexp_replace(canonical.normalized_company_name(name), '\s+', ' ', 'g')), ' ', 1)
+    SELECT row_data - ARRAY['id', 'version', 'created_at', 'updated_at', 'ingest_file_id',
+                            'email_domain', 'name_key', 'organization_id', 'product_id', 'order_id']
 $$;
-COMMENT ON FUNCTION canonical.company_name_first_word(text) IS 'The first word of the normalised company name (a blocking key of the matching rules).';
-CREATE FUNCTION canonical.company_name_prefix3(name text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT left(regexp_replace(canonical.normalized_company_name(name), '\s+', '', 'g'), 3)
+
+CREATE OR REPLACE FUNCTION canonical.track_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    bookkeeping constant text[] := ARRAY['id', 'version', 'created_at', 'updated_at', 'ingest_file_id', 'email_domain', 'name_key'];
+    refs constant text[] := ARRAY['organization_id', 'product_id'];
+BEGIN
+    IF (to_jsonb(NEW) - bookkeeping - refs) = (to_jsonb(OLD) - bookkeeping - refs) THEN
+        IF NEW.version IS DISTINCT FROM OLD.version
+           AND (to_jsonb(NEW) - 'version' - 'email_domain' - 'name_key') = (to_jsonb(OLD) - 'version' - 'email_domain' - 'name_key') THEN
+            RETURN NEW; -- renumbered by canonical.place_late_version
+        END IF;
+        IF (to_jsonb(NEW) - bookkeeping) = (to_jsonb(OLD) - bookkeeping) THEN
+            RETURN NULL; -- identical content: no write, no new version
+        END IF;
+        -- only resolved references changed: keep the version and its bookkeeping
+        NEW.id := OLD.id;
+        NEW.created_at := OLD.created_at;
+        NEW.version := OLD.version;
+        NEW.updated_at := OLD.updated_at;
+        NEW.ingest_file_id := OLD.ingest_file_id;
+        RETURN NEW;
+    END IF;
+    INSERT INTO canonical.entity_history
+        (entity, entity_id, source_system, source_id, version, row_data, source_updated_at, valid_from)
+    VALUES
+        (TG_TABLE_NAME, OLD.id, OLD.source_system, OLD.source_id, OLD.version, to_jsonb(OLD),
+         OLD.source_updated_at, OLD.updated_at);
+    NEW.id := OLD.id;
+    NEW.created_at := OLD.created_at;
+    NEW.version := OLD.version + 1;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
 $$;
-COMMENT ON FUNCTION canonical.company_name_prefix3(text) IS 'The first three letters of the normalised company name, spaces removed (a blocking key of the matching rules).';
-CREATE INDEX organizations_name_first_word_idx ON canonical.organizations (canonical.company_name_first_word(name));
-CREATE INDEX organizations_name_prefix3_idx ON canonical.organizations (canonical.company_name_prefix3(name));
+
+CREATE INDEX organizations_name_key_idx ON canonical.organizations (name_key);
+CREATE INDEX organizations_name_first_word_idx ON canonical.organizations (split_part(name_key, ' ', 1));
+CREATE INDEX organizations_name_prefix3_idx ON canonical.organizations (left(replace(name_key, ' ', ''), 3));
 CREATE INDEX organizations_vat_key_idx ON canonical.organizations (upper(regexp_replace(vat_id, '[^[:alnum:]]+', '', 'g')));
 
 -- The registered rules' version and threshold, for the reader (the API lists

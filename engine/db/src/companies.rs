@@ -129,6 +129,7 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     )
     .await
     .context("recording the company rules")?;
+    set_hash_joins(tx, true).await?;
     let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     tx.execute(
         "DELETE FROM canonical.entity_links WHERE method <> 'manual' AND method <> ALL($1::text[])",
@@ -150,7 +151,8 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
          INSERT INTO aff SELECT id FROM canonical.organizations;",
     )
     .await?;
-    recluster(tx, rules).await
+    recluster(tx, rules).await?;
+    set_hash_joins(tx, false).await
 }
 
 /// After a file wrote organizations of `source` (staged in `stg_organizations`,
@@ -162,6 +164,7 @@ pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()>
         Some(r) => r,
         None => return rebuild_in(tx, &builtin_rules()?).await,
     };
+    set_hash_joins(tx, true).await?;
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS link_changes (id bigint) ON COMMIT DROP;
          TRUNCATE link_changes",
@@ -184,7 +187,8 @@ pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()>
     )
     .await
     .context("noting the organizations whose company may change")?;
-    recluster(tx, &rules).await
+    recluster(tx, &rules).await?;
+    set_hash_joins(tx, false).await
 }
 
 /// The SQL expression of a rule's compared value for organization alias `o`
@@ -192,7 +196,7 @@ pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()>
 /// spell it (so a file's values are index lookups); blank counts as absent.
 fn field_expr(f: &MatchField) -> &'static str {
     match f {
-        MatchField::Name => "canonical.normalized_company_name(o.name)",
+        MatchField::Name => "o.name_key",
         MatchField::VatId => "upper(regexp_replace(o.vat_id, '[^[:alnum:]]+', '', 'g'))",
         MatchField::EmailDomain => "o.email_domain",
         MatchField::Website => {
@@ -207,11 +211,27 @@ fn field_expr(f: &MatchField) -> &'static str {
 fn block_expr(b: BlockKey) -> &'static str {
     match b {
         BlockKey::CountryCode => "o.country_code::text",
-        BlockKey::NameFirstWord => "canonical.company_name_first_word(o.name)",
-        BlockKey::NamePrefix3 => "canonical.company_name_prefix3(o.name)",
+        BlockKey::NameFirstWord => "split_part(o.name_key, ' ', 1)",
+        BlockKey::NamePrefix3 => "left(replace(o.name_key, ' ', ''), 3)",
         BlockKey::EmailDomain => "o.email_domain",
         BlockKey::City => "lower(btrim(o.city))",
     }
+}
+
+/// Link and company maintenance joins sets of thousands of rows that the
+/// planner cannot estimate: organizations written earlier in the same
+/// transaction have no statistics yet, and CTEs none at all, so it would pick
+/// nested loops over pairs (13,000 x 13,000 candidates took 35 s at 100k
+/// records). Hash and merge joins are right for every statement here; the
+/// setting is restored when maintenance ends.
+async fn set_hash_joins(tx: &Transaction<'_>, on: bool) -> Result<()> {
+    tx.batch_execute(if on {
+        "SET LOCAL enable_nestloop = off"
+    } else {
+        "SET LOCAL enable_nestloop = on"
+    })
+    .await
+    .context("choosing the join strategy of link maintenance")
 }
 
 /// Recomputes the links of one rule: all of them (`source` None), or those of
@@ -384,7 +404,7 @@ fn rust_decimal_text(v: f64) -> String {
 async fn recluster(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     let auto = rust_decimal_text(rules.auto_accept);
     tx.batch_execute(
-        "DROP TABLE IF EXISTS s_orgs, s_edges, comp, overlap, claim, assigned, new_members, golden;
+        "DROP TABLE IF EXISTS s_orgs, s_edges, comp, overlap, claim, assigned, new_members;
          ANALYZE aff;
          CREATE TEMP TABLE s_orgs ON COMMIT DROP AS
            SELECT x.id, m.company_id AS old_company
@@ -485,8 +505,13 @@ async fn recluster(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
 }
 
 /// Derives the golden rows of the companies in `new_members` by the declared
-/// survivorship and upserts them.
+/// survivorship and upserts them. Most companies have one member, whose values
+/// are the company's: those are written straight from the organization; only
+/// companies with several members are aggregated (one ordered pick per field).
 async fn golden(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
+    let cols: Vec<&str> = GoldenField::ALL.iter().map(|f| f.column()).collect();
+    let present = |col: &str| format!("o.{col} IS NOT NULL AND btrim(o.{col}::text) <> ''");
+    let source = "jsonb_build_object('organization_id', o.id, 'source_system', o.source_system, 'source_id', o.source_id)";
     let mut picks = Vec::new();
     let mut prefer: Vec<Vec<String>> = Vec::new();
     for (i, f) in GoldenField::ALL.iter().enumerate() {
@@ -502,26 +527,21 @@ async fn golden(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
             "array_position(${n}::text[], o.source_system) NULLS LAST, {recency}o.id",
             n = i + 1
         );
-        let present = format!("o.{col} IS NOT NULL AND btrim(o.{col}::text) <> ''");
+        let cond = present(col);
         picks.push(format!(
-            "(array_agg(o.{col} ORDER BY {order}) FILTER (WHERE {present}))[1] AS {col},
-             (array_agg(jsonb_build_object('organization_id', o.id, 'source_system', o.source_system, 'source_id', o.source_id)
-                        ORDER BY {order}) FILTER (WHERE {present}))[1] AS {col}_from"
+            "(array_agg(o.{col} ORDER BY {order}) FILTER (WHERE {cond}))[1] AS {col},
+             (array_agg({source} ORDER BY {order}) FILTER (WHERE {cond}))[1] AS {col}_from"
         ));
     }
-    let cols: Vec<&str> = GoldenField::ALL.iter().map(|f| f.column()).collect();
-    let sources: Vec<String> = cols.iter().map(|c| format!("'{c}', g.{c}_from")).collect();
-    let sql = format!(
-        "WITH g AS (
-           SELECT n.company_id,
-                  CASE WHEN bool_or(o.kind = 'company') THEN 'company' ELSE 'person' END AS kind,
-                  count(*)::int AS member_count,
-                  array_agg(DISTINCT o.source_system ORDER BY o.source_system) AS source_systems,
-                  (array_agg(o.name ORDER BY o.id))[1] AS any_name,
-                  {picks}
-           FROM new_members n JOIN canonical.organizations o ON o.id = n.organization_id
-           GROUP BY n.company_id)
-         INSERT INTO canonical.companies AS c (id, kind, {cols}, value_sources, member_count, source_systems)
+    let singles: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            let cond = present(c);
+            format!("CASE WHEN {cond} THEN o.{c} END AS {c}, CASE WHEN {cond} THEN x.src END AS {c}_from")
+        })
+        .collect();
+    let upsert = format!(
+        "INSERT INTO canonical.companies AS c (id, kind, {cols}, value_sources, member_count, source_systems)
          SELECT g.company_id, g.kind, coalesce(g.name, g.any_name), {rest},
                 jsonb_strip_nulls(jsonb_build_object({sources})), g.member_count, g.source_systems
          FROM g
@@ -530,19 +550,54 @@ async fn golden(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
            source_systems = EXCLUDED.source_systems, updated_at = now()
          WHERE (c.kind, {old_cols}, c.value_sources, c.member_count, c.source_systems)
                IS DISTINCT FROM (EXCLUDED.kind, {new_cols}, EXCLUDED.value_sources, EXCLUDED.member_count, EXCLUDED.source_systems)",
-        picks = picks.join(",\n"),
         cols = cols.join(", "),
         rest = cols[1..].iter().map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", "),
-        sources = sources.join(", "),
+        sources = cols.iter().map(|c| format!("'{c}', g.{c}_from")).collect::<Vec<_>>().join(", "),
         updates = cols.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", "),
         old_cols = cols.iter().map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", "),
         new_cols = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect::<Vec<_>>().join(", "),
     );
+    tx.batch_execute(
+        "DROP TABLE IF EXISTS multi;
+         CREATE TEMP TABLE multi ON COMMIT DROP AS
+           SELECT company_id FROM new_members GROUP BY company_id HAVING count(*) > 1;
+         CREATE UNIQUE INDEX ON multi (company_id);
+         ANALYZE multi;",
+    )
+    .await
+    .context("finding the companies with several members")?;
+    let single_sql = format!(
+        "WITH g AS (
+           SELECT n.company_id, o.kind, 1 AS member_count, ARRAY[o.source_system] AS source_systems,
+                  o.name AS any_name, {singles}
+           FROM new_members n JOIN canonical.organizations o ON o.id = n.organization_id
+           CROSS JOIN LATERAL (SELECT {source} AS src) x
+           WHERE NOT EXISTS (SELECT 1 FROM multi m WHERE m.company_id = n.company_id))
+         {upsert}",
+        singles = singles.join(",\n")
+    );
+    tx.execute(&single_sql, &[])
+        .await
+        .context("deriving the golden rows of one-member companies")?;
+    let multi_sql = format!(
+        "WITH g AS (
+           SELECT n.company_id,
+                  CASE WHEN bool_or(o.kind = 'company') THEN 'company' ELSE 'person' END AS kind,
+                  count(*)::int AS member_count,
+                  array_agg(DISTINCT o.source_system ORDER BY o.source_system) AS source_systems,
+                  (array_agg(o.name ORDER BY o.id))[1] AS any_name,
+                  {picks}
+           FROM new_members n JOIN canonical.organizations o ON o.id = n.organization_id
+           WHERE n.company_id IN (SELECT company_id FROM multi)
+           GROUP BY n.company_id)
+         {upsert}",
+        picks = picks.join(",\n"),
+    );
     let params: Vec<&(dyn ToSql + Sync)> =
         prefer.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    tx.execute(&sql, &params)
+    tx.execute(&multi_sql, &params)
         .await
-        .context("deriving the companies' golden rows")?;
+        .context("deriving the golden rows of companies with several members")?;
     Ok(())
 }
 
@@ -703,6 +758,29 @@ pub struct Decided {
     pub companies: Vec<(i64, i64)>,
 }
 
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The request names something impossible (one organization twice).
+    #[error("{0}")]
+    Invalid(String),
+    /// No organization has this id.
+    #[error("no organization has id {0}; `quarry links list` and the entity_resolution operation show organizations' ids")]
+    UnknownOrganization(i64),
+    /// The request cannot apply to the current state (split of a lone organization).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] anyhow::Error),
+}
+
+impl From<tokio_postgres::Error> for DecisionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DecisionError::Database(e.into())
+    }
+}
+
 /// Records `decision` about organizations `a` and `b` (by `who`, with `note`),
 /// re-clusters them and moves the data version. Unknown organizations and a
 /// pair of one organization are refused with a message saying so.
@@ -713,9 +791,11 @@ pub async fn decide(
     decision: Decision,
     who: &str,
     note: Option<&str>,
-) -> Result<Decided> {
+) -> Result<Decided, DecisionError> {
     if a == b {
-        bail!("organization {a} cannot be linked with itself; name two different organizations");
+        return Err(DecisionError::Invalid(format!(
+            "organization {a} cannot be linked with itself; name two different organizations"
+        )));
     }
     let (left, right) = (a.min(b), a.max(b));
     let tx = client.transaction().await?;
@@ -734,7 +814,7 @@ pub async fn split(
     org: i64,
     who: &str,
     note: Option<&str>,
-) -> Result<Decided> {
+) -> Result<Decided, DecisionError> {
     let tx = client.transaction().await?;
     lock_and_check(&tx, &[org]).await?;
     let others: Vec<i64> = tx
@@ -749,7 +829,9 @@ pub async fn split(
         .map(|r| r.get(0))
         .collect();
     if others.is_empty() {
-        bail!("organization {org} is alone in its company already; nothing to split");
+        return Err(DecisionError::Conflict(format!(
+            "organization {org} is alone in its company already; nothing to split"
+        )));
     }
     let note = note.unwrap_or("split");
     let mut pairs = Vec::new();
@@ -765,7 +847,7 @@ pub async fn split(
     Ok(out)
 }
 
-async fn lock_and_check(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+async fn lock_and_check(tx: &Transaction<'_>, ids: &[i64]) -> Result<(), DecisionError> {
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
         .await
         .context("waiting for other loads' link refresh")?;
@@ -779,7 +861,7 @@ async fn lock_and_check(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
         .map(|r| r.get(0))
         .collect();
     if let Some(missing) = ids.iter().find(|i| !found.contains(i)) {
-        bail!("no organization has id {missing}; `quarry links list` and the entity_resolution operation show organizations' ids");
+        return Err(DecisionError::UnknownOrganization(*missing));
     }
     if stored_rules(tx).await?.is_none() {
         rebuild_in(tx, &builtin_rules()?).await?;
@@ -846,7 +928,9 @@ async fn settle(tx: &Transaction<'_>, ids: &[i64], pairs: Vec<(i64, i64)>) -> Re
         &[&ids],
     )
     .await?;
+    set_hash_joins(tx, true).await?;
     recluster(tx, &rules).await?;
+    set_hash_joins(tx, false).await?;
     tx.execute(
         "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
         &[],

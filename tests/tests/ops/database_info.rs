@@ -77,11 +77,11 @@ async fn lists_tables_and_views_with_exact_counts() {
     }
 
     let orgs = table(&rows, "organizations");
-    // 14 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
+    // 15 indexes: pkey, (source_system, source_id) unique, attributes GIN, source_updated,
     // parent, email_domain, vat, segment, name trigram, ingest file (migration 0002),
-    // normalised name (migration 0007), the matching rules' first word, prefix and
+    // normalised name (migration 0007), the matching rules' stored name key, its first word and prefix,
     // VAT key (migration 0009).
-    assert_eq!(orgs["index_count"], json!(14));
+    assert_eq!(orgs["index_count"], json!(15));
     assert_eq!(
         orgs["index_names"],
         json!([
@@ -89,6 +89,7 @@ async fn lists_tables_and_views_with_exact_counts() {
             "organizations_email_domain_idx",
             "organizations_ingest_file_idx",
             "organizations_name_first_word_idx",
+            "organizations_name_key_idx",
             "organizations_name_prefix3_idx",
             "organizations_name_trgm",
             "organizations_normalized_name_idx",
@@ -101,7 +102,7 @@ async fn lists_tables_and_views_with_exact_counts() {
             "organizations_vat_key_idx"
         ])
     );
-    assert_eq!(orgs["column_count"], json!(28));
+    assert_eq!(orgs["column_count"], json!(29));
     assert!(
         orgs["comment"]
             .as_str()
