@@ -30,7 +30,11 @@ fi
 
 scripts/vendor-ui.sh --check
 
-fixture_server ui read,jobs
+fixture_server ui read,jobs,admin
+# The fixture's organizations with the link keys their mappings declare: the
+# ingest below registers the company rules, which link and cluster them.
+psql "${QUARRY_ADMIN_URL%/*}/$_fx_db" -qc "INSERT INTO quarry.source_link_keys (source_system, link_keys) VALUES
+    ('crm', '{email_domain,name_similarity}'), ('erp', '{email_domain,vat_id,name_similarity}'), ('shop', '{email_domain}')"
 # A truncated export, so the ledger has a failed file (a bad file loads nothing).
 mkdir -p "$work/landing/crm-data"
 printf '{"totalSize": 2, "done": true, "records": [{"attributes": {"type": "Account"}, "Id": "001x' \

@@ -256,6 +256,24 @@ export class Api extends Construct {
     ingest.addResource('files').addMethod('GET', integration);
     ingest.addResource('quarantine').addMethod('GET', integration);
 
+    // Companies across systems: reviewing links and reading companies work with
+    // the reader; the decisions answer Quarry's own 503 naming `quarry links`
+    // (the API function holds no writer login), rather than a gateway 403.
+    const admin = root.addResource('admin');
+    const links = admin.addResource('links');
+    links.addMethod('GET', integration);
+    for (const verb of ['confirm', 'reject']) {
+      links.addResource(verb).addMethod('POST', integration);
+    }
+    admin.addResource('organizations').addResource('{id}').addResource('split').addMethod('POST', integration, {
+      requestParameters: { 'method.request.path.id': true },
+      requestValidator: validateParams,
+    });
+    root.addResource('companies').addResource('{id}').addMethod('GET', integration, {
+      requestParameters: { 'method.request.path.id': true },
+      requestValidator: validateParams,
+    });
+
     // The web catalog: pages that hold only what /openapi.json publishes, so
     // public like it; the page script calls the routes above with the user's key.
     root.addMethod('GET', integration, open);

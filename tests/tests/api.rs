@@ -1421,3 +1421,150 @@ async fn the_web_catalog_is_served_and_the_ingest_ledger_is_listed() {
     let refused = request(&s, "GET", &result, None, &[hdr[0], ("Accept", "image/png")]);
     assert_eq!(refused.status, 406);
 }
+
+#[tokio::test]
+async fn admins_review_and_decide_links_over_http() {
+    let db = fixture_db().await;
+    // The fixture's organizations get their links and companies from the shipped
+    // rules, with the link keys their mappings declare (as an ingest records them).
+    db.exec(
+        "INSERT INTO quarry.source_link_keys (source_system, link_keys) VALUES
+           ('crm', '{email_domain,name_similarity}'), ('erp', '{email_domain,vat_id,name_similarity}'),
+           ('shop', '{email_domain}')",
+    )
+    .await;
+    let out = quarry(&db, &["companies", "rebuild"]);
+    assert!(out.contains("registered"), "{out}");
+    let admin = quarry(
+        &db,
+        &["keys", "create", "--name", "steward", "--scope", "admin"],
+    );
+    let reader = quarry(
+        &db,
+        &["keys", "create", "--name", "analyst", "--scope", "read"],
+    );
+    let admin = format!("Bearer {}", admin.trim());
+    let reader = format!("Bearer {}", reader.trim());
+    let as_admin = [("Authorization", admin.as_str())];
+    let as_reader = [("Authorization", reader.as_str())];
+    let (s, _data) = serve(&db, &[]);
+
+    // Acme Corp (crm, 1) and ACME CORP (erp, 7) share a domain: one company.
+    let list = request(&s, "GET", "/admin/links?organization=7", None, &as_admin);
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let pair = list.body["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["left_id"] == json!(1) && l["right_id"] == json!(7))
+        .cloned()
+        .unwrap_or_else(|| panic!("1-7 is listed: {:?}", list.body));
+    assert_eq!(pair["status"], json!("accepted"));
+    assert!(pair["methods"]
+        .as_array()
+        .is_some_and(|m| m.contains(&json!("email_domain"))));
+    let company = pair["company_id"].as_i64().expect("company");
+    let view = request(
+        &s,
+        "GET",
+        &format!("/companies/{company}"),
+        None,
+        &as_reader,
+    );
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    let members: Vec<i64> = view.body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["organization_id"].as_i64())
+        .collect();
+    assert!(members.contains(&1) && members.contains(&7), "{members:?}");
+    assert_eq!(
+        view.body["value_sources"]["industry"]["source_system"],
+        json!("crm")
+    );
+
+    // Deciding needs the admin scope; reading links too.
+    let body = r#"{"left_id": 7, "right_id": 1, "note": "two companies"}"#;
+    let refused = request(&s, "POST", "/admin/links/reject", Some(body), &as_reader);
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(
+        request(&s, "GET", "/admin/links", None, &as_reader).status,
+        403
+    );
+    let rejected = request(&s, "POST", "/admin/links/reject", Some(body), &as_admin);
+    assert_eq!(rejected.status, 200, "{:?}", rejected.body);
+    assert_eq!(
+        rejected.body["pairs"],
+        json!([{"left_id": 1, "right_id": 7}])
+    );
+    let of = |org: i64| {
+        rejected.body["companies"]
+            .as_array()
+            .and_then(|c| c.iter().find(|m| m["organization_id"] == json!(org)))
+            .and_then(|m| m["company_id"].as_i64())
+    };
+    assert_ne!(of(1), of(7), "a rejected pair is two companies");
+    let decided = request(&s, "GET", "/admin/links?status=rejected", None, &as_admin);
+    let row = &decided.body["links"][0];
+    assert_eq!(row["decided_by"], json!("api:steward"));
+    assert_eq!(
+        (row["left_id"].clone(), row["right_id"].clone()),
+        (json!(1), json!(7))
+    );
+
+    // Confirm joins them again; split takes 7 out for good.
+    let confirmed = request(&s, "POST", "/admin/links/confirm", Some(body), &as_admin);
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    let split = request(
+        &s,
+        "POST",
+        "/admin/organizations/7/split",
+        Some("{}"),
+        &as_admin,
+    );
+    assert_eq!(split.status, 200, "{:?}", split.body);
+    let again = request(&s, "POST", "/admin/organizations/7/split", None, &as_admin);
+    assert_eq!(again.status, 409, "{:?}", again.body);
+
+    // Mistakes say what is wrong.
+    let unknown = request(
+        &s,
+        "POST",
+        "/admin/links/confirm",
+        Some(r#"{"left_id": 1, "right_id": 99999}"#),
+        &as_admin,
+    );
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    assert!(unknown.body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("99999"));
+    let same = request(
+        &s,
+        "POST",
+        "/admin/links/confirm",
+        Some(r#"{"left_id": 1, "right_id": 1}"#),
+        &as_admin,
+    );
+    assert_eq!(same.status, 422, "{:?}", same.body);
+    let extra = request(
+        &s,
+        "POST",
+        "/admin/links/confirm",
+        Some(r#"{"left_id": 1, "right_id": 7, "by": "me"}"#),
+        &as_admin,
+    );
+    assert_eq!(extra.status, 400, "{:?}", extra.body);
+    let bad = request(
+        &s,
+        "GET",
+        "/admin/links?status=maybe&colour=red",
+        None,
+        &as_admin,
+    );
+    assert_eq!(bad.status, 422);
+    assert_eq!(get(&s, "/companies/0").status, 401);
+    let none = request(&s, "GET", "/companies/999999", None, &as_reader);
+    assert_eq!(none.status, 404);
+}

@@ -8,7 +8,7 @@ use quarry_core::pack::{ColumnSpec, CostClass, Deprecation, ParamConstraint};
 use quarry_core::params::params_json_schema;
 use quarry_core::Pack;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// An operation's answer.
@@ -280,4 +280,108 @@ pub struct QuarantinePage {
     /// The next (older) page, as a path with its query; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// Links and decided pairs, proposals (waiting for review) first, best score first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LinkPage {
+    pub links: Vec<quarry_db::companies::LinkRow>,
+}
+
+/// A decision about two organizations (`POST /admin/links/confirm` or `/reject`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// organizations.id of one side.
+    #[schemars(range(min = 1))]
+    pub left_id: i64,
+    /// organizations.id of the other side.
+    #[schemars(range(min = 1))]
+    pub right_id: i64,
+    /// Why, kept with the decision.
+    #[serde(default)]
+    #[schemars(length(max = 2000))]
+    pub note: Option<String>,
+}
+
+/// `POST /admin/organizations/{id}/split` (the body may be empty).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitRequest {
+    /// Why, kept with the decisions.
+    #[serde(default)]
+    #[schemars(length(max = 2000))]
+    pub note: Option<String>,
+}
+
+/// What a decision changed.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Decided {
+    /// The pairs decided.
+    pub pairs: Vec<DecidedPair>,
+    /// The company of each organization involved, after the decision.
+    pub companies: Vec<Membership>,
+}
+
+/// A pair of organizations (the smaller id first).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DecidedPair {
+    pub left_id: i64,
+    pub right_id: i64,
+}
+
+/// An organization and its company.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Membership {
+    pub organization_id: i64,
+    pub company_id: i64,
+}
+
+impl From<quarry_db::companies::Decided> for Decided {
+    fn from(d: quarry_db::companies::Decided) -> Self {
+        Decided {
+            pairs: d
+                .pairs
+                .into_iter()
+                .map(|(left_id, right_id)| DecidedPair { left_id, right_id })
+                .collect(),
+            companies: d
+                .companies
+                .into_iter()
+                .map(|(organization_id, company_id)| Membership {
+                    organization_id,
+                    company_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A company: `company` (its golden row), `value_sources` (for each golden
+/// value, the member it came from), `members` (its organizations in every
+/// system) and `links` (between its members, and proposals and rejections
+/// touching them).
+#[derive(Debug, Serialize)]
+pub struct CompanyView(pub serde_json::Value);
+
+impl JsonSchema for CompanyView {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CompanyView".into()
+    }
+
+    fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let links = gen.subschema_for::<Vec<quarry_db::companies::LinkRow>>();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "A company: its golden row, where each golden value came from, its members in every system, and the links touching them.",
+            "required": ["company", "value_sources", "members", "links"],
+            "properties": {
+                "company": {"type": "object", "description": "The golden row (canonical.companies without value_sources)."},
+                "value_sources": {"type": "object", "description": "Per golden field: organization_id, source_system and source_id of the member the value came from.",
+                                  "additionalProperties": {"type": "object"}},
+                "members": {"type": "array", "items": {"type": "object"}, "description": "The company's organizations, by source system and key."},
+                "links": links
+            }
+        })
+    }
 }

@@ -12,10 +12,12 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod companies;
 pub mod config;
 pub mod contract;
 pub mod jobs;
 pub mod ledger;
+pub mod listing;
 pub mod local;
 pub mod metrics_http;
 pub mod notify;
@@ -180,6 +182,9 @@ pub struct AppState {
     pub reload_status: std::sync::Mutex<reload::ReloadStatus>,
     /// The data dictionary of the web catalog, read once.
     pub dictionary: tokio::sync::OnceCell<Vec<quarry_db::docs::TableDoc>>,
+    /// The writer role, for people's decisions about links (`POST /admin/links/...`);
+    /// `None` where the runtime holds only the reader (the AWS API function).
+    pub writer: Option<Pool>,
 }
 
 /// A connection pool for `url`.
@@ -222,6 +227,7 @@ impl AppState {
             hot: results::HotCache::new(64 << 20),
             reload_status: std::sync::Mutex::new(reload::ReloadStatus::initial()),
             dictionary: tokio::sync::OnceCell::new(),
+            writer: None,
         }
     }
 
@@ -271,6 +277,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/analytics/jobs/{id}/result", get(jobs::result))
         .route("/results/{*key}", get(jobs::signed_object))
         .route("/ingest/files", get(ledger::files))
+        .route("/admin/links", get(companies::list_links))
+        .route("/admin/links/confirm", post(companies::confirm))
+        .route("/admin/links/reject", post(companies::reject))
+        .route("/admin/organizations/{id}/split", post(companies::split))
+        .route("/companies/{id}", get(companies::company))
         .route("/ingest/quarantine", get(ledger::quarantine))
         .route("/openapi.json", get(openapi::handler))
         .route("/metrics", get(metrics_http::handler))

@@ -123,14 +123,9 @@ impl Local {
                 store,
             })),
         };
-        let state = Arc::new(AppState::new(
-            packs,
-            reader,
-            ports,
-            auth,
-            config,
-            data_version,
-        ));
+        let mut state = AppState::new(packs, reader, ports, auth, config, data_version);
+        state.writer = Some(writer.clone());
+        let state = Arc::new(state);
         Ok(Local {
             state,
             writer,

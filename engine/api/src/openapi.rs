@@ -32,8 +32,8 @@ use serde_json::{json, Map, Value};
 
 use crate::analytics::AnalyticsRequest;
 use crate::contract::{
-    Answer, Health, JobStatus, LedgerPage, OperationDoc, OperationList, QuarantinePage,
-    StoredAnswer,
+    Answer, CompanyView, Decided, DecisionRequest, Health, JobStatus, LedgerPage, LinkPage,
+    OperationDoc, OperationList, QuarantinePage, SplitRequest, StoredAnswer,
 };
 use crate::problem::Problem;
 use crate::AppState;
@@ -642,6 +642,114 @@ impl Builder {
         paging(&mut quarantine.parameters);
         self.put("/ingest/quarantine", |p| p.get = Some(quarantine));
 
+        // Companies across systems: reviewing links and deciding (admin).
+        let link_page = self.json::<LinkPage>("Links and decided pairs, proposals first");
+        let mut links = operation(
+            "list_links",
+            "Links between organizations of different systems, with rule, score, reason and status",
+            "companies",
+            responses(vec![(200, link_page)], &list_errors),
+        );
+        links.parameters = vec![
+            filter(
+                "status",
+                "Only pairs with this status",
+                json!({ "type": "string", "enum": quarry_db::companies::STATUSES }),
+            ),
+            filter(
+                "rule",
+                "Only links made by this rule (or `manual`)",
+                json!({ "type": "string" }),
+            ),
+            filter(
+                "organization",
+                "Only pairs one side of which is this organization",
+                json!({ "type": "integer", "minimum": 1 }),
+            ),
+            filter(
+                "company",
+                "Only pairs touching this company",
+                json!({ "type": "integer", "minimum": 1 }),
+            ),
+            filter(
+                "limit",
+                "Most pairs",
+                json!({ "type": "integer", "minimum": 1, "maximum": crate::companies::MAX_LINKS, "default": 100 }),
+            ),
+        ];
+        self.put("/admin/links", |p| p.get = Some(links));
+        let decision_errors: Vec<(u16, &str)> = [
+            AUTH,
+            &[
+                (400, "The body is not a decision (see `detail`)"),
+                (404, "No such organization"),
+                (409, "Nothing to split: the organization is alone in its company"),
+                (413, "The body is too large"),
+                (415, "The body is not JSON"),
+                (422, "An impossible decision (one organization twice)"),
+                (503, "Database unavailable, or this server does not hold the writer role (the detail names the CLI)"),
+            ],
+        ]
+        .concat();
+        let decision_body = self.typed_in::<DecisionRequest>();
+        for (verb, summary) in [
+            (
+                "confirm",
+                "The two organizations are one company, whatever the rules say",
+            ),
+            (
+                "reject",
+                "The two organizations are different companies; no rule links them again",
+            ),
+        ] {
+            let decided = self.json::<Decided>("Recorded; the companies after it");
+            let mut op = operation(
+                &format!("{verb}_link"),
+                summary,
+                "companies",
+                responses(vec![(200, decided)], &decision_errors),
+            );
+            op.request_body = Some(ReferenceOr::Item(RequestBody {
+                required: true,
+                content: [("application/json".to_string(), media(decision_body.clone()))].into(),
+                ..RequestBody::default()
+            }));
+            self.put(&format!("/admin/links/{verb}"), |p| p.post = Some(op));
+        }
+        let split_body = self.typed_in::<SplitRequest>();
+        let decided = self.json::<Decided>("Recorded; the companies after it");
+        let mut split = operation(
+            "split_organization",
+            "Take an organization out of its company (rejects its pairs with the other members)",
+            "companies",
+            responses(vec![(200, decided)], &decision_errors),
+        );
+        split.parameters = vec![path_param("id", "organizations.id")];
+        split.request_body = Some(ReferenceOr::Item(RequestBody {
+            required: false,
+            content: [("application/json".to_string(), media(split_body))].into(),
+            ..RequestBody::default()
+        }));
+        self.put("/admin/organizations/{id}/split", |p| p.post = Some(split));
+        let view = self.json::<CompanyView>("The company");
+        let company_errors: Vec<(u16, &str)> = [
+            AUTH,
+            &[
+                (404, "No such company"),
+                (422, "The id is not a positive whole number"),
+                (503, "Database unavailable"),
+            ],
+        ]
+        .concat();
+        let mut company = operation(
+            "show_company",
+            "A company: golden values with their sources, members in every system, links",
+            "companies",
+            responses(vec![(200, view)], &company_errors),
+        );
+        company.parameters = vec![path_param("id", "companies.id")];
+        self.put("/companies/{id}", |p| p.get = Some(company));
+
         let doc = response(
             "This document",
             &[(
@@ -955,6 +1063,10 @@ impl Builder {
             ("jobs", "Asynchronous runs and their results"),
             ("catalog", "What can be called"),
             ("ingest", "The ingest ledger and the quarantine"),
+            (
+                "companies",
+                "One customer across systems: links, decisions, companies",
+            ),
             ("service", "Health, metrics and this document"),
         ]
         .iter()

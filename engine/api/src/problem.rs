@@ -56,6 +56,8 @@ pub enum ApiError {
     CursorExpired,
     /// A result link that is invalid or expired (403).
     LinkExpired,
+    /// This runtime cannot do what was asked (503), and the message says where it can be done.
+    Unavailable(String),
     /// Anything else: logged with the request id, shown as a generic 500.
     Internal(anyhow::Error),
 }
@@ -191,6 +193,12 @@ impl ApiError {
                 "link-expired",
                 "Link invalid or expired",
                 "this result link is invalid or has expired; GET /analytics/jobs/{id}/result again for a fresh one".into(),
+            ),
+            Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable-here",
+                "Not available on this server",
+                m.clone(),
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -79,6 +79,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../ui/templates/operation.html"),
         ),
         ("ingest.html", include_str!("../ui/templates/ingest.html")),
+        (
+            "companies.html",
+            include_str!("../ui/templates/companies.html"),
+        ),
         ("schema.html", include_str!("../ui/templates/schema.html")),
         ("api.html", include_str!("../ui/templates/api.html")),
     ] {
@@ -97,6 +101,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui", get(|| async { redirect("/") }))
         .route("/ui/operations/{name}", get(operation))
         .route("/ui/ingest", get(ingest))
+        .route("/ui/companies", get(companies))
         .route("/ui/schema", get(schema))
         .route("/ui/api", get(api_reference))
         .route("/ui/assets/{file}", get(asset))
@@ -377,6 +382,10 @@ async fn ingest() -> Response {
     page("ingest.html", base_ctx("ingest"))
 }
 
+async fn companies() -> Response {
+    page("companies.html", base_ctx("companies"))
+}
+
 async fn api_reference() -> Response {
     page("api.html", base_ctx("api"))
 }
@@ -450,6 +459,7 @@ mod tests {
             "catalog.html",
             "operation.html",
             "ingest.html",
+            "companies.html",
             "schema.html",
             "api.html",
         ] {

@@ -516,6 +516,126 @@
     });
   }
 
+  // ------------------------------------------------------- companies page
+  const recordOf = (id, label, name) => id + " " + name + " (" + label + ")";
+
+  function linkRow(l, withCompany, after) {
+    const decide = el("td", {});
+    const button = (verb, text) => {
+      const b = el("button", { type: "button", "data-verb": verb, "data-left": l.left_id, "data-right": l.right_id, text: text });
+      b.addEventListener("click", async () => {
+        const resp = await api("/admin/links/" + verb, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ left_id: l.left_id, right_id: l.right_id }),
+        });
+        const status = $("links-status");
+        if (!resp.ok) {
+          status.textContent = (await problemText(resp)).message;
+          return;
+        }
+        const done = await resp.json();
+        const where = done.companies.map((m) => m.organization_id + " → company " + m.company_id).join(", ");
+        status.textContent = verb + "ed " + l.left_id + "–" + l.right_id + ": " + where;
+        after();
+      });
+      return b;
+    };
+    if (l.status !== "confirmed") decide.append(button("confirm", "Same company"));
+    if (l.status !== "rejected") decide.append(" ", button("reject", "Different"));
+    const who = l.decided_by ? " by " + l.decided_by + " " + when(l.decided_at) : "";
+    return el("tr", { class: "link-" + l.status },
+      el("td", { text: recordOf(l.left_id, l.left, l.left_name) + " ↔ " + recordOf(l.right_id, l.right, l.right_name) }),
+      el("td", { text: l.status + who }),
+      el("td", { class: "num", text: Number(l.score).toFixed(3) }),
+      el("td", { text: l.methods.join(", ") }),
+      el("td", { text: l.reasons.join("; ") }),
+      withCompany ? el("td", { class: "num" }, l.company_id ? companyLink(l.company_id) : "") : null,
+      decide);
+  }
+
+  function companyLink(id) {
+    const a = el("a", { href: "#company-" + id, text: String(id) });
+    a.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      $("company-id").value = id;
+      showCompany(id);
+    });
+    return a;
+  }
+
+  async function showCompany(id) {
+    const status = $("company-status");
+    status.textContent = "loading…";
+    const resp = await api("/companies/" + encodeURIComponent(id));
+    if (!resp.ok) {
+      $("company").hidden = true;
+      status.textContent = (await problemText(resp)).message;
+      return;
+    }
+    const c = await resp.json();
+    const golden = $("golden").tBodies[0];
+    golden.replaceChildren();
+    for (const [field, value] of Object.entries(c.company)) {
+      if (["id", "created_at", "updated_at", "member_count", "source_systems", "kind"].includes(field) || value === null) continue;
+      const src = c.value_sources[field];
+      golden.append(el("tr", {}, el("th", { scope: "row", text: field }), el("td", { text: String(value) }),
+        el("td", { text: src ? src.source_system + ":" + src.source_id + " (organization " + src.organization_id + ")" : "" })));
+    }
+    const members = $("members").tBodies[0];
+    members.replaceChildren();
+    for (const m of c.members) {
+      members.append(el("tr", {}, el("td", { class: "num", text: m.organization_id }), el("td", { text: m.source_system }),
+        el("td", { text: m.source_id }), el("td", { text: m.name }), el("td", { text: m.industry || "" }),
+        el("td", { text: m.country_code || "" }), el("td", { text: m.email_domain || "" }), el("td", { text: m.vat_id || "" })));
+    }
+    const links = $("company-links").tBodies[0];
+    links.replaceChildren();
+    for (const l of c.links) links.append(linkRow(l, false, () => showCompany(id)));
+    $("company-name").textContent = c.company.name + " — company " + c.company.id + ", " + c.company.member_count +
+      " record(s) in " + c.company.source_systems.join(", ");
+    $("company").hidden = false;
+    status.textContent = "";
+  }
+
+  function initCompanies() {
+    if (!$("company-form")) return;
+    $("company-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      showCompany($("company-id").value.trim());
+    });
+    let last = "/admin/links?status=proposed";
+    const table = $("links").tBodies[0];
+    async function load(path) {
+      last = path;
+      const status = $("links-status");
+      status.textContent = "loading…";
+      const resp = await api(path);
+      if (!resp.ok) {
+        status.textContent = (await problemText(resp)).message;
+        return;
+      }
+      const body = await resp.json();
+      table.replaceChildren();
+      for (const l of body.links) table.append(linkRow(l, true, () => load(last)));
+      status.textContent = body.links.length ? body.links.length + " shown" : "none";
+    }
+    $("links-filter").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const q = new URLSearchParams();
+      for (const input of ev.target.elements) {
+        if (input.name && input.value.trim()) q.set(input.name, input.value.trim());
+      }
+      load("/admin/links" + (q.toString() ? "?" + q : ""));
+    });
+    load(last);
+    const m = /^#company-(\d+)$/.exec(location.hash);
+    if (m) {
+      $("company-id").value = m[1];
+      showCompany(m[1]);
+    }
+  }
+
   // ------------------------------------------------------- API reference
   function initApiReference() {
     const box = $("redoc");
@@ -528,6 +648,7 @@
     initCatalog();
     initOperation();
     initIngest();
+    initCompanies();
     initApiReference();
   });
 })();
