@@ -13,13 +13,23 @@
 --   DENSE_RANK), with its share of total revenue and the cumulative (Pareto) running
 --   total in rank order. Orders whose customer is unresolved (organization_id NULL)
 --   count in the total but have no row.
+-- unify = true: a customer is a company (canonical.companies, organizations of
+--   every system joined by accepted links): its orders from every system count
+--   once, under its golden name; customer_count counts companies.
 WITH filtered AS (
     SELECT o.id,
-           o.organization_id,
+{% if unify %}
+           m.company_id                 AS customer_id,
+{% else %}
+           o.organization_id            AS customer_id,
+{% endif %}
            o.total_amount,
            o.order_date,
            date_trunc({{ granularity }}, o.order_date AT TIME ZONE 'UTC')::date AS period_start
     FROM canonical.orders o
+{% if unify %}
+    LEFT JOIN canonical.company_members m ON m.organization_id = o.organization_id
+{% endif %}
     WHERE ({{ start_date }}::date IS NULL
            OR o.order_date >= ({{ start_date }}::date)::timestamp AT TIME ZONE 'UTC')
       AND ({{ end_date }}::date IS NULL
@@ -32,26 +42,34 @@ totals AS (
 )
 {% if view == "customers" %}
 , per_customer AS (
-    SELECT f.organization_id,
+    SELECT f.customer_id,
            count(*)::bigint    AS order_count,
            sum(f.total_amount) AS revenue
     FROM filtered f
-    WHERE f.organization_id IS NOT NULL
-    GROUP BY f.organization_id
+    WHERE f.customer_id IS NOT NULL
+    GROUP BY f.customer_id
 ),
 ranked AS (
     SELECT pc.*,
            rank() OVER (ORDER BY pc.revenue DESC)       AS revenue_rank,
            dense_rank() OVER (ORDER BY pc.revenue DESC) AS revenue_dense_rank,
-           sum(pc.revenue) OVER (ORDER BY pc.revenue DESC, pc.organization_id
+           sum(pc.revenue) OVER (ORDER BY pc.revenue DESC, pc.customer_id
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS running_total
     FROM per_customer pc
 )
 SELECT NULL::date                                                    AS period_start,
        NULL::date                                                    AS period_end,
-       r.organization_id,
+{% if unify %}
+       NULL::bigint                                                  AS organization_id,
+       r.customer_id                                                 AS company_id,
+       co.name                                                       AS customer_name,
+       array_to_string(co.source_systems, ',')                       AS source_system,
+{% else %}
+       r.customer_id                                                 AS organization_id,
+       m.company_id,
        org.name                                                      AS customer_name,
        org.source_system,
+{% endif %}
        r.order_count,
        NULL::bigint                                                  AS customer_count,
        round(r.revenue, 2)                                           AS revenue,
@@ -66,9 +84,14 @@ SELECT NULL::date                                                    AS period_s
        r.revenue_rank,
        r.revenue_dense_rank
 FROM ranked r
-JOIN canonical.organizations org ON org.id = r.organization_id
+{% if unify %}
+JOIN canonical.companies co ON co.id = r.customer_id
+{% else %}
+JOIN canonical.organizations org ON org.id = r.customer_id
+LEFT JOIN canonical.company_members m ON m.organization_id = r.customer_id
+{% endif %}
 CROSS JOIN totals t
-ORDER BY r.revenue_rank, r.organization_id
+ORDER BY r.revenue_rank, r.customer_id
 {% else %}
 , step AS (
 {% if granularity == "day" %}
@@ -103,7 +126,7 @@ per_period AS (
     SELECT s.period_start,
            s.period_end,
            count(f.id)::bigint                        AS order_count,
-           count(DISTINCT f.organization_id)::bigint  AS customer_count,
+           count(DISTINCT f.customer_id)::bigint      AS customer_count,
            coalesce(sum(f.total_amount), 0)           AS revenue
     FROM series s
     LEFT JOIN filtered f ON f.period_start = s.period_start
@@ -123,6 +146,7 @@ windowed AS (
 SELECT w.period_start,
        w.period_end,
        NULL::bigint                                                        AS organization_id,
+       NULL::bigint                                                        AS company_id,
        NULL::text                                                          AS customer_name,
        NULL::text                                                          AS source_system,
        w.order_count,
