@@ -129,7 +129,6 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     )
     .await
     .context("recording the company rules")?;
-    set_hash_joins(tx, true).await?;
     let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     tx.execute(
         "DELETE FROM canonical.entity_links WHERE method <> 'manual' AND method <> ALL($1::text[])",
@@ -151,8 +150,7 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
          INSERT INTO aff SELECT id FROM canonical.organizations;",
     )
     .await?;
-    recluster(tx, rules).await?;
-    set_hash_joins(tx, false).await
+    recluster(tx, rules).await
 }
 
 /// After a file wrote organizations of `source` (staged in `stg_organizations`,
@@ -164,7 +162,6 @@ pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()>
         Some(r) => r,
         None => return rebuild_in(tx, &builtin_rules()?).await,
     };
-    set_hash_joins(tx, true).await?;
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS link_changes (id bigint) ON COMMIT DROP;
          TRUNCATE link_changes",
@@ -187,8 +184,7 @@ pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()>
     )
     .await
     .context("noting the organizations whose company may change")?;
-    recluster(tx, &rules).await?;
-    set_hash_joins(tx, false).await
+    recluster(tx, &rules).await
 }
 
 /// The SQL expression of a rule's compared value for organization alias `o`
@@ -216,22 +212,6 @@ fn block_expr(b: BlockKey) -> &'static str {
         BlockKey::EmailDomain => "o.email_domain",
         BlockKey::City => "lower(btrim(o.city))",
     }
-}
-
-/// Link and company maintenance joins sets of thousands of rows that the
-/// planner cannot estimate: organizations written earlier in the same
-/// transaction have no statistics yet, and CTEs none at all, so it would pick
-/// nested loops over pairs (13,000 x 13,000 candidates took 35 s at 100k
-/// records). Hash and merge joins are right for every statement here; the
-/// setting is restored when maintenance ends.
-async fn set_hash_joins(tx: &Transaction<'_>, on: bool) -> Result<()> {
-    tx.batch_execute(if on {
-        "SET LOCAL enable_nestloop = off"
-    } else {
-        "SET LOCAL enable_nestloop = on"
-    })
-    .await
-    .context("choosing the join strategy of link maintenance")
 }
 
 /// Recomputes the links of one rule: all of them (`source` None), or those of
@@ -315,32 +295,45 @@ async fn refresh_rule(
         ""
     };
     let scope_cte = if scoped {
-        "scope AS (SELECT id FROM keyed
+        "scope AS (SELECT id FROM rule_keyed
                    UNION SELECT id FROM canonical.organizations
                    WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)),"
     } else {
         ""
     };
-    let sql = format!(
-        "WITH _p AS (SELECT $1::text AS s, $2::text AS a, $4::float8 AS m),
-         {touched}
-         keyed AS MATERIALIZED (
+    // Every statement names all ten parameters' types (in an unused CTE), so
+    // each can be sent the same list whichever it uses.
+    let p = "_p AS (SELECT $1::text, $2::text, $3::text[], $4::float8, $5::int, $6::text, $7::text, $8::text, $9::text, $10::text)";
+    // 1. The organizations of the touched blocks, with their compared value and
+    //    block (index lookups), then the candidates: blocks of 2 to max_group
+    //    from more than one system. Both are analysed temp tables, so the pair
+    //    join below is planned on real sizes.
+    let keyed_sql = format!(
+        "INSERT INTO rule_keyed (id, source_system, k, b)
+         WITH {p}, {touched} keyed AS (
            SELECT o.id, o.source_system, {key} AS k, ARRAY[{block_sql}]::text[] AS b
            FROM canonical.organizations o
            WHERE o.kind IN ({kinds})
              AND ($3::text[] IS NULL OR o.source_system = ANY($3::text[]))
-             {touched_filter}),
-         blocks AS (
-           SELECT b FROM keyed
+             {touched_filter})
+         SELECT * FROM keyed"
+    );
+    let cands_sql = format!(
+        "INSERT INTO rule_cands (id, source_system, k, b)
+         WITH {p}, blocks AS (
+           SELECT b FROM rule_keyed
            WHERE k IS NOT NULL AND array_position(b, NULL) IS NULL
            GROUP BY b HAVING count(*) BETWEEN 2 AND $5::int
-              AND count(DISTINCT source_system) > 1),
-         cands AS MATERIALIZED (SELECT k.* FROM keyed k JOIN blocks USING (b) WHERE k.k IS NOT NULL),
+              AND count(DISTINCT source_system) > 1)
+         SELECT k.* FROM rule_keyed k JOIN blocks USING (b) WHERE k.k IS NOT NULL"
+    );
+    let sql = format!(
+        "WITH {p},
          desired AS MATERIALIZED (
            SELECT a.id AS left_id, b.id AS right_id, {score} AS score, {reason} AS reason,
                   jsonb_build_object('rule', $9::text, 'values', jsonb_build_array(a.k, b.k), 'block', to_jsonb(a.b)) AS evidence
-           FROM cands a
-           JOIN cands b ON b.b = a.b AND b.id > a.id AND b.source_system <> a.source_system
+           FROM rule_cands a
+           JOIN rule_cands b ON b.b = a.b AND b.id > a.id AND b.source_system <> a.source_system
            LEFT JOIN quarry.source_link_keys ka ON ka.source_system = a.source_system
            LEFT JOIN quarry.source_link_keys kb ON kb.source_system = b.source_system
            WHERE {pair_cond} {gate}
@@ -388,9 +381,18 @@ async fn refresh_rule(
     ];
     // The score is bound as text and cast, so it is exact (numeric(4,3)).
     let sql = sql.replace("$6::numeric", "$6::text::numeric");
-    tx.execute(&sql, &params)
-        .await
-        .with_context(|| format!("recomputing the links of rule `{}`", rule.name))?;
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS rule_keyed (id bigint, source_system text, k text, b text[]) ON COMMIT DROP;
+         CREATE TEMP TABLE IF NOT EXISTS rule_cands (id bigint, source_system text, k text, b text[]) ON COMMIT DROP;
+         TRUNCATE rule_keyed, rule_cands;",
+    )
+    .await?;
+    let what = || format!("recomputing the links of rule `{}`", rule.name);
+    tx.execute(&keyed_sql, &params).await.with_context(what)?;
+    tx.batch_execute("ANALYZE rule_keyed").await?;
+    tx.execute(&cands_sql, &params).await.with_context(what)?;
+    tx.batch_execute("ANALYZE rule_cands").await?;
+    tx.execute(&sql, &params).await.with_context(what)?;
     Ok(())
 }
 
@@ -928,9 +930,7 @@ async fn settle(tx: &Transaction<'_>, ids: &[i64], pairs: Vec<(i64, i64)>) -> Re
         &[&ids],
     )
     .await?;
-    set_hash_joins(tx, true).await?;
     recluster(tx, &rules).await?;
-    set_hash_joins(tx, false).await?;
     tx.execute(
         "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
         &[],
