@@ -195,6 +195,37 @@ export class Api extends Construct {
       },
     });
 
+    // People's decisions about links: two organization ids and a note.
+    const decisionModel = this.restApi.addModel('DecisionRequest', {
+      modelName: 'DecisionRequest',
+      contentType: 'application/json',
+      description: 'A decision about two organizations',
+      schema: {
+        schema: apigw.JsonSchemaVersion.DRAFT4,
+        title: 'A decision about two organizations',
+        type: apigw.JsonSchemaType.OBJECT,
+        required: ['left_id', 'right_id'],
+        additionalProperties: false,
+        properties: {
+          left_id: { type: apigw.JsonSchemaType.INTEGER, minimum: 1 },
+          right_id: { type: apigw.JsonSchemaType.INTEGER, minimum: 1 },
+          note: { type: apigw.JsonSchemaType.STRING, maxLength: 2000 },
+        },
+      },
+    });
+    const splitModel = this.restApi.addModel('SplitRequest', {
+      modelName: 'SplitRequest',
+      contentType: 'application/json',
+      description: 'Take an organization out of its company ({} or a note)',
+      schema: {
+        schema: apigw.JsonSchemaVersion.DRAFT4,
+        title: 'Take an organization out of its company',
+        type: apigw.JsonSchemaType.OBJECT,
+        additionalProperties: false,
+        properties: { note: { type: apigw.JsonSchemaType.STRING, maxLength: 2000 } },
+      },
+    });
+
     const integration = new apigw.LambdaIntegration(this.fn.function, {
       proxy: true,
       // One invoke permission for this API's routes rather than one per method.
@@ -263,11 +294,15 @@ export class Api extends Construct {
     const links = admin.addResource('links');
     links.addMethod('GET', integration);
     for (const verb of ['confirm', 'reject']) {
-      links.addResource(verb).addMethod('POST', integration);
+      links.addResource(verb).addMethod('POST', integration, {
+        requestModels: { 'application/json': decisionModel },
+        requestValidator: validateBody,
+      });
     }
     admin.addResource('organizations').addResource('{id}').addResource('split').addMethod('POST', integration, {
       requestParameters: { 'method.request.path.id': true },
-      requestValidator: validateParams,
+      requestModels: { 'application/json': splitModel },
+      requestValidator: validateBody,
     });
     root.addResource('companies').addResource('{id}').addMethod('GET', integration, {
       requestParameters: { 'method.request.path.id': true },

@@ -548,7 +548,7 @@ describe('api', () => {
 
   test('POST bodies validated against models; GET /analytics requires its operation', () => {
     const posts = methods.filter((m) => m.HttpMethod === 'POST');
-    expect(posts).toHaveLength(3);
+    expect(posts).toHaveLength(6);
     for (const m of posts) {
       expect(m.RequestModels['application/json']).toBeDefined();
       expect(m.RequestValidatorId).toBeDefined();
