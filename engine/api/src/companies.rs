@@ -107,6 +107,7 @@ async fn decide(
 ) -> Result<Json<Decided>, ApiError> {
     who.require(Scope::Admin, "deciding about links")?;
     let req: DecisionRequest = parse_body(&body)?;
+    check_note(req.note.as_deref())?;
     let mut client = writer(&st).await?;
     let d = co::decide(
         &mut client,
@@ -140,11 +141,28 @@ pub async fn split(
     } else {
         parse_body(&body)?
     };
+    check_note(req.note.as_deref())?;
     let mut client = writer(&st).await?;
     let d = co::split(&mut client, id, &decided_by(&who), req.note.as_deref())
         .await
         .map_err(decision_error)?;
     Ok(Json(Decided::from(d)))
+}
+
+/// Longest note kept with a decision.
+const MAX_NOTE: usize = 2000;
+
+/// A note longer than [`MAX_NOTE`] characters is a 422 naming `note`.
+fn check_note(note: Option<&str>) -> Result<(), ApiError> {
+    match note {
+        Some(n) if n.chars().count() > MAX_NOTE => {
+            Err(ApiError::InvalidParameters(vec![ParamError {
+                parameter: "note".into(),
+                message: format!("longer than {MAX_NOTE} characters; keep the reason short"),
+            }]))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A JSON body with no duplicate keys, into `T`; problems are 400s saying what.

@@ -686,7 +686,7 @@ impl Builder {
                 (409, "Nothing to split: the organization is alone in its company"),
                 (413, "The body is too large"),
                 (415, "The body is not JSON"),
-                (422, "An impossible decision (one organization twice)"),
+                (422, "An impossible decision (one organization twice) or a note over 2,000 characters"),
                 (503, "Database unavailable, or this server does not hold the writer role (the detail names the CLI)"),
             ],
         ]
