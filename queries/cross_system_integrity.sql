@@ -1,7 +1,9 @@
 -- Cross-system integrity findings, one row per problem found:
---   missing_in_erp          crm account with no erp customer (no entity link, no shared e-mail domain)
+--   missing_in_erp          crm account with no erp customer (no entity link, no shared e-mail
+--                           domain; with unify: no erp organization in its company)
 --   missing_in_crm          erp customer with no crm account (same test the other way round)
 --   country_mismatch        linked records of different systems with different country codes
+--                           (with unify: a company member against the company's golden value)
 --   name_mismatch           linked records whose names differ after lower-casing, trimming and
 --                           collapsing white space (legal_name is accepted as an alternative)
 --   vat_mismatch            linked records with different VAT ids (spaces and case ignored)
@@ -10,7 +12,39 @@
 -- Deleted organizations (is_deleted) are ignored; the missing_in_* checks only run
 -- when the other system has organizations at all. Each branch runs only when its
 -- check is selected.
-WITH linked_pair AS (
+WITH {% if unify %}member_cmp AS (
+  -- unify: every live member of a company with several members, against the
+  -- company's golden values; the other side is the record the golden value came
+  -- from (value_sources), and a member is not compared with its own value.
+  SELECT c.id AS company_id, c.value_sources,
+         o.id AS organization_id, o.source_system, o.source_id, o.name, o.country_code, o.vat_id,
+         lower(regexp_replace(btrim(o.name), '\s+', ' ', 'g'))       AS norm_name,
+         lower(regexp_replace(btrim(o.legal_name), '\s+', ' ', 'g')) AS norm_legal_name,
+         upper(regexp_replace(o.vat_id, '\s', '', 'g'))              AS norm_vat,
+         c.name AS r_name, c.country_code AS r_country_code, c.vat_id AS r_vat_id,
+         lower(regexp_replace(btrim(c.name), '\s+', ' ', 'g'))       AS r_norm_name,
+         lower(regexp_replace(btrim(c.legal_name), '\s+', ' ', 'g')) AS r_norm_legal_name,
+         upper(regexp_replace(c.vat_id, '\s', '', 'g'))              AS r_norm_vat
+  FROM canonical.companies c
+  JOIN canonical.company_members m ON m.company_id = c.id
+  JOIN canonical.organizations o ON o.id = m.organization_id AND NOT o.is_deleted
+  WHERE c.member_count > 1
+),
+link_cmp AS (
+  -- One row per member and compared field, in the shape of the links' comparison.
+  SELECT k.source_system, k.source_id, f.field,
+         f.src ->> 'source_system' AS r_source_system, f.src ->> 'source_id' AS r_source_id,
+         k.name, k.country_code, k.vat_id, k.norm_name, k.norm_legal_name, k.norm_vat,
+         k.r_name, k.r_country_code, k.r_vat_id, k.r_norm_name, k.r_norm_legal_name, k.r_norm_vat,
+         jsonb_build_object('company_id', k.company_id, 'compared_with', 'golden value') AS extra
+  FROM member_cmp k
+  CROSS JOIN LATERAL (VALUES ('name', k.value_sources -> 'name'),
+                             ('country_code', k.value_sources -> 'country_code'),
+                             ('vat_id', k.value_sources -> 'vat_id')) AS f (field, src)
+  WHERE f.src IS NOT NULL
+    AND (f.src ->> 'organization_id')::bigint <> k.organization_id
+),
+{% else %}linked_pair AS (
   -- Every entity link, in both directions.
   SELECT l.left_id AS a_id, l.right_id AS b_id FROM canonical.entity_links l
   UNION ALL
@@ -19,28 +53,32 @@ WITH linked_pair AS (
 link_cmp AS (
   -- Each link between live records of two different systems once, oriented from
   -- the smaller organization id, with normalised names and VAT ids.
-  SELECT l.id AS link_id, l.method, l.score,
-         a.source_system, a.source_id, a.name, a.country_code, a.vat_id,
+  SELECT a.source_system, a.source_id,
+         b.source_system AS r_source_system, b.source_id AS r_source_id,
+         a.name, a.country_code, a.vat_id,
          lower(regexp_replace(btrim(a.name), '\s+', ' ', 'g'))       AS norm_name,
          lower(regexp_replace(btrim(a.legal_name), '\s+', ' ', 'g')) AS norm_legal_name,
          upper(regexp_replace(a.vat_id, '\s', '', 'g'))              AS norm_vat,
-         b.source_system AS r_source_system, b.source_id AS r_source_id,
          b.name AS r_name, b.country_code AS r_country_code, b.vat_id AS r_vat_id,
          lower(regexp_replace(btrim(b.name), '\s+', ' ', 'g'))       AS r_norm_name,
          lower(regexp_replace(btrim(b.legal_name), '\s+', ' ', 'g')) AS r_norm_legal_name,
-         upper(regexp_replace(b.vat_id, '\s', '', 'g'))              AS r_norm_vat
+         upper(regexp_replace(b.vat_id, '\s', '', 'g'))              AS r_norm_vat,
+         jsonb_build_object('link_method', l.method, 'link_score', l.score) AS extra
   FROM canonical.entity_links l
   JOIN canonical.organizations a ON a.id = l.left_id AND NOT a.is_deleted
   JOIN canonical.organizations b ON b.id = l.right_id AND NOT b.is_deleted
   WHERE a.source_system <> b.source_system
 ),
-findings AS (
+{% endif %}findings AS (
   SELECT 'missing_in_erp'::text AS check_code,
          CASE WHEN EXISTS (SELECT 1 FROM canonical.opportunities y WHERE y.organization_id = a.id AND y.is_won)
               THEN 'warning' ELSE 'info' END AS severity,
          a.source_system, a.source_id,
          'erp'::text AS related_source_system, NULL::text AS related_source_id,
          jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
+{% if unify %}
+                            'company_id', (SELECT m.company_id FROM canonical.company_members m WHERE m.organization_id = a.id),
+{% endif %}
                             'has_won_opportunity',
                             EXISTS (SELECT 1 FROM canonical.opportunities y WHERE y.organization_id = a.id AND y.is_won))
            AS detail
@@ -49,11 +87,18 @@ findings AS (
     AND NOT a.is_deleted
     AND 'missing_in_erp' = ANY ({{ checks }}::text[])
     AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'erp' AND NOT e.is_deleted)
+{% if unify %}
+    AND NOT EXISTS (SELECT 1 FROM canonical.company_members m
+                    JOIN canonical.company_members mb ON mb.company_id = m.company_id
+                    JOIN canonical.organizations b ON b.id = mb.organization_id
+                    WHERE m.organization_id = a.id AND b.source_system = 'erp' AND NOT b.is_deleted)
+{% else %}
     AND NOT EXISTS (SELECT 1 FROM linked_pair p
                     JOIN canonical.organizations b ON b.id = p.b_id
                     WHERE p.a_id = a.id AND b.source_system = 'erp' AND NOT b.is_deleted)
     AND NOT EXISTS (SELECT 1 FROM canonical.organizations b
                     WHERE b.email_domain = a.email_domain AND b.source_system = 'erp' AND NOT b.is_deleted)
+{% endif %}
 
   UNION ALL
   SELECT 'missing_in_crm',
@@ -62,48 +107,58 @@ findings AS (
          a.source_system, a.source_id,
          'crm', NULL,
          jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
+{% if unify %}
+                            'company_id', (SELECT m.company_id FROM canonical.company_members m WHERE m.organization_id = a.id),
+{% endif %}
                             'orders', (SELECT count(*) FROM canonical.orders r WHERE r.organization_id = a.id))
   FROM canonical.organizations a
   WHERE a.source_system = 'erp'
     AND NOT a.is_deleted
     AND 'missing_in_crm' = ANY ({{ checks }}::text[])
     AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'crm' AND NOT e.is_deleted)
+{% if unify %}
+    AND NOT EXISTS (SELECT 1 FROM canonical.company_members m
+                    JOIN canonical.company_members mb ON mb.company_id = m.company_id
+                    JOIN canonical.organizations b ON b.id = mb.organization_id
+                    WHERE m.organization_id = a.id AND b.source_system = 'crm' AND NOT b.is_deleted)
+{% else %}
     AND NOT EXISTS (SELECT 1 FROM linked_pair p
                     JOIN canonical.organizations b ON b.id = p.b_id
                     WHERE p.a_id = a.id AND b.source_system = 'crm' AND NOT b.is_deleted)
     AND NOT EXISTS (SELECT 1 FROM canonical.organizations b
                     WHERE b.email_domain = a.email_domain AND b.source_system = 'crm' AND NOT b.is_deleted)
+{% endif %}
 
   UNION ALL
   SELECT 'country_mismatch', 'warning',
          k.source_system, k.source_id, k.r_source_system, k.r_source_id,
-         jsonb_build_object('field', 'country_code', 'value', k.country_code, 'related_value', k.r_country_code,
-                            'link_method', k.method, 'link_score', k.score)
+         jsonb_build_object('field', 'country_code', 'value', k.country_code, 'related_value', k.r_country_code) || k.extra
   FROM link_cmp k
   WHERE 'country_mismatch' = ANY ({{ checks }}::text[])
-    AND nullif(btrim(k.country_code), '') IS NOT NULL
+{% if unify %}    AND k.field = 'country_code'
+{% endif %}    AND nullif(btrim(k.country_code), '') IS NOT NULL
     AND nullif(btrim(k.r_country_code), '') IS NOT NULL
     AND upper(k.country_code) <> upper(k.r_country_code)
 
   UNION ALL
   SELECT 'name_mismatch', 'info',
          k.source_system, k.source_id, k.r_source_system, k.r_source_id,
-         jsonb_build_object('field', 'name', 'value', k.name, 'related_value', k.r_name,
-                            'link_method', k.method, 'link_score', k.score)
+         jsonb_build_object('field', 'name', 'value', k.name, 'related_value', k.r_name) || k.extra
   FROM link_cmp k
   WHERE 'name_mismatch' = ANY ({{ checks }}::text[])
-    -- no spelling of one side (name or legal_name) equals a spelling of the other;
+{% if unify %}    AND k.field = 'name'
+{% endif %}    -- no spelling of one side (name or legal_name) equals a spelling of the other;
     -- && ignores NULL elements
     AND NOT (ARRAY[k.norm_name, k.norm_legal_name] && ARRAY[k.r_norm_name, k.r_norm_legal_name])
 
   UNION ALL
   SELECT 'vat_mismatch', 'error',
          k.source_system, k.source_id, k.r_source_system, k.r_source_id,
-         jsonb_build_object('field', 'vat_id', 'value', k.vat_id, 'related_value', k.r_vat_id,
-                            'link_method', k.method, 'link_score', k.score)
+         jsonb_build_object('field', 'vat_id', 'value', k.vat_id, 'related_value', k.r_vat_id) || k.extra
   FROM link_cmp k
   WHERE 'vat_mismatch' = ANY ({{ checks }}::text[])
-    AND nullif(k.norm_vat, '') IS NOT NULL
+{% if unify %}    AND k.field = 'vat_id'
+{% endif %}    AND nullif(k.norm_vat, '') IS NOT NULL
     AND nullif(k.r_norm_vat, '') IS NOT NULL
     AND k.norm_vat <> k.r_norm_vat
 

@@ -7,6 +7,8 @@
 -- source change (relative to as_of) and the quarantine rate of the source's
 -- ingest files, and folded into a weighted 0-100 quality score. Components that do
 -- not apply (NULL) are left out of the score and the remaining weights rescaled.
+-- With unify (or entity = companies) the companies' golden rows are scored too, and
+-- an organization's natural key for uniqueness becomes its company.
 WITH params AS (
   SELECT coalesce({{ as_of }}::timestamptz, now()) AS as_of,
          {{ freshness_days }}::numeric            AS freshness_days
@@ -23,13 +25,23 @@ row_checks AS (
            AND coalesce(o.annual_revenue, 0) >= 0
            AND coalesce(o.credit_limit, 0) >= 0
            AND coalesce(o.employee_count, 0) >= 0 AS is_valid,
+{% if unify %}
+         -- with unify the natural key is the company: two records of one source
+         -- system in the same company are the same customer recorded twice
+         m.company_id IS NOT NULL
+           AND count(*) OVER (PARTITION BY o.source_system, m.company_id) > 1 AS is_duplicate,
+{% else %}
          CASE WHEN nullif(btrim(o.email), '') IS NULL THEN false
               ELSE count(*) OVER (PARTITION BY o.source_system, lower(nullif(btrim(o.email), ''))) > 1
          END AS is_duplicate,
+{% endif %}
          (o.parent_source_id IS NULL
           OR EXISTS (SELECT 1 FROM canonical.organizations p
                      WHERE p.source_system = o.source_system AND p.source_id = o.parent_source_id)) AS ref_ok
   FROM canonical.organizations o
+{% if unify %}
+  LEFT JOIN canonical.company_members m ON m.organization_id = o.id
+{% endif %}
   WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'organizations')
     AND ({{ source_system }}::text IS NULL OR o.source_system = {{ source_system }}::text)
 
@@ -104,6 +116,32 @@ row_checks AS (
   FROM canonical.opportunities y
   WHERE ({{ entity }}::text IS NULL OR {{ entity }}::text = 'opportunities')
     AND ({{ source_system }}::text IS NULL OR y.source_system = {{ source_system }}::text)
+
+  UNION ALL
+  -- companies (with unify, or asked for by entity): the golden rows. Key fields name,
+  -- industry, country_code, email_domain; the organizations' validity rules that
+  -- apply; unique by construction and without references; as fresh as the newest
+  -- member. With source_system: the companies that have a member there.
+  SELECT 6, 'companies', '(all)', f.newest,
+         4,
+         num_nonnulls(nullif(btrim(c.name), ''), nullif(btrim(c.industry), ''),
+                      nullif(btrim(c.country_code), ''), nullif(btrim(c.email_domain), '')),
+         (nullif(btrim(c.country_code), '') IS NULL
+          OR EXISTS (SELECT 1 FROM canonical.countries k WHERE k.code = c.country_code))
+           AND coalesce(c.annual_revenue, 0) >= 0
+           AND coalesce(c.employee_count, 0) >= 0,
+         NULL::boolean,
+         NULL::boolean
+  FROM canonical.companies c
+  LEFT JOIN (
+    SELECT m.company_id, max(o.source_updated_at) AS newest
+    FROM canonical.company_members m
+    JOIN canonical.organizations o ON o.id = m.organization_id
+    GROUP BY m.company_id
+  ) f ON f.company_id = c.id
+  WHERE ({{ unify }}::boolean OR {{ entity }}::text = 'companies')
+    AND ({{ entity }}::text IS NULL OR {{ entity }}::text = 'companies')
+    AND ({{ source_system }}::text IS NULL OR {{ source_system }}::text = ANY (c.source_systems))
 ),
 per_entity AS (
   SELECT entity_rank, entity, source_system,
@@ -198,6 +236,7 @@ SELECT s.entity,
                          WHEN 'products'      THEN jsonb_build_array('sku', 'name', 'category', 'unit_price', 'currency')
                          WHEN 'orders'        THEN jsonb_build_array('order_number', 'customer_source_id', 'status', 'currency')
                          WHEN 'order_lines'   THEN jsonb_build_array('sku', 'description', 'unit_price', 'currency')
+                         WHEN 'companies'     THEN jsonb_build_array('name', 'industry', 'country_code', 'email_domain')
                          ELSE jsonb_build_array('organization_source_id', 'stage', 'amount', 'currency', 'close_date')
                        END,
          'missing_values', s.fields_total - s.fields_filled,
