@@ -9,6 +9,9 @@
 -- so the walk costs one probe per organization and level. Each (organization,
 -- ancestor) pair is then used to count descendants and roll revenue up, so every
 -- organization's revenue is added to each of its ancestors exactly once.
+-- The walk carries the ancestors' names and the roll-up the own revenue, so the
+-- result joins the walk's outputs (whose sizes the planner cannot estimate) to
+-- each other once and to the organizations only by their primary key.
 --
 -- Own revenue (buyer -> account attribution, then orders and won opportunities):
 --   unify = false: the organization's own orders and those of organizations in
@@ -25,7 +28,8 @@ WITH RECURSIVE walk AS (
          o.parent_source_id AS next_source_id,
          0                 AS depth,
          ARRAY[o.id]       AS visited,
-         ARRAY[o.source_id] AS path
+         ARRAY[o.source_id] AS path,
+         o.name            AS ancestor_name
   FROM canonical.organizations o
   WHERE o.source_system = {{ source_system }}::text
   UNION ALL
@@ -34,7 +38,8 @@ WITH RECURSIVE walk AS (
          a.parent_source_id,
          w.depth + 1,
          w.visited || a.id,
-         a.source_id || w.path
+         a.source_id || w.path,
+         a.name
   FROM walk w
   JOIN canonical.organizations a
     ON a.source_system = {{ source_system }}::text
@@ -45,12 +50,13 @@ WITH RECURSIVE walk AS (
 chain AS (
   -- The last step of every walk: the topmost ancestor reached, and why it stopped
   -- (its parent already visited: a cycle; a parent not visited: max_depth).
-  SELECT c.start_id, c.root_id, c.depth, c.path,
+  SELECT c.start_id, c.root_id, c.root_name, c.depth, c.path,
          p.id IS NOT NULL AND p.id = ANY (c.visited)       AS in_cycle,
          p.id IS NOT NULL AND NOT (p.id = ANY (c.visited)) AS truncated
   FROM (
     SELECT DISTINCT ON (w.start_id)
-           w.start_id, w.ancestor_id AS root_id, w.depth, w.path, w.visited, w.next_source_id
+           w.start_id, w.ancestor_id AS root_id, w.ancestor_name AS root_name, w.depth, w.path,
+           w.visited, w.next_source_id
     FROM walk w
     ORDER BY w.start_id, w.depth DESC
   ) c
@@ -128,10 +134,13 @@ own AS (
   WHERE w.depth = 0
 ),
 rollup AS (
-  -- Every walk step (start below ancestor) adds the start's revenue to the ancestor.
+  -- Every walk step (start below ancestor) adds the start's revenue to the ancestor;
+  -- the step of depth 0 is the ancestor's own.
   SELECT w.ancestor_id AS id,
          count(*) FILTER (WHERE w.depth > 0)     AS descendants,
          count(*) FILTER (WHERE w.depth = 1)     AS children,
+         sum(ow.order_revenue) FILTER (WHERE w.depth = 0) AS order_revenue,
+         sum(ow.won_revenue) FILTER (WHERE w.depth = 0)   AS won_revenue,
          sum(ow.order_revenue + ow.won_revenue)  AS rollup_revenue
   FROM walk w
   JOIN own ow ON ow.id = w.start_id
@@ -143,15 +152,15 @@ SELECT o.source_system,
        m.company_id,
        o.name,
        o.parent_source_id,
-       r.source_id                                     AS root_source_id,
-       r.name                                          AS root_name,
+       c.path[1]                                       AS root_source_id,
+       c.root_name,
        c.depth::bigint                                 AS depth,
        array_to_string(c.path, ' > ')                  AS path,
        ru.children::bigint                             AS direct_children,
        ru.descendants::bigint                          AS descendant_count,
-       round(ow.order_revenue, 2)                      AS own_order_revenue,
-       round(ow.won_revenue, 2)                        AS own_won_opportunity_revenue,
-       round(ow.order_revenue + ow.won_revenue, 2)     AS own_revenue,
+       round(ru.order_revenue, 2)                      AS own_order_revenue,
+       round(ru.won_revenue, 2)                        AS own_won_opportunity_revenue,
+       round(ru.order_revenue + ru.won_revenue, 2)     AS own_revenue,
        round(ru.rollup_revenue, 2)                     AS rollup_revenue,
        c.in_cycle,
        c.truncated,
@@ -161,10 +170,8 @@ SELECT o.source_system,
                           AND p.source_id = o.parent_source_id)) AS parent_missing
 FROM chain c
 JOIN canonical.organizations o ON o.id = c.start_id
-JOIN canonical.organizations r ON r.id = c.root_id
-JOIN own ow    ON ow.id = c.start_id
 JOIN rollup ru ON ru.id = c.start_id
 LEFT JOIN canonical.company_members m ON m.organization_id = o.id
 WHERE {{ root_source_id }}::text IS NULL
    OR {{ root_source_id }}::text = ANY (c.path)
-ORDER BY r.source_id, c.path, o.id
+ORDER BY c.path[1], c.path, o.id

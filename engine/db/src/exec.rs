@@ -183,7 +183,12 @@ async fn bind_portal(
     batched: bool,
 ) -> Result<(tokio_postgres::Portal, Vec<OutColumn>), QueryError> {
     let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
-    let mut settings = format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}");
+    // JIT off: the operations' CTEs carry no statistics, so their estimated costs
+    // pass jit_above_cost on small data and compiling took longer than running
+    // (data_integrity_analysis at 100k records: 1.65 s with JIT, 0.47 s without;
+    // no operation measured faster with it).
+    let mut settings =
+        format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; SET LOCAL jit = off");
     if batched {
         settings.push_str(&format!(
             "; SET LOCAL idle_in_transaction_session_timeout = {}",
