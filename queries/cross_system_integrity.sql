@@ -77,21 +77,23 @@ link_cmp AS (
          'erp'::text AS related_source_system, NULL::text AS related_source_id,
          jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
 {% if unify %}
-                            'company_id', (SELECT m.company_id FROM canonical.company_members m WHERE m.organization_id = a.id),
+                            'company_id', am.company_id,
 {% endif %}
                             'has_won_opportunity',
                             EXISTS (SELECT 1 FROM canonical.opportunities y WHERE y.organization_id = a.id AND y.is_won))
            AS detail
   FROM canonical.organizations a
+{% if unify %}
+  LEFT JOIN canonical.company_members am ON am.organization_id = a.id
+{% endif %}
   WHERE a.source_system = 'crm'
     AND NOT a.is_deleted
     AND 'missing_in_erp' = ANY ({{ checks }}::text[])
     AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'erp' AND NOT e.is_deleted)
 {% if unify %}
-    AND NOT EXISTS (SELECT 1 FROM canonical.company_members m
-                    JOIN canonical.company_members mb ON mb.company_id = m.company_id
+    AND NOT EXISTS (SELECT 1 FROM canonical.company_members mb
                     JOIN canonical.organizations b ON b.id = mb.organization_id
-                    WHERE m.organization_id = a.id AND b.source_system = 'erp' AND NOT b.is_deleted)
+                    WHERE mb.company_id = am.company_id AND b.source_system = 'erp' AND NOT b.is_deleted)
 {% else %}
     AND NOT EXISTS (SELECT 1 FROM linked_pair p
                     JOIN canonical.organizations b ON b.id = p.b_id
@@ -108,19 +110,21 @@ link_cmp AS (
          'crm', NULL,
          jsonb_build_object('name', a.name, 'email_domain', a.email_domain,
 {% if unify %}
-                            'company_id', (SELECT m.company_id FROM canonical.company_members m WHERE m.organization_id = a.id),
+                            'company_id', am.company_id,
 {% endif %}
                             'orders', (SELECT count(*) FROM canonical.orders r WHERE r.organization_id = a.id))
   FROM canonical.organizations a
+{% if unify %}
+  LEFT JOIN canonical.company_members am ON am.organization_id = a.id
+{% endif %}
   WHERE a.source_system = 'erp'
     AND NOT a.is_deleted
     AND 'missing_in_crm' = ANY ({{ checks }}::text[])
     AND EXISTS (SELECT 1 FROM canonical.organizations e WHERE e.source_system = 'crm' AND NOT e.is_deleted)
 {% if unify %}
-    AND NOT EXISTS (SELECT 1 FROM canonical.company_members m
-                    JOIN canonical.company_members mb ON mb.company_id = m.company_id
+    AND NOT EXISTS (SELECT 1 FROM canonical.company_members mb
                     JOIN canonical.organizations b ON b.id = mb.organization_id
-                    WHERE m.organization_id = a.id AND b.source_system = 'crm' AND NOT b.is_deleted)
+                    WHERE mb.company_id = am.company_id AND b.source_system = 'crm' AND NOT b.is_deleted)
 {% else %}
     AND NOT EXISTS (SELECT 1 FROM linked_pair p
                     JOIN canonical.organizations b ON b.id = p.b_id
