@@ -187,8 +187,9 @@ async fn bind_portal(
     // pass jit_above_cost on small data and compiling took longer than running
     // (data_integrity_analysis at 100k records: 1.65 s with JIT, 0.47 s without;
     // no operation measured faster with it).
-    let mut settings =
-        format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; SET LOCAL jit = off");
+    let mut settings = format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; SET LOCAL jit = off"
+    );
     if batched {
         settings.push_str(&format!(
             "; SET LOCAL idle_in_transaction_session_timeout = {}",
