@@ -415,7 +415,7 @@ pub async fn snapshot(url: &str) -> Result<State> {
 /// order's lines) take the last delivery, and their counters count deliveries.
 pub type Versioned = std::collections::BTreeSet<(String, String)>;
 
-pub fn versioned(mappings: &[quarry_core::mapping::Mapping]) -> Versioned {
+pub fn versioned(mappings: &[quarry_core::ingest::mapping::Mapping]) -> Versioned {
     let mut out = Versioned::new();
     for m in mappings {
         for e in m.entities() {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quarry_core::params::InputStyle;
+use quarry_core::packs::params::InputStyle;
 use serde_json::{Map, Value};
 
 /// Admin connection used to create and drop test databases.
@@ -172,7 +172,7 @@ pub fn load_pack(op: &str) -> quarry_core::Pack {
     let yaml = repo_root().join("queries").join(format!("{op}.yaml"));
     let sources =
         quarry_core::files::read_pack_sources(&[yaml]).unwrap_or_else(|d| panic!("{d:?}"));
-    let (pack, diags) = quarry_core::loader::check_pack(&sources[0]);
+    let (pack, diags) = quarry_core::packs::loader::check_pack(&sources[0]);
     match pack {
         Some(p) => p,
         None => panic!(

@@ -480,7 +480,7 @@ records:
 async fn the_entity_catalog_matches_the_schema() {
     let db = empty_db().await;
     let c = db.client().await;
-    for e in quarry_core::canonical::Entity::ALL {
+    for e in quarry_core::ingest::canonical::Entity::ALL {
         for col in e.columns() {
             let row = c
                 .query_opt(

@@ -2,8 +2,8 @@
 //! hostile value is either refused by validation or travels as a bind value; the
 //! SQL text never changes and never contains it.
 
-use quarry_core::params::InputStyle;
-use quarry_core::render::BindValue;
+use quarry_core::packs::params::InputStyle;
+use quarry_core::packs::render::BindValue;
 use quarry_core::Pack;
 use quarry_tests::{load_pack, repo_root};
 use serde_json::{json, Map, Value};
@@ -87,7 +87,7 @@ fn identifier_parameters_only_take_declared_names() {
     for op in ["customer_analysis"] {
         let pack = load_pack(op);
         for (name, p) in &pack.spec.parameters {
-            if p.kind != quarry_core::pack::ParamType::Identifier {
+            if p.kind != quarry_core::packs::pack::ParamType::Identifier {
                 continue;
             }
             let err =

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use quarry_core::jobs::ResultFormat;
-use quarry_core::pack::CostClass;
-use quarry_core::params::InputStyle;
+use quarry_core::packs::pack::CostClass;
+use quarry_core::packs::params::InputStyle;
 use quarry_core::ports::CachedValue;
 use quarry_core::Pack;
 use schemars::JsonSchema;
@@ -203,7 +203,7 @@ impl Paging {
     fn take(params: &mut Map<String, Value>) -> Result<Paging, ApiError> {
         let page_size = match params.remove("page_size") {
             Some(Value::String(s)) => Some(s.trim().parse::<u64>().map_err(|_| {
-                ApiError::InvalidParameters(vec![quarry_core::params::ParamError {
+                ApiError::InvalidParameters(vec![quarry_core::packs::params::ParamError {
                     parameter: "page_size".into(),
                     message: format!(
                         "`{}` is not a whole number of rows",
@@ -439,7 +439,7 @@ async fn run(
         let max = st.config.api.max_page_size;
         if size == 0 || size > max {
             return Err(ApiError::InvalidParameters(vec![
-                quarry_core::params::ParamError {
+                quarry_core::packs::params::ParamError {
                     parameter: "page_size".into(),
                     message: format!("{size} is outside 1..={max} (api.max_page_size)"),
                 },
@@ -468,7 +468,7 @@ async fn run(
     let ttl = pack.spec.cache_ttl_seconds;
     if ttl > 0 {
         let version = st.current_data_version().await?;
-        let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
+        let k = quarry_core::packs::cache::cache_key(&pack, &params, Some(version));
         let etag = etag_of(&k, format);
         if headers
             .get(header::IF_NONE_MATCH)
@@ -520,7 +520,7 @@ async fn run(
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?);
     // Key by the version the answer was read at (it may have moved since the lookup).
-    let k = quarry_core::cache::cache_key(&pack, &params, Some(version));
+    let k = quarry_core::packs::cache::cache_key(&pack, &params, Some(version));
     let etag = if ttl > 0 {
         store(st, &k, &pack, body, bytes.clone());
         Some(etag_of(&k, format))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use quarry_core::params::ParamError;
+use quarry_core::packs::params::ParamError;
 use quarry_db::companies::{self as co, Decision, DecisionError, LinkFilter};
 
 use crate::auth::{Principal, Scope};

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use quarry_core::jobs::{Job, JobError, JobResult, JobState, ResultFormat};
-use quarry_core::pack::{ColumnSpec, CostClass, Deprecation, ParamConstraint};
-use quarry_core::params::params_json_schema;
+use quarry_core::packs::pack::{ColumnSpec, CostClass, Deprecation, ParamConstraint};
+use quarry_core::packs::params::params_json_schema;
 use quarry_core::Pack;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

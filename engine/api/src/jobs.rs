@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::Utc;
 use quarry_core::jobs::{Backoff, Event, Job, JobError, JobResult, JobState, ResultFormat};
-use quarry_core::params::InputStyle;
+use quarry_core::packs::params::InputStyle;
 use quarry_core::ports::{PortError, PortResult, WorkflowStarter};
 use quarry_core::Pack;
 use serde::Deserialize;
@@ -483,7 +483,8 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
     if let Some(pack) = packs.for_job(&job.operation, &job.operation_version) {
         if pack.spec.cache_ttl_seconds > 0 && rows <= st.config.jobs.inline_max_rows {
             if let Ok(params) = pack.resolve(&job.parameters, InputStyle::Json) {
-                let key = quarry_core::cache::cache_key(pack, &params, Some(ex.data_version));
+                let key =
+                    quarry_core::packs::cache::cache_key(pack, &params, Some(ex.data_version));
                 if let Ok(b) = serde_json::to_vec(&ex.body) {
                     st.hot.put(
                         key.clone(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use quarry_core::params::ParamError;
+use quarry_core::packs::params::ParamError;
 use quarry_db::ledger::{self, FileFilter, QuarantineFilter, MAX_LIMIT};
 
 use crate::auth::{Principal, Scope};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use quarry_core::params::ParamError;
+use quarry_core::packs::params::ParamError;
 
 use crate::{ApiError, AppState};
 

@@ -22,8 +22,8 @@ use axum::extract::State;
 use axum::Json;
 use indexmap::IndexMap;
 use quarry_core::jobs::Event;
-use quarry_core::pack::{ColumnType, ParamType};
-use quarry_core::params::{param_json_schema, params_json_schema};
+use quarry_core::packs::pack::{ColumnType, ParamType};
+use quarry_core::packs::params::{param_json_schema, params_json_schema};
 use quarry_core::Pack;
 use quarry_core::PackSet;
 use schemars::generate::SchemaSettings;
@@ -889,8 +889,8 @@ impl Builder {
             p.spec.description.trim(),
             p.spec.version,
             match p.spec.cost {
-                quarry_core::pack::CostClass::Light => "light",
-                quarry_core::pack::CostClass::Heavy => "heavy",
+                quarry_core::packs::pack::CostClass::Light => "light",
+                quarry_core::packs::pack::CostClass::Heavy => "heavy",
             },
             p.spec.cache_ttl_seconds,
             p.spec.max_rows,

@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use quarry_core::params::ParamError;
+use quarry_core::packs::params::ParamError;
 use serde::Serialize;
 
 /// An API error.

@@ -20,7 +20,7 @@ use crate::AppState;
 /// Reads and validates every pack under `dir`.
 pub fn load(dir: &Path) -> Result<PackSet, Vec<Diagnostic>> {
     let sources = quarry_core::files::read_pack_sources(&[dir.to_path_buf()])?;
-    quarry_core::loader::build_pack_set(&sources)
+    quarry_core::packs::loader::build_pack_set(&sources)
 }
 
 /// The outcome of the last reload, for `/health`.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use quarry_core::jobs::ResultFormat;
-use quarry_core::params::InputStyle;
+use quarry_core::packs::params::InputStyle;
 use quarry_core::Pack;
 use quarry_db::{OutColumn, RowCursor};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ struct Prepared {
     reader: deadpool_postgres::Object,
     data_version: i64,
     resolved: Map<String, Value>,
-    query: quarry_core::render::RenderedQuery,
+    query: quarry_core::packs::render::RenderedQuery,
     limits: quarry_db::QueryLimits,
 }
 

@@ -19,7 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use minijinja::{context, Environment};
-use quarry_core::pack::{CostClass, ParamSpec, ParamType};
+use quarry_core::packs::pack::{CostClass, ParamSpec, ParamType};
 use quarry_core::Pack;
 use serde::Serialize;
 use serde_json::Value;

@@ -226,32 +226,38 @@ async fn backfill_event_reapplies_a_fixed_mapping_from_the_raw_bucket() {
     let owner = db.client().await;
     let shipped = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
         .expect("mappings");
-    let with_stripe = |edit: &dyn Fn(String) -> String| -> Vec<Arc<quarry_core::mapping::Mapping>> {
-        let text = std::fs::read_to_string(quarry_tests::repo_root().join("mappings/stripe.yaml"))
-            .expect("stripe.yaml");
-        let (m, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
-            file: "stripe.yaml".into(),
-            text: edit(text),
-        });
-        assert!(d.is_empty(), "{d:?}");
-        let mut all: Vec<Arc<quarry_core::mapping::Mapping>> = shipped
-            .iter()
-            .filter(|m| m.spec.source != "stripe")
-            .map(|m| {
-                Arc::new(
-                    quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
-                        file: m.file.clone(),
-                        text: std::fs::read_to_string(&m.file).expect("mapping"),
-                    })
-                    .0
-                    .expect("valid"),
-                )
-            })
-            .collect();
-        all.push(Arc::new(m.expect("stripe mapping")));
-        all
-    };
-    let handler = |mappings: Vec<Arc<quarry_core::mapping::Mapping>>| Ingest {
+    let with_stripe =
+        |edit: &dyn Fn(String) -> String| -> Vec<Arc<quarry_core::ingest::mapping::Mapping>> {
+            let text =
+                std::fs::read_to_string(quarry_tests::repo_root().join("mappings/stripe.yaml"))
+                    .expect("stripe.yaml");
+            let (m, d) = quarry_core::ingest::mapping::check_mapping(
+                &quarry_core::ingest::mapping::MappingSource {
+                    file: "stripe.yaml".into(),
+                    text: edit(text),
+                },
+            );
+            assert!(d.is_empty(), "{d:?}");
+            let mut all: Vec<Arc<quarry_core::ingest::mapping::Mapping>> = shipped
+                .iter()
+                .filter(|m| m.spec.source != "stripe")
+                .map(|m| {
+                    Arc::new(
+                        quarry_core::ingest::mapping::check_mapping(
+                            &quarry_core::ingest::mapping::MappingSource {
+                                file: m.file.clone(),
+                                text: std::fs::read_to_string(&m.file).expect("mapping"),
+                            },
+                        )
+                        .0
+                        .expect("valid"),
+                    )
+                })
+                .collect();
+            all.push(Arc::new(m.expect("stripe mapping")));
+            all
+        };
+    let handler = |mappings: Vec<Arc<quarry_core::ingest::mapping::Mapping>>| Ingest {
         s3: s3.clone(),
         writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url"), 2),
         mappings,
@@ -379,7 +385,7 @@ async fn jobs_world() -> JobsWorld {
         root.join("tests/fixtures/packs"),
     ])
     .expect("pack sources");
-    let packs = quarry_core::loader::build_pack_set(&sources).expect("packs");
+    let packs = quarry_core::packs::loader::build_pack_set(&sources).expect("packs");
     let mut ports = api::ports(&sdk, &res, Duration::from_secs(86400));
     ports.notifier = Arc::new(runtime::PublishedByStateMachine);
     let state = api::state(

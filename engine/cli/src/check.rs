@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use quarry_core::diag::Diagnostic;
-use quarry_core::loader::check_pack;
+use quarry_core::packs::loader::check_pack;
 
 pub async fn run(
     paths: &[PathBuf],
     database_url: Option<&str>,
     against: Option<&str>,
-    budget: &quarry_core::cost::CostBudget,
+    budget: &quarry_core::packs::cost::CostBudget,
     json: bool,
 ) -> Result<ExitCode> {
     let mut diags = Vec::new();
@@ -65,18 +65,20 @@ pub async fn run(
     let mut mappings = Vec::new();
     let mut mapping_texts = Vec::new();
     for src in &mapping_sources {
-        let (m, d) = quarry_core::mapping::check_mapping(&quarry_core::mapping::MappingSource {
-            file: src.yaml_file.clone(),
-            text: src.yaml_text.clone(),
-        });
+        let (m, d) = quarry_core::ingest::mapping::check_mapping(
+            &quarry_core::ingest::mapping::MappingSource {
+                file: src.yaml_file.clone(),
+                text: src.yaml_text.clone(),
+            },
+        );
         diags.extend(d);
         if let Some(m) = m {
             mappings.push(m);
             mapping_texts.push(src.yaml_text.as_str());
         }
     }
-    let refs: Vec<&quarry_core::mapping::Mapping> = mappings.iter().collect();
-    diags.extend(quarry_core::mapping::check_mapping_set(
+    let refs: Vec<&quarry_core::ingest::mapping::Mapping> = mappings.iter().collect();
+    diags.extend(quarry_core::ingest::mapping::check_mapping_set(
         &refs,
         &mapping_texts,
     ));
@@ -90,7 +92,8 @@ pub async fn run(
     diags.extend(dup);
     // Pack tests and their data: parsed, their includes read, their operation
     // and parameters known.
-    let test_files = quarry_core::packtest::test_and_data_files_under(paths).unwrap_or_default();
+    let test_files =
+        quarry_core::packs::packtest::test_and_data_files_under(paths).unwrap_or_default();
     let (tests, test_diags) = crate::packtest::load_all(&test_files);
     diags.extend(test_diags);
     if !tests.is_empty() && !set.is_empty() {
@@ -102,7 +105,7 @@ pub async fn run(
             Ok(base_set) => {
                 compared = Some(base_set.len());
                 let tmp = against_dir().display().to_string();
-                for mut d in quarry_core::breaking::breaking_changes(&base_set, &set) {
+                for mut d in quarry_core::packs::breaking::breaking_changes(&base_set, &set) {
                     // What was removed is named as it is in the base revision.
                     if let Some(rest) = d.file.strip_prefix(&tmp) {
                         d.file = format!("{base}:{}", rest.trim_start_matches('/'));

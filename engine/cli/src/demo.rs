@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use quarry_core::params::InputStyle;
+use quarry_core::packs::params::InputStyle;
 
 pub async fn run(
     database_url: &str,
@@ -19,9 +19,9 @@ pub async fn run(
     quarry_db::migrate(&mut client).await?;
     // Same seed and scale give the same files, so a second demo run is all duplicates.
     let dir = Path::new(".quarry").join(format!("demo-data-{scale}"));
-    crate::generate::generate(
+    quarry_demo::generate(
         &dir,
-        &crate::generate::GenOptions {
+        &quarry_demo::GenOptions {
             scale: scale * 10_000,
             seed: 42,
         },

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use quarry_core::mapping::Mapping;
+use quarry_core::ingest::mapping::Mapping;
 use quarry_db::ingest::{ingest_with, FileReport, FileStatus, IngestOptions, Opener};
 
 /// A file to load and the object key it stands for.

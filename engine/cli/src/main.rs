@@ -2,7 +2,6 @@
 
 mod check;
 mod demo;
-mod generate;
 mod ingest;
 mod links;
 mod maptest;
@@ -15,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use quarry_core::params::InputStyle;
+use quarry_core::packs::params::InputStyle;
 
 /// Quarry turns JSON exports from business systems into one canonical PostgreSQL
 /// model and serves declarative analytics operations ("query packs") over it.
@@ -558,7 +557,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Some(cli.database_url.as_str())
             };
-            let budget = quarry_core::cost::CostBudget {
+            let budget = quarry_core::packs::cost::CostBudget {
                 max_cost: cost_budget,
                 large_rows: large_table_rows,
             };
@@ -700,7 +699,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::DemoData { out, scale, seed } => {
-            let expected = generate::generate(&out, &generate::GenOptions { scale, seed })?;
+            let expected = quarry_demo::generate(&out, &quarry_demo::GenOptions { scale, seed })?;
             let total: u64 = expected.files.iter().map(|f| f.records_read).sum();
             println!(
                 "wrote {total} records in {} files under {} (expected outcome in expected.json)",
@@ -1050,7 +1049,7 @@ fn database_configured() -> bool {
 pub fn load_packs(dir: &std::path::Path) -> Result<quarry_core::PackSet> {
     let sources = quarry_core::files::read_pack_sources(&[dir.to_path_buf()])
         .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
-    quarry_core::loader::build_pack_set(&sources).map_err(|d| {
+    quarry_core::packs::loader::build_pack_set(&sources).map_err(|d| {
         anyhow::anyhow!(
             "the query packs have problems (run `quarry check`):\n{}",
             join_diags(&d)
@@ -1062,10 +1061,10 @@ pub fn load_packs(dir: &std::path::Path) -> Result<quarry_core::PackSet> {
 /// running another), else the whole folder (for the list of known names).
 fn load_one_or_all(dir: &std::path::Path, op: &str) -> Result<quarry_core::PackSet> {
     let file = dir.join(format!("{op}.yaml"));
-    if quarry_core::render::is_plain_identifier(op) && file.is_file() {
+    if quarry_core::packs::render::is_plain_identifier(op) && file.is_file() {
         let sources = quarry_core::files::read_pack_sources(&[file])
             .map_err(|d| anyhow::anyhow!("{}", join_diags(&d)))?;
-        return quarry_core::loader::build_pack_set(&sources).map_err(|d| {
+        return quarry_core::packs::loader::build_pack_set(&sources).map_err(|d| {
             anyhow::anyhow!(
                 "operation `{op}` has problems (run `quarry check`):\n{}",
                 join_diags(&d)
@@ -1087,19 +1086,19 @@ fn schema(out: &std::path::Path, check: bool) -> Result<ExitCode> {
     for (file, schema) in [
         (
             "query-pack.schema.json",
-            quarry_core::pack::pack_json_schema(),
+            quarry_core::packs::pack::pack_json_schema(),
         ),
         (
             "mapping.schema.json",
-            quarry_core::mapping::mapping_json_schema(),
+            quarry_core::ingest::mapping::mapping_json_schema(),
         ),
         (
             quarry_core::companies::SCHEMA,
             quarry_core::companies::json_schema(),
         ),
         (
-            quarry_core::packtest::SCHEMA,
-            quarry_core::packtest::json_schema(),
+            quarry_core::packs::packtest::SCHEMA,
+            quarry_core::packs::packtest::json_schema(),
         ),
     ] {
         let text = serde_json::to_string_pretty(&schema)? + "\n";

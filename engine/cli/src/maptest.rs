@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use quarry_core::mapping::Mapping;
-use quarry_core::preview::{preview, Outcome, Preview};
+use quarry_core::ingest::mapping::Mapping;
+use quarry_core::ingest::preview::{preview, Outcome, Preview};
 
 use crate::ingest::{key_for, known_sources, load_mappings, mapping_named};
 
@@ -61,7 +61,7 @@ pub async fn test_command(
     paths: &[PathBuf],
     update: bool,
 ) -> Result<ExitCode> {
-    let pack_files = quarry_core::packtest::test_files_under(paths)
+    let pack_files = quarry_core::packs::packtest::test_files_under(paths)
         .context("looking for pack tests (*.test.yaml)")?;
     let map_cases = cases(paths, update)?;
     if map_cases.is_empty() && pack_files.is_empty() {
@@ -72,7 +72,7 @@ pub async fn test_command(
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            quarry_core::packtest::TEST_SUFFIX
+            quarry_core::packs::packtest::TEST_SUFFIX
         );
     }
     let mapping = run_mapping_cases(mappings_dir, &map_cases, update)?;

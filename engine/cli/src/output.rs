@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::ValueEnum;
-use quarry_core::params::ResolvedParams;
+use quarry_core::packs::params::ResolvedParams;
 use quarry_core::Pack;
 use quarry_db::QueryOutput;
 use serde_json::Value;

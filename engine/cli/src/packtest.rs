@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use quarry_core::packtest::{self, LoadedTests};
+use quarry_core::packs::packtest::{self, LoadedTests};
 use quarry_core::PackSet;
 use quarry_db::packtest::{run_case, Catalog};
 

@@ -77,7 +77,7 @@ pub fn parse_definition<T: serde::de::DeserializeOwned>(
         .lines()
         .next()
         .unwrap_or_default()
-        .starts_with(crate::loader::SCHEMA_HEADER_PREFIX)
+        .starts_with(crate::packs::loader::SCHEMA_HEADER_PREFIX)
     {
         d.push(
             Diagnostic::new(

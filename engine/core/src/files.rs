@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::diag::Diagnostic;
-use crate::loader::PackSource;
+use crate::packs::loader::PackSource;
 
 /// Every `*.yaml` / `*.yml` file under `dir`, in subfolders too (hidden folders
 /// and `node_modules` left out), sorted.
@@ -40,7 +40,7 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
                 Ok(found) => yaml_files.extend(
                     found
                         .into_iter()
-                        .filter(|f| !crate::packtest::is_test_or_data_file(f)),
+                        .filter(|f| !crate::packs::packtest::is_test_or_data_file(f)),
                 ),
                 Err(e) => errors.push(Diagnostic::new(
                     &p.display().to_string(),
@@ -48,7 +48,7 @@ pub fn read_pack_sources(paths: &[PathBuf]) -> Result<Vec<PackSource>, Vec<Diagn
                     format!("cannot read folder: {e}"),
                 )),
             }
-        } else if crate::packtest::is_test_or_data_file(p) {
+        } else if crate::packs::packtest::is_test_or_data_file(p) {
             // Pack tests and their data are checked by `quarry check` and run by `quarry test`.
         } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             yaml_files.push(p.clone());
@@ -100,7 +100,7 @@ fn display(p: &Path) -> String {
 
 /// Reads every `*.yaml` mapping in `dir` and checks it. All problems of all files
 /// are returned together.
-pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Diagnostic>> {
+pub fn load_mappings(dir: &Path) -> Result<Vec<crate::ingest::mapping::Mapping>, Vec<Diagnostic>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -124,10 +124,11 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
     for f in files {
         match std::fs::read_to_string(&f) {
             Ok(text) => {
-                let (m, d) = crate::mapping::check_mapping(&crate::mapping::MappingSource {
-                    file: display(&f),
-                    text: text.clone(),
-                });
+                let (m, d) =
+                    crate::ingest::mapping::check_mapping(&crate::ingest::mapping::MappingSource {
+                        file: display(&f),
+                        text: text.clone(),
+                    });
                 diags.extend(d);
                 if let Some(m) = m {
                     out.push(m);
@@ -141,9 +142,9 @@ pub fn load_mappings(dir: &Path) -> Result<Vec<crate::mapping::Mapping>, Vec<Dia
             )),
         }
     }
-    let refs: Vec<&crate::mapping::Mapping> = out.iter().collect();
+    let refs: Vec<&crate::ingest::mapping::Mapping> = out.iter().collect();
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    diags.extend(crate::mapping::check_mapping_set(&refs, &text_refs));
+    diags.extend(crate::ingest::mapping::check_mapping_set(&refs, &text_refs));
     if diags.is_empty() {
         Ok(out)
     } else {

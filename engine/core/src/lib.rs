@@ -2,11 +2,13 @@
 //!
 //! The part of Quarry that knows what an operation *is*, and nothing about where it
 //! runs: the query-pack model, parameter validation, SQL rendering with bind
-//! parameters, cache keys and file:line diagnostics. It does no network or database
+//! parameters and cache keys ([`packs`]); source mappings and the streaming reader
+//! of exports ([`ingest`]); the company matching rules ([`companies`]); file:line
+//! diagnostics. It does no network or database
 //! I/O; [`files`] is its only contact with the file system (reading definitions).
 //!
 //! ```
-//! use quarry_core::{loader::{build_pack_set, PackSource}, params::InputStyle};
+//! use quarry_core::packs::{loader::{build_pack_set, PackSource}, params::InputStyle};
 //! let yaml = "# yaml-language-server: $schema=../schemas/query-pack.schema.json\n\
 //! name: top\nversion: 1.0.0\ntitle: Top\ndescription: Top rows\ncost: light\n\
 //! timeout_seconds: 5\ncache_ttl_seconds: 60\nmax_rows: 100\n\
@@ -21,27 +23,19 @@
 //! assert_eq!(q.sql, "SELECT n FROM t LIMIT $1");
 //! ```
 
-pub mod breaking;
-pub mod cache;
-pub mod canonical;
+// Definitions and their checks, in two halves and the company rules between them:
+// query packs (what an operation is, how it is called and rendered) and ingest
+// mappings (how a source's files become canonical rows); shared below them are
+// diagnostics, definition files, the job state machine and the runtime ports.
 pub mod companies;
-pub mod cost;
 pub mod diag;
 pub mod files;
+pub mod ingest;
 pub mod jobs;
-pub mod loader;
-pub mod mapping;
-pub mod pack;
-pub mod packtest;
-pub mod params;
+pub mod packs;
 pub mod ports;
-pub mod preview;
-pub mod render;
-pub mod sqlcheck;
-pub mod stream;
 pub mod strict_json;
-pub mod transform;
 
 pub use diag::Diagnostic;
-pub use loader::{Pack, PackSet, PackSource};
-pub use pack::PackSpec;
+pub use packs::loader::{Pack, PackSet, PackSource};
+pub use packs::pack::PackSpec;

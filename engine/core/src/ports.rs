@@ -35,7 +35,7 @@ pub enum CachedValue {
     Pointer { object_key: String },
 }
 
-/// The result cache, keyed by [`crate::cache::cache_key`].
+/// The result cache, keyed by [`crate::packs::cache::cache_key`].
 #[async_trait]
 pub trait Cache: Send + Sync {
     /// The entry under `key`, if present and not expired.

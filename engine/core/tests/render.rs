@@ -1,8 +1,8 @@
 //! Rendering: values become bind parameters, identifiers only from declared enums.
 
-use quarry_core::loader::{build_pack_set, check_pack, PackSource};
-use quarry_core::params::{InputStyle, ParamValue};
-use quarry_core::render::{BindValue, PgType};
+use quarry_core::packs::loader::{build_pack_set, check_pack, PackSource};
+use quarry_core::packs::params::{InputStyle, ParamValue};
+use quarry_core::packs::render::{BindValue, PgType};
 use serde_json::json;
 
 const HEADER: &str = "# yaml-language-server: $schema=../schemas/query-pack.schema.json\n";
@@ -50,7 +50,7 @@ fn values_become_typed_binds() {
     assert_eq!(q.binds[2].pg_type, PgType::Date);
     assert_eq!(
         q.binds[3],
-        quarry_core::render::Bind {
+        quarry_core::packs::render::Bind {
             value: BindValue::Text("3 months".into()),
             pg_type: PgType::Interval
         }
@@ -146,8 +146,8 @@ fn canonical_json_is_sorted_and_stable() {
     assert!(a
         .canonical_json()
         .starts_with("{\"group_by\":\"industry\",\"n\":5,\"name\":\"z\""));
-    let k1 = quarry_core::cache::cache_key(pack, &a, Some(1));
-    assert_eq!(k1, quarry_core::cache::cache_key(pack, &b, Some(1)));
-    assert_ne!(k1, quarry_core::cache::cache_key(pack, &a, Some(2)));
+    let k1 = quarry_core::packs::cache::cache_key(pack, &a, Some(1));
+    assert_eq!(k1, quarry_core::packs::cache::cache_key(pack, &b, Some(1)));
+    assert_ne!(k1, quarry_core::packs::cache::cache_key(pack, &a, Some(2)));
     assert_eq!(k1.len(), 64);
 }

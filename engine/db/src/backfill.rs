@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use quarry_core::mapping::Mapping;
+use quarry_core::ingest::mapping::Mapping;
 use serde::Serialize;
 use tokio_postgres::Client;
 

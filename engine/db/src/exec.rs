@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_util::{pin_mut, TryStreamExt};
 use postgres_types::{FromSql, IsNull, ToSql, Type};
-use quarry_core::render::{BindValue, PgType, RenderedQuery};
+use quarry_core::packs::render::{BindValue, PgType, RenderedQuery};
 use serde::Serialize;
 use serde_json::Value as Json;
 use tokio_postgres::{Client, Row};

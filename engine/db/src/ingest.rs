@@ -16,9 +16,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use quarry_core::canonical::{ColType, Entity};
-use quarry_core::mapping::{LinkKey, Mapped, Mapping};
-use quarry_core::stream::{stream_records, RecordFormat, StreamItem};
+use quarry_core::ingest::canonical::{ColType, Entity};
+use quarry_core::ingest::mapping::{LinkKey, Mapped, Mapping};
+use quarry_core::ingest::stream::{stream_records, RecordFormat, StreamItem};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -714,7 +714,7 @@ async fn load(
         let result = stream_records(&mut reader, &format, &mut on_item);
         let summary = result.map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(e) = own_format
-            .then(|| quarry_core::preview::file_error_for_summary(&summary))
+            .then(|| quarry_core::ingest::preview::file_error_for_summary(&summary))
             .flatten()
         {
             anyhow::bail!(e);

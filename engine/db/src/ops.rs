@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use quarry_core::params::{InputStyle, ParamError, ResolvedParams};
-use quarry_core::render::RenderedQuery;
+use quarry_core::packs::params::{InputStyle, ParamError, ResolvedParams};
+use quarry_core::packs::render::RenderedQuery;
 use quarry_core::Pack;
 use tokio_postgres::Client;
 

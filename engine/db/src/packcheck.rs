@@ -3,9 +3,9 @@
 //! database errors placed at the template's line and column through the
 //! branch's source map, declared columns compared by name and type.
 
-use quarry_core::cost::{CostBudget, PlanCost};
 use quarry_core::diag::Diagnostic;
-use quarry_core::pack::CostClass;
+use quarry_core::packs::cost::{CostBudget, PlanCost};
+use quarry_core::packs::pack::CostClass;
 use quarry_core::Pack;
 use tokio_postgres::Client;
 
@@ -21,7 +21,7 @@ pub struct DbCheck {
 /// Prepares and EXPLAINs every branch of `packs` on `reader` (a reader-role
 /// connection). Each problem is reported once, with the first branch showing it.
 /// With a `budget`, the declared cost class is compared with the plans (see
-/// [`quarry_core::cost`]): the most expensive branch of a `light` operation.
+/// [`quarry_core::packs::cost`]): the most expensive branch of a `light` operation.
 pub async fn check_packs(
     reader: &mut Client,
     packs: &[&Pack],
@@ -29,7 +29,7 @@ pub async fn check_packs(
 ) -> DbCheck {
     let mut out = DbCheck::default();
     for p in packs {
-        let (renders, _) = quarry_core::loader::render_branches(p);
+        let (renders, _) = quarry_core::packs::loader::render_branches(p);
         out.operations += 1;
         let mut reported = std::collections::HashSet::new();
         let mut worst: Option<(PlanCost, String)> = None;
@@ -117,7 +117,7 @@ pub fn without_branch(message: &str) -> String {
 /// Declared columns against the ones the database reports, names and types;
 /// the `columns:` block to paste when they differ.
 fn column_diag(p: &quarry_core::Pack, got: &[crate::OutColumn], label: &str) -> Option<Diagnostic> {
-    use quarry_core::pack::ColumnType;
+    use quarry_core::packs::pack::ColumnType;
     let declared = &p.spec.columns;
     let mut problems = Vec::new();
     let mut at = quarry_core::diag::yaml_key_position(&p.yaml_text, &["columns"]);
@@ -197,7 +197,7 @@ fn column_diag(p: &quarry_core::Pack, got: &[crate::OutColumn], label: &str) -> 
 /// line and column.
 fn sql_diag(
     p: &quarry_core::Pack,
-    r: &quarry_core::loader::BranchRender,
+    r: &quarry_core::packs::loader::BranchRender,
     e: &crate::QueryError,
 ) -> Diagnostic {
     let (msg, position, hint) = match e {

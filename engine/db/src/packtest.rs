@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use quarry_core::packtest::{compare, Given, LoadedTests, TestCase};
-use quarry_core::params::InputStyle;
-use quarry_core::render::quote_ident;
+use quarry_core::packs::packtest::{compare, Given, LoadedTests, TestCase};
+use quarry_core::packs::params::InputStyle;
+use quarry_core::packs::render::quote_ident;
 use quarry_core::Pack;
 use serde_json::{Map, Value};
 use tokio_postgres::{Client, Transaction};
@@ -136,7 +136,7 @@ pub async fn run_case(
     .await
     .context("restarting the id sequences")?;
     let mut given = tests.given.clone();
-    quarry_core::packtest::merge(&mut given, &case.given);
+    quarry_core::packs::packtest::merge(&mut given, &case.given);
     if let Err(e) = insert_given(&tx, catalog, &given).await {
         result.problems.push(format!("{e:#}"));
         return Ok(result);

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use quarry_core::mapping::Mapping;
-use quarry_core::stream::RecordFormat;
+use quarry_core::ingest::mapping::Mapping;
+use quarry_core::ingest::stream::RecordFormat;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;

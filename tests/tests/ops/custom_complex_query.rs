@@ -59,7 +59,8 @@ async fn writes_and_second_statements_are_refused() {
         // Refused by the parser check where it is compiled in, else by the database.
         assert!(
             err.starts_with("SQL error")
-                || (quarry_core::sqlcheck::AVAILABLE && err.starts_with("invalid parameters")),
+                || (quarry_core::packs::sqlcheck::AVAILABLE
+                    && err.starts_with("invalid parameters")),
             "{q}: {err}"
         );
     }
@@ -92,7 +93,7 @@ async fn the_reader_cannot_signal_lock_notify_or_reconfigure() {
         let err = db
             .run_err("custom_complex_query", json!({"query": q}))
             .await;
-        if quarry_core::sqlcheck::AVAILABLE {
+        if quarry_core::packs::sqlcheck::AVAILABLE {
             assert!(err.contains("which caller SQL may not call"), "{q}: {err}");
         } else {
             assert!(err.contains("42501"), "{q}: {err}");

@@ -1,4 +1,7 @@
-//! `quarry demo-data`: a deterministic generator of source-system exports.
+//! # quarry-demo
+//!
+//! A deterministic generator of source-system exports, behind `quarry demo-data`
+//! and `quarry demo`.
 //!
 //! It writes the same shapes the three source systems export (Salesforce REST query
 //! results, SAP OData v2 documents, Shopify order NDJSON) into a bucket-like folder

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::pack::{PackSpec, ParamSpec, ParamType};
+use crate::packs::pack::{PackSpec, ParamSpec, ParamType};
 
 /// Longest text accepted for a `string` parameter unless `max_length` says otherwise.
 pub const DEFAULT_MAX_STRING: usize = 1000;
@@ -328,7 +328,7 @@ fn normalize_sql(s: &str) -> Result<String, String> {
     if t.is_empty() {
         return Err("the SQL text is empty; give one SELECT statement".into());
     }
-    crate::sqlcheck::caller_sql(t)?;
+    crate::packs::sqlcheck::caller_sql(t)?;
     Ok(t.to_string())
 }
 

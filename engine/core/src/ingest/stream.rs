@@ -12,7 +12,7 @@
 //! document that is not on the path is skipped without being built.
 //!
 //! ```
-//! use quarry_core::stream::{stream_records, RecordFormat, StreamItem};
+//! use quarry_core::ingest::stream::{stream_records, RecordFormat, StreamItem};
 //! let file = r#"{"totalSize":2,"done":true,"records":[{"Id":"A"},{"Id":"B"}]}"#;
 //! let format = RecordFormat::JsonDocument { records_path: vec!["records".into()] };
 //! let mut ids = Vec::new();

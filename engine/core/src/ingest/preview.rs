@@ -6,8 +6,8 @@
 //! [`file_error_for_summary`]), so a preview that passes is a load that loads.
 //!
 //! ```
-//! use quarry_core::mapping::{check_mapping, MappingSource};
-//! use quarry_core::preview::preview;
+//! use quarry_core::ingest::mapping::{check_mapping, MappingSource};
+//! use quarry_core::ingest::preview::preview;
 //! let yaml = r#"# yaml-language-server: $schema=../schemas/mapping.schema.json
 //! source: demo
 //! version: 1.0.0
@@ -35,8 +35,8 @@ use std::io::Read;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::mapping::{Mapped, MappedRow, Mapping};
-use crate::stream::{stream_records, StreamItem, StreamSummary};
+use crate::ingest::mapping::{Mapped, MappedRow, Mapping};
+use crate::ingest::stream::{stream_records, StreamItem, StreamSummary};
 
 /// One record's fate.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -13,9 +13,9 @@ use crate::diag::{
     is_valid_name, parse_definition, template_var_position, word_position, yaml_key_position,
     Diagnostic,
 };
-use crate::pack::{PackSpec, ParamType};
-use crate::params::{self, anchored, InputStyle, ResolvedParams};
-use crate::render::{is_plain_identifier, PackTemplate, RenderedQuery};
+use crate::packs::pack::{PackSpec, ParamType};
+use crate::packs::params::{self, anchored, InputStyle, ResolvedParams};
+use crate::packs::render::{is_plain_identifier, PackTemplate, RenderedQuery};
 
 /// Query parameter names the API itself uses: no operation may declare them.
 pub const RESERVED_PARAMETERS: &[&str] = &["page_size", "cursor", "operation"];
@@ -187,7 +187,7 @@ fn short(v: &serde_json::Value) -> String {
 }
 
 /// A value of the parameter's type for "present" when it declares no example.
-fn sample_value(p: &crate::pack::ParamSpec) -> Option<serde_json::Value> {
+fn sample_value(p: &crate::packs::pack::ParamSpec) -> Option<serde_json::Value> {
     let lo = p.minimum.unwrap_or(1.0);
     Some(match p.kind {
         ParamType::String => "x".into(),
@@ -438,7 +438,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
     let mut sql_params = 0;
     for (name, p) in &spec.parameters {
         let ppos = at(&["parameters", name]);
-        if !is_valid_name(name) || crate::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
+        if !is_valid_name(name) || crate::packs::render::TEMPLATE_GLOBALS.contains(&name.as_str()) {
             d.push(Diagnostic::new(yf, ppos, format!("parameter name `{name}` is not valid"))
                 .help("use lower case letters, digits and underscores; `ident`, `sql`, `range` and `loop` are reserved"));
         } else if RESERVED_PARAMETERS.contains(&name.as_str()) {
@@ -758,7 +758,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
 pub struct BranchRender {
     pub label: String,
     pub query: RenderedQuery,
-    pub map: crate::render::SourceMap,
+    pub map: crate::packs::render::SourceMap,
 }
 
 /// Renders every branch (see [`Pack::branches`]); the renderings that fail are
@@ -814,14 +814,14 @@ pub fn render_branches(pack: &Pack) -> (Vec<BranchRender>, Vec<Diagnostic>) {
     (out, d)
 }
 
-/// The offline SQL checks of every branch (see [`crate::sqlcheck`]), each problem
+/// The offline SQL checks of every branch (see [`crate::packs::sqlcheck`]), each problem
 /// once, at its template line and column, naming the first branch it shows in.
 fn check_branches_offline(pack: &Pack, d: &mut Vec<Diagnostic>) {
     let (renders, mut problems) = render_branches(pack);
     d.append(&mut problems);
     let mut seen = HashSet::new();
     for r in &renders {
-        for issue in crate::sqlcheck::analyze(&r.query.sql, r.query.binds.len()) {
+        for issue in crate::packs::sqlcheck::analyze(&r.query.sql, r.query.binds.len()) {
             let pos = r.map.locate(issue.offset);
             if seen.insert((pos, issue.message.clone())) {
                 let with = if r.label == "the defaults" {

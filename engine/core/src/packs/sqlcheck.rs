@@ -5,7 +5,7 @@
 //! server tells them apart.
 //!
 //! What it finds, each at a byte offset of the rendered SQL (mapped back to the
-//! template by [`crate::render::SourceMap`]):
+//! template by [`crate::packs::render::SourceMap`]):
 //! - a bind (`{{ name }}`, rendered `$n`) that landed inside a string literal, a
 //!   comment, a dollar-quoted string or a quoted identifier: the query would
 //!   compare against the text `$n`, silently;

@@ -12,10 +12,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::canonical::{ColType, Entity};
 use crate::diag::{is_valid_name, parse_definition, yaml_key_position, Diagnostic};
-use crate::stream::{DocShape, Layouts, RecordFormat};
-use crate::transform::{apply, apply_with, Transform};
+use crate::ingest::canonical::{ColType, Entity};
+use crate::ingest::stream::{DocShape, Layouts, RecordFormat};
+use crate::ingest::transform::{apply, apply_with, Transform};
 
 /// Longest NDJSON line accepted as one record, unless the mapping says otherwise.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -1800,7 +1800,7 @@ fn compile_field(
     line: (usize, usize),
     what: &str,
     column: &str,
-    col: &crate::canonical::Column,
+    col: &crate::ingest::canonical::Column,
     spec: FieldSpec,
     d: &mut Vec<Diagnostic>,
 ) -> CompiledField {
@@ -1847,7 +1847,7 @@ fn compile_field(
     };
     for t in &spec.transforms {
         if let Transform::Replace { pattern, .. } = t {
-            if let Err(e) = crate::transform::cached_regex(pattern) {
+            if let Err(e) = crate::ingest::transform::cached_regex(pattern) {
                 d.push(Diagnostic::new(
                     f,
                     line,

@@ -13,8 +13,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use minijinja::value::{Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 
-use crate::pack::{PackSpec, ParamType};
-use crate::params::{ParamValue, ResolvedParams};
+use crate::packs::pack::{PackSpec, ParamType};
+use crate::packs::params::{ParamValue, ResolvedParams};
 
 /// Template evaluation budget: instructions a render may execute.
 pub const TEMPLATE_FUEL: u64 = 200_000;
@@ -598,8 +598,8 @@ pub fn quote_ident(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::loader::{build_pack_set, render_branches, PackSource};
-    use crate::params::InputStyle;
+    use crate::packs::loader::{build_pack_set, render_branches, PackSource};
+    use crate::packs::params::InputStyle;
 
     fn pack(sql: &str, params: &str) -> crate::PackSet {
         let yaml = format!(

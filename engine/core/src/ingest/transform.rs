@@ -18,7 +18,7 @@
 //! `null` passes through every step unchanged, except [`Transform::Default`].
 //!
 //! ```
-//! use quarry_core::transform::{apply, Transform};
+//! use quarry_core::ingest::transform::{apply, Transform};
 //! use serde_json::json;
 //! let steps: Vec<Transform> = serde_yaml::from_str("[trim, {decimal: 2}]").unwrap();
 //! assert_eq!(apply(json!(" 8466.005 "), &steps).unwrap(), json!("8466.01"));

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use crate::diag::{word_position, yaml_key_position, Diagnostic};
-use crate::pack::{CostClass, ParamSpec};
+use crate::packs::pack::{CostClass, ParamSpec};
 use crate::{Pack, PackSet};
 
 fn major(version: &str) -> Option<u64> {

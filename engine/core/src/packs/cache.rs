@@ -3,8 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::loader::Pack;
-use crate::params::ResolvedParams;
+use crate::packs::loader::Pack;
+use crate::packs::params::ResolvedParams;
 
 /// The cache key of one operation call, as lowercase hex. `data_version` is `None`
 /// where no data version is known (the CLI); the API always passes it, so that no
