@@ -15,147 +15,13 @@ use quarry_core::packs::pack::CostClass;
 use quarry_core::packs::params::InputStyle;
 use quarry_core::ports::CachedValue;
 use quarry_core::Pack;
-use schemars::JsonSchema;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auth::{Principal, Scope};
+use crate::call::{
+    authorize, body_bytes, check_json_type, execute, mark_deprecation, parse_body, ExecError,
+};
 use crate::{jobs, ApiError, AppState};
-
-/// Body of `POST /analytics` and `POST /analytics/jobs`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyticsRequest {
-    /// The operation's name (see GET /operations).
-    pub operation: String,
-    /// The operation's parameters; omitted ones take their defaults.
-    #[serde(default)]
-    pub parameters: Map<String, Value>,
-    /// Format of a stored job result (jobs only; default json).
-    #[serde(default)]
-    pub format: Option<ResultFormat>,
-}
-
-/// Why running an operation failed.
-pub enum ExecError {
-    /// No connection could be had.
-    Pool,
-    Run(quarry_db::RunError),
-    /// The answer could not be encoded as JSON.
-    Encode(serde_json::Error),
-    /// Object storage refused a write (page snapshots).
-    Store(String),
-}
-
-impl From<ExecError> for ApiError {
-    fn from(e: ExecError) -> Self {
-        match e {
-            ExecError::Pool => ApiError::DatabaseUnavailable,
-            ExecError::Run(e) => e.into(),
-            ExecError::Encode(e) => {
-                ApiError::Internal(anyhow::Error::new(e).context("encoding an answer"))
-            }
-            ExecError::Store(e) => {
-                ApiError::Internal(anyhow::anyhow!("storing a page snapshot: {e}"))
-            }
-        }
-    }
-}
-
-/// The version an answer is keyed by, known before its query starts: from the
-/// listener when it runs, else read on `reader`.
-pub async fn data_version_before(
-    st: &AppState,
-    reader: &deadpool_postgres::Object,
-) -> Result<i64, ExecError> {
-    if let Some(v) = *st.data_version.borrow() {
-        return Ok(v);
-    }
-    Ok(reader
-        .query_one("SELECT version FROM canonical.data_version", &[])
-        .await
-        .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?
-        .get(0))
-}
-
-/// Runs `pack` as the reader with `timeout` (never above the pack's own) and
-/// returns the answer body and the data version it was read at. The version is
-/// read before the query, so an answer is never labelled newer than its data.
-pub async fn execute(
-    st: &AppState,
-    pack: &Pack,
-    input: &Map<String, Value>,
-    style: InputStyle,
-    timeout: Option<Duration>,
-) -> Result<(Value, i64), ExecError> {
-    let (resolved, q, limits) = quarry_db::ops::prepare(
-        pack,
-        input,
-        style,
-        quarry_db::CallOptions {
-            allow_raw_sql: st.config.allow_custom_sql,
-            timeout,
-            max_bytes: Some(st.config.api.max_answer_bytes),
-            ..Default::default()
-        },
-    )
-    .map_err(ExecError::Run)?;
-    let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
-    let data_version = data_version_before(st, &reader).await?;
-    let result = if pack.spec.raw_sql {
-        let client: &mut tokio_postgres::Client = &mut reader;
-        let r = quarry_db::run(client, &q, limits).await;
-        // Caller SQL may have changed session settings: never hand the connection
-        // on as it is. DISCARD ALL also drops prepared statements, so forget them.
-        reader.statement_cache.clear();
-        let client: &mut tokio_postgres::Client = &mut reader;
-        if client.batch_execute("DISCARD ALL").await.is_err() {
-            let _ = deadpool_postgres::Object::take(reader);
-        }
-        r
-    } else {
-        // Pack SQL comes from a bounded set of templates: cache its statements per
-        // connection, so a hot operation is parsed and planned once, not per call.
-        let stmt = reader
-            .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
-            .await
-            .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
-        let client: &mut tokio_postgres::Client = &mut reader;
-        quarry_db::run_prepared(client, Some(stmt), &q, limits).await
-    };
-    let result = result
-        .map(|out| (resolved, out))
-        .map_err(quarry_db::RunError::from);
-    let (resolved, out) = result.map_err(ExecError::Run)?;
-    metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
-        .record(out.elapsed_ms as f64 / 1000.0);
-    let answer = crate::contract::Answer {
-        operation: pack.spec.name.clone(),
-        version: pack.spec.version.clone(),
-        parameters: resolved
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect(),
-        data_version,
-        columns: out
-            .columns
-            .iter()
-            .map(|c| crate::contract::AnswerColumn {
-                name: c.name.clone(),
-                pg_type: c.pg_type.clone(),
-            })
-            .collect(),
-        row_count: out.rows.len() as u64,
-        truncated: out.truncated,
-        elapsed_ms: out.elapsed_ms,
-        rows: out.row_objects(),
-        page: None,
-        next: None,
-    };
-    let body = serde_json::to_value(answer).map_err(ExecError::Encode)?;
-    Ok((body, data_version))
-}
 
 pub async fn analytics_get(
     State(st): State<Arc<AppState>>,
@@ -328,82 +194,6 @@ pub async fn analytics_post(
         paging,
     )
     .await
-}
-
-/// The body, or the problem with it (over the size limit: 413).
-pub fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(st.config.api.max_body_bytes)
-        } else if is_body_timeout(&e) {
-            ApiError::BodyTimeout(st.config.api.body_read_timeout_seconds)
-        } else {
-            ApiError::MalformedBody(format!("the request body could not be read: {e}"))
-        }
-    })
-}
-
-/// Whether reading the body failed because `RequestBodyTimeoutLayer` gave up.
-fn is_body_timeout(e: &BytesRejection) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// Parses a JSON request body, naming what is wrong.
-pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AnalyticsRequest, ApiError> {
-    check_json_type(headers)?;
-    // Strict: a key given twice is refused, not silently the last one.
-    quarry_core::strict_json::from_slice(body)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            ApiError::MalformedBody(format!(
-                "the body is not valid JSON of the form {{\"operation\": \"...\", \"parameters\": {{...}}}}: {e}"
-            ))
-        })
-}
-
-/// A body's Content-Type, when given, must be JSON.
-fn check_json_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") && !mime.ends_with("+json") {
-            return Err(ApiError::MalformedBody(format!(
-                "the body must be JSON (Content-Type: application/json), not {mime}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Finds the pack and checks the caller may run it.
-pub fn authorize(st: &AppState, who: &Principal, op: &str) -> Result<Arc<Pack>, ApiError> {
-    let packs = st.packs();
-    let pack = packs
-        .get(op)
-        .cloned()
-        .ok_or_else(|| ApiError::UnknownOperation {
-            name: op.chars().take(80).collect(),
-            known: packs.names().iter().map(|s| s.to_string()).collect(),
-        })?;
-    if pack.spec.raw_sql {
-        if !st.config.allow_custom_sql {
-            return Err(quarry_db::RunError::CustomSqlDisabled(pack.spec.name.clone()).into());
-        }
-        who.require(
-            Scope::Admin,
-            &format!("operation `{op}` (caller-supplied SQL)"),
-        )?;
-    }
-    Ok(pack)
 }
 
 /// Validates, answers from the cache, runs or submits the operation.
@@ -692,39 +482,6 @@ pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Byt
             tracing::warn!(error = %e, "could not store the answer in the cache");
         }
     });
-}
-
-/// A deprecated version's answers say so: `Deprecation` (RFC 9745, the day as
-/// `@epoch-seconds`), `Sunset` (RFC 8594, an HTTP date) and `Link`s to the page
-/// that tells callers how to move.
-pub fn mark_deprecation(resp: &mut Response, pack: &Pack) {
-    let Some(dep) = &pack.spec.deprecation else {
-        return;
-    };
-    let h = resp.headers_mut();
-    let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    if let Some(t) = midnight(dep.since) {
-        if let Ok(v) = HeaderValue::from_str(&format!("@{}", t.timestamp())) {
-            h.insert("deprecation", v);
-        }
-    }
-    if let Some(t) = dep.sunset.and_then(midnight) {
-        if let Ok(v) = HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
-            h.insert("sunset", v);
-        }
-    }
-    if let Some(link) = &dep.link {
-        let rels: &[&str] = if dep.sunset.is_some() {
-            &["deprecation", "sunset"]
-        } else {
-            &["deprecation"]
-        };
-        for rel in rels {
-            if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"{rel}\"")) {
-                h.append(header::LINK, v);
-            }
-        }
-    }
 }
 
 fn with_cache_headers(

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::analytics::{self, ExecError};
 use crate::auth::{Principal, Scope};
+use crate::call::{self, ExecError};
 use crate::{results, ApiError, AppState};
 
 /// The local workflow starter: hands job ids to the in-process runner.
@@ -125,9 +125,9 @@ pub async fn submit(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     who.require(Scope::Jobs, "submitting a job")?;
-    let body = analytics::body_bytes(&st, body)?;
-    let req = analytics::parse_body(&headers, &body)?;
-    let pack = analytics::authorize(&st, &who, &req.operation)?;
+    let body = call::body_bytes(&st, body)?;
+    let req = call::parse_body(&headers, &body)?;
+    let pack = call::authorize(&st, &who, &req.operation)?;
     let job = submit_job(
         &st,
         &who,
@@ -138,7 +138,7 @@ pub async fn submit(
     )
     .await?;
     let mut resp = accepted(&job, false);
-    analytics::mark_deprecation(&mut resp, &pack);
+    call::mark_deprecation(&mut resp, &pack);
     Ok(resp)
 }
 
@@ -351,7 +351,7 @@ pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
         ),
         transient: false,
     })?;
-    match analytics::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
+    match call::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
         Ok((body, data_version)) => Ok(Executed { body, data_version }),
         Err(e) => Err(classify(&pack, e)),
     }

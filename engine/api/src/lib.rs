@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod call;
 pub mod companies;
 pub mod config;
 pub mod contract;

@@ -30,7 +30,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use crate::analytics::AnalyticsRequest;
+use crate::call::AnalyticsRequest;
 use crate::contract::{
     Answer, CompanyView, Decided, DecisionRequest, Health, JobStatus, LedgerPage, LinkPage,
     OperationDoc, OperationList, QuarantinePage, SplitRequest, StoredAnswer,

@@ -19,8 +19,8 @@ use quarry_db::{OutColumn, RowCursor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::analytics::ExecError;
 use crate::auth::Principal;
+use crate::call::ExecError;
 use crate::contract::{Answer, AnswerColumn, PageInfo};
 use crate::{ApiError, AppState};
 
@@ -114,7 +114,7 @@ async fn prepare(
     )
     .map_err(ExecError::Run)?;
     let reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
-    let data_version = crate::analytics::data_version_before(st, &reader).await?;
+    let data_version = crate::call::data_version_before(st, &reader).await?;
     Ok(Prepared {
         reader,
         data_version,
