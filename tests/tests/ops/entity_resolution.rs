@@ -22,7 +22,7 @@
 //   4-10, 8-10 globex/gus garcía sim 1/(7+10-1) = 0.0625 -> 0.063, score 0.031
 // Every other cross-system pair shares no trigram, domain or VAT id.
 
-use quarry_tests::fixture_db;
+use quarry_tests::{empty_db, fixture_db};
 use serde_json::{json, Map, Value};
 
 type Row = Map<String, Value>;
@@ -284,4 +284,91 @@ async fn rejects_invalid_parameters() {
         .run_err("entity_resolution", json!({"threshold": 0.5}))
         .await;
     assert!(err.contains("threshold"), "{err}");
+}
+
+/// Organizations whose names come from a short list of words (as in real exports
+/// of chains and in `quarry demo-data`: many organizations share a name), some
+/// sharing e-mail domains (a few public ones used by more than 25), VAT ids,
+/// countries and attributes, over three systems; a few pairs already linked.
+const MANY_SHARED_NAMES: &str = r#"
+INSERT INTO canonical.organizations (source_system, source_id, kind, name, email, country_code, vat_id, attributes)
+SELECT (ARRAY['crm', 'erp', 'shop'])[1 + i % 3],
+       'S' || i,
+       CASE WHEN i % 17 = 0 THEN 'person' ELSE 'company' END,
+       (ARRAY['Acme', 'Globex', 'Initech', 'Umbrella', 'Hooli', 'Acme Holding'])[1 + (i * 7) % 6]
+         || CASE WHEN i % 4 = 0 THEN ' ' || (ARRAY['Industries', 'Systems', 'Group'])[1 + i % 3] ELSE '' END
+         || CASE WHEN i % 5 = 0 THEN ' GmbH' WHEN i % 5 = 1 THEN ', Inc.' ELSE '' END,
+       CASE WHEN i % 6 = 0 THEN NULL
+            WHEN i % 6 = 1 THEN 'x' || i || '@gmail.example'
+            ELSE 'ap@d' || (i % 40) || '.example' END,
+       (ARRAY['DE', 'US', 'FR'])[1 + (i / 3) % 3],
+       CASE WHEN i % 9 = 0 THEN 'DE ' || (100 + i % 11) ELSE NULL END,
+       CASE WHEN i % 8 = 0 THEN jsonb_build_object('Segment', 'S' || (i % 2)) ELSE '{}'::jsonb END
+FROM generate_series(1, 300) AS i;
+INSERT INTO canonical.entity_links (left_id, right_id, method, score, evidence)
+SELECT a.id, b.id, 'manual', 1.000, '{}'
+FROM canonical.organizations a
+JOIN canonical.organizations b ON b.id = a.id + 1
+WHERE a.id % 10 = 3;
+"#;
+
+/// The answer is exactly the best `limit` of every candidate pair: the operation
+/// pairs organizations only where they can make the answer, so its rows are
+/// compared with the version that scored every candidate pair
+/// (tests/fixtures/reference/entity_resolution_every_pair.sql), over names
+/// shared by many organizations and parameters that move each bound.
+#[tokio::test]
+async fn bounded_answer_equals_scoring_every_pair() {
+    let db = empty_db().await;
+    db.exec(MANY_SHARED_NAMES).await;
+    let root = quarry_tests::repo_root();
+    let source = quarry_core::PackSource {
+        yaml_file: "queries/entity_resolution.yaml".into(),
+        yaml_text: std::fs::read_to_string(root.join("queries/entity_resolution.yaml")).unwrap(),
+        sql_file: "tests/fixtures/reference/entity_resolution_every_pair.sql".into(),
+        sql_text: Some(
+            std::fs::read_to_string(
+                root.join("tests/fixtures/reference/entity_resolution_every_pair.sql"),
+            )
+            .unwrap(),
+        ),
+    };
+    let (reference, diags) = quarry_core::packs::loader::check_pack(&source);
+    let reference = reference.unwrap_or_else(|| panic!("{diags:?}"));
+    let mut compared = 0;
+    for params in [
+        json!({}),
+        json!({"limit": 1}),
+        json!({"limit": 7}),
+        json!({"limit": 60}),
+        json!({"limit": 10000}),
+        json!({"min_similarity": 0}),
+        json!({"min_similarity": 0, "limit": 25}),
+        json!({"min_similarity": 0.6, "limit": 40}),
+        json!({"min_similarity": 0.95, "limit": 3}),
+        json!({"min_similarity": 1}),
+        json!({"include_linked": false, "limit": 30}),
+        json!({"include_linked": false, "min_similarity": 0.5}),
+        json!({"source_systems": ["crm", "shop"], "limit": 20}),
+        json!({"source_systems": ["erp"]}),
+    ] {
+        let got = db.run("entity_resolution", params.clone()).await;
+        let mut reader = quarry_db::connect_reader(&db.url).await.unwrap();
+        let input = params.as_object().cloned().unwrap_or_default();
+        let want = quarry_db::execute_pack(
+            &mut reader,
+            &reference,
+            &input,
+            quarry_core::packs::params::InputStyle::Json,
+            quarry_db::CallOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reference failed: {e}"))
+        .1
+        .row_objects();
+        assert_eq!(got, want, "rows differ for {params}");
+        compared += want.len();
+    }
+    // The data makes answers of every size, not empty ones.
+    assert!(compared > 2_000, "only {compared} rows compared");
 }
