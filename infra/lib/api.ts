@@ -4,7 +4,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
-import { QuarryConfig } from './config';
+import { keepPolicy, QuarryConfig } from './config';
 import { Database } from './database';
 import { QuarryFunction } from './function';
 import { Jobs } from './jobs';
@@ -91,7 +91,7 @@ export class Api extends Construct {
     this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
       logGroupName: `/aws/apigateway/${config.prefix}-api/access`,
       retention: config.logRetentionDays as logs.RetentionDays,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
     });
 
     const corsHeaders = ['Content-Type', 'X-Api-Key', 'Authorization', 'If-None-Match', 'X-Request-Id'];

@@ -1,4 +1,5 @@
 import * as path from 'path';
+import { RemovalPolicy } from 'aws-cdk-lib';
 import { Node } from 'constructs';
 
 /**
@@ -248,4 +249,15 @@ export function lambdaZip(config: QuarryConfig, fn: FunctionName, exists: (p: st
     );
   }
   return zip;
+}
+
+/**
+ * What happens to a stateful resource (data, logs) when the stack stops owning
+ * it. Dev stacks destroy everything. Otherwise the resource is kept when the
+ * stack is deleted or the resource replaced, but removed when the deploy that
+ * created it fails (CloudFormation's `RetainExceptOnCreate`): a failed first
+ * deploy leaves nothing behind whose name would block the retry.
+ */
+export function keepPolicy(config: QuarryConfig): RemovalPolicy {
+  return config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE;
 }

@@ -4,7 +4,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct, IDependable } from 'constructs';
-import { QuarryConfig } from './config';
+import { keepPolicy, QuarryConfig } from './config';
 import { QuarryFunction } from './function';
 import { acknowledge } from './nag';
 import { Network } from './network';
@@ -89,7 +89,7 @@ export class Database extends Construct {
         new logs.LogGroup(this, `Logs${kind[0].toUpperCase()}${kind.slice(1)}`, {
           logGroupName: `/aws/rds/instance/${instanceIdentifier}/${kind}`,
           retention: config.logRetentionDays as logs.RetentionDays,
-          removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+          removalPolicy: keepPolicy(config),
         }),
     );
 
@@ -115,13 +115,18 @@ export class Database extends Construct {
       iamAuthentication: false,
       backupRetention: Duration.days(config.dbBackupRetentionDays),
       deleteAutomatedBackups: config.dev,
-      deletionProtection: !config.dev,
+      // Switched on by the deploy after the migrations (./protection.ts), so a
+      // failed first deploy can still remove the instance and be retried.
+      deletionProtection: false,
       removalPolicy,
       autoMinorVersionUpgrade: true,
       copyTagsToSnapshot: true,
       cloudwatchLogsExports: logExports,
     });
     for (const group of logGroups) this.instance.node.addDependency(group);
+    // No DeletionProtection in the template: CloudFormation leaves the value the
+    // protection custom resource sets alone on later updates.
+    (this.instance.node.defaultChild as rds.CfnDBInstance).addPropertyDeletionOverride('DeletionProtection');
 
     this.rotationSecurityGroup = network.functionSecurityGroup(
       this,
@@ -172,13 +177,13 @@ export class Database extends Construct {
         'Single-AZ by default to keep the default stack cheap (automated backups give point-in-time restore); production sets -c dbMultiAz=true.',
       );
     }
-    if (config.dev) {
-      acknowledge(
-        this.instance,
-        'AwsSolutions-RDS10',
-        'Dev stack (-c dev=true): deletion protection is off on purpose so the stack can be destroyed.',
-      );
-    }
+    acknowledge(
+      this.instance,
+      'AwsSolutions-RDS10',
+      config.dev
+        ? 'Dev stack (-c dev=true): deletion protection is off on purpose so the stack can be destroyed.'
+        : 'Deletion protection is switched on by the deploy once the migrations succeeded (Custom::QuarryDeletionProtection in lib/protection.ts), not in the template, so a failed first deploy can roll back and be retried.',
+    );
   }
 
   /** Lets a function's security group reach PostgreSQL (ingress here, egress there). */

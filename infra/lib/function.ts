@@ -1,11 +1,11 @@
 import * as fs from 'fs';
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { FunctionName, QuarryConfig, lambdaZip } from './config';
+import { FunctionName, keepPolicy, lambdaZip, QuarryConfig } from './config';
 import { acknowledgeFindings } from './nag';
 import { Network } from './network';
 
@@ -43,7 +43,7 @@ export class QuarryFunction extends Construct {
     this.logGroup = new logs.LogGroup(this, 'Logs', {
       logGroupName: `/aws/lambda/${this.functionName}`,
       retention: config.logRetentionDays as logs.RetentionDays,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
     });
 
     this.role = new iam.Role(this, 'Role', {

@@ -1,11 +1,11 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import { CustomResource, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { CustomResource, Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
-import { QuarryConfig, lambdaZip } from './config';
+import { keepPolicy, lambdaZip, QuarryConfig } from './config';
 import { DATABASE_NAME, Database } from './database';
 import { QuarryFunction } from './function';
 import { acknowledgeFindings } from './nag';
@@ -42,10 +42,12 @@ export class Migrations extends Construct {
       config,
       network,
       name: 'migrate',
-      description: 'Quarry migrations (CloudFormation custom resource through the CDK Provider framework)',
+      description: 'Quarry migrations on deploy (CloudFormation custom resource) and admin commands (aws lambda invoke: keys, link decisions)',
       memorySize: 256,
       timeout: Duration.minutes(10),
-      environment: props.environment,
+      // Keeps trying to reach the database for 8 of its 10 minutes (a new
+      // instance's DNS and rules can take a while to answer).
+      environment: { ...props.environment, QUARRY_MIGRATE_CONNECT_SECONDS: '480' },
     });
     database.connect(this.fn, ['owner', 'writer', 'reader']);
 
@@ -54,7 +56,7 @@ export class Migrations extends Construct {
     // it carries no managed policy.
     const providerLogs = new logs.LogGroup(this, 'ProviderLogs', {
       retention: config.logRetentionDays as logs.RetentionDays,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
     });
     const providerRole = new iam.Role(this, 'ProviderRole', {
       assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
@@ -82,10 +84,13 @@ export class Migrations extends Construct {
         BundleSha256: crypto.createHash('sha256').update(bundle).digest('hex'),
       },
     });
-    // Invoked during the deploy: the instance, its secret attachments and the
-    // endpoints the function reaches must all exist first.
+    // Invoked during the deploy: the instance, its secret attachments, the
+    // endpoints the function reaches and every security-group rule on the way
+    // (5432 into the database's group, HTTPS into the endpoints', the function's
+    // own egress: children of those three groups) must all exist first.
     this.resource.node.addDependency(database.instance, ...network.interfaceEndpoints);
     this.resource.node.addDependency(network.s3Endpoint, network.dynamoDbEndpoint);
+    this.resource.node.addDependency(database.securityGroup, network.endpointSecurityGroup, this.fn.securityGroup);
 
     acknowledgeFindings(
       providerRole,

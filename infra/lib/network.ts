@@ -1,11 +1,10 @@
-import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { QuarryConfig } from './config';
+import { keepPolicy, QuarryConfig } from './config';
 import { acknowledge } from './nag';
 
 export interface NetworkProps {
@@ -56,7 +55,7 @@ export class Network extends Construct {
 
     const flowLogs = new logs.LogGroup(this, 'FlowLogs', {
       retention: config.logRetentionDays as logs.RetentionDays,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
     });
     this.vpc.addFlowLog('FlowLog', {
       destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogs),

@@ -1,10 +1,10 @@
-import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { QuarryConfig } from './config';
+import { keepPolicy, QuarryConfig } from './config';
 import { QuarryFunction } from './function';
 
 export interface NotificationsProps {
@@ -29,7 +29,7 @@ export class Notifications extends Construct {
     this.key = new kms.Key(this, 'Key', {
       description: `${config.prefix}: SNS topic encryption`,
       enableKeyRotation: true,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
       pendingWindow: Duration.days(config.dev ? 7 : 30),
     });
     // CloudWatch alarms of this stack (named <prefix>-...) publish to the

@@ -11,6 +11,7 @@ import { Monitoring } from './monitoring';
 import { acknowledgeFindings } from './nag';
 import { Network } from './network';
 import { Notifications } from './notifications';
+import { DeletionProtection } from './protection';
 import { Storage } from './storage';
 
 export interface QuarryStackProps extends StackProps {
@@ -32,6 +33,7 @@ export class QuarryStack extends Stack {
   readonly jobs: Jobs;
   readonly api: Api;
   readonly monitoring: Monitoring;
+  readonly protection?: DeletionProtection;
   private readonly azs: string[];
 
   constructor(scope: Construct, id: string, props: QuarryStackProps) {
@@ -81,6 +83,19 @@ export class QuarryStack extends Stack {
       notifications: this.notifications,
       jobs: this.jobs,
     });
+
+    // New function code runs only against a migrated schema: every function
+    // that reads or writes the database is created or updated after the
+    // migrations resource (which runs the migrations on every code change).
+    for (const fn of [this.ingest.fn, this.jobs.fn, this.api.fn]) fn.function.node.addDependency(this.migrations.resource);
+    if (!config.dev) {
+      this.protection = new DeletionProtection(this, 'DeletionProtection', {
+        config,
+        instance: this.database.instance,
+        jobsTable: this.storage.jobsTable,
+        after: this.migrations.resource,
+      });
+    }
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
       config,

@@ -2,7 +2,7 @@ import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { QuarryConfig } from './config';
+import { keepPolicy, QuarryConfig } from './config';
 
 export interface StorageProps {
   readonly config: QuarryConfig;
@@ -32,7 +32,7 @@ export class Storage extends Construct {
   constructor(scope: Construct, id: string, props: StorageProps) {
     super(scope, id);
     const { config } = props;
-    const keep = config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    const keep = keepPolicy(config);
 
     const secure = {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
@@ -70,7 +70,7 @@ export class Storage extends Construct {
 
     this.resultsBucket = new s3.Bucket(this, 'Results', {
       ...secure,
-      removalPolicy: config.dev ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+      removalPolicy: keepPolicy(config),
       serverAccessLogsBucket: this.accessLogsBucket,
       serverAccessLogsPrefix: 'results/',
       lifecycleRules: [
@@ -102,7 +102,8 @@ export class Storage extends Construct {
       timeToLiveAttribute: TTL_ATTRIBUTE,
       encryption: dynamodb.TableEncryptionV2.awsManagedKey(),
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      deletionProtection: !config.dev,
+      // Deletion protection is switched on after the first successful deploy
+      // (./protection.ts): a protected table could not be rolled back.
       removalPolicy: keep,
     });
   }

@@ -88,20 +88,22 @@ describe('network', () => {
 });
 
 describe('database', () => {
-  test('PostgreSQL: encrypted, private, backed up, deletion-protected, in the database subnets', () => {
+  test('PostgreSQL: encrypted, private, backed up, in the database subnets', () => {
     template.hasResourceProperties('AWS::RDS::DBInstance', {
       Engine: 'postgres',
       EngineVersion: '17.9',
       StorageEncrypted: true,
       PubliclyAccessible: false,
       BackupRetentionPeriod: 7,
-      DeletionProtection: true,
       MasterUsername: ROLE_NAMES.owner,
       DBName: 'quarry',
       Port: '5432',
       EnableCloudwatchLogsExports: ['postgresql', 'upgrade'],
     });
     template.hasResource('AWS::RDS::DBInstance', { DeletionPolicy: 'Snapshot', UpdateReplacePolicy: 'Snapshot' });
+    // Protection is the deploy's to switch on (below), never the template's.
+    const instance = resourcesOf(template, 'AWS::RDS::DBInstance')[0][1];
+    expect(instance.Properties.DeletionProtection).toBeUndefined();
     const subnetGroup = resourcesOf(template, 'AWS::RDS::DBSubnetGroup')[0][1];
     expect(json(subnetGroup.Properties.SubnetIds)).toContain('databaseSubnet');
   });
@@ -170,6 +172,75 @@ describe('database', () => {
     const migrations = resourcesOf(template, 'Custom::QuarryMigrations')[0][1];
     expect(migrations.DependsOn).toEqual(expect.arrayContaining([idOf(stack, prod.stack.database.instance)]));
   });
+
+  test('migrations wait for every network rule on their way to the database and the endpoints', () => {
+    const migrations = resourcesOf(template, 'Custom::QuarryMigrations')[0][1];
+    const fnSg = json(getAtt(idOf(stack, prod.stack.migrations.fn.securityGroup), 'GroupId'));
+    const dbSg = json(getAtt(idOf(stack, prod.stack.database.securityGroup), 'GroupId'));
+    const rules = [
+      ...resourcesOf(template, 'AWS::EC2::SecurityGroupIngress'),
+      ...resourcesOf(template, 'AWS::EC2::SecurityGroupEgress'),
+    ].filter(([, r]) => {
+      const p = r.Properties;
+      const ends = [p.GroupId, p.SourceSecurityGroupId, p.DestinationSecurityGroupId].map(json);
+      return ends.includes(fnSg);
+    });
+    // 5432 into the database, HTTPS into the endpoints, and the function's egress to both.
+    expect(rules.length).toBeGreaterThanOrEqual(3);
+    const port = json(getAtt(idOf(stack, prod.stack.database.instance), 'Endpoint.Port'));
+    expect(rules.some(([, r]) => json(r.Properties.GroupId) === dbSg && json(r.Properties.FromPort) === port)).toBe(true);
+    for (const [id] of rules) expect(migrations.DependsOn).toContain(id);
+    // The function's own inline egress (HTTPS) is part of its group, which it waits for too.
+    expect(migrations.DependsOn).toContain(idOf(stack, prod.stack.migrations.fn.securityGroup));
+  });
+
+  test('functions that use the database are created and updated only after the migrations', () => {
+    const migrations = idOf(stack, prod.stack.migrations.resource);
+    for (const fn of [prod.stack.api.fn, prod.stack.ingest.fn, prod.stack.jobs.fn]) {
+      const resource = template.toJSON().Resources[idOf(stack, fn.function)];
+      expect(resource.DependsOn).toEqual(expect.arrayContaining([migrations]));
+    }
+  });
+
+  test('migrations keep trying to reach the database for minutes, within the function timeout', () => {
+    const fn = template.toJSON().Resources[idOf(stack, prod.stack.migrations.fn.function)];
+    const budget = Number(fn.Properties.Environment.Variables.QUARRY_MIGRATE_CONNECT_SECONDS);
+    expect(budget).toBeGreaterThanOrEqual(300);
+    expect(budget).toBeLessThan(fn.Properties.Timeout);
+  });
+
+  test('deletion protection is switched on by the deploy after the migrations, off again only when the stack goes', () => {
+    const protections = resourcesOf(template, 'Custom::QuarryDeletionProtection');
+    expect(protections).toHaveLength(2);
+    // The calls are JSON strings with the resources' names joined in.
+    const call = (r: any, when: string): string => json(r.Properties[when]).replace(/\\"/g, '"');
+    const db = protections.find(([, r]) => call(r, 'Create').includes('"action":"ModifyDBInstance"'))![1];
+    expect(call(db, 'Create')).toContain('"DeletionProtection":true');
+    expect(call(db, 'Update')).toContain('"DeletionProtection":true');
+    expect(call(db, 'Delete')).toContain('"DeletionProtection":false');
+    expect(db.DependsOn).toEqual(expect.arrayContaining([idOf(stack, prod.stack.migrations.resource)]));
+    const table = protections.find(([, r]) => call(r, 'Create').includes('"action":"UpdateTable"'))![1];
+    expect(call(table, 'Create')).toContain('"DeletionProtectionEnabled":true');
+    expect(call(table, 'Delete')).toContain('"DeletionProtectionEnabled":false');
+    // Each call may touch only its own resource.
+    const policies = resourcesOf(template, 'AWS::IAM::Policy').filter(([id]) => id.startsWith('DeletionProtection'));
+    const statements: Statement[] = policies.flatMap(([, p]) => p.Properties.PolicyDocument.Statement);
+    expect(statements.flatMap(actionsOf).sort()).toEqual(['dynamodb:UpdateTable', 'rds:ModifyDBInstance']);
+    for (const st of statements) expect(json(st.Resource)).not.toBe('"*"');
+  });
+
+  test('a failed first deploy leaves nothing behind: stateful resources are kept except when their creation rolls back', () => {
+    const named = [
+      ...resourcesOf(template, 'AWS::Logs::LogGroup'),
+      ...resourcesOf(template, 'AWS::DynamoDB::GlobalTable'),
+      ...resourcesOf(template, 'AWS::S3::Bucket'),
+    ];
+    for (const [id, r] of named) {
+      if (r.DeletionPolicy === 'Delete') continue; // the cache table: recomputable answers only
+      expect([id, r.DeletionPolicy]).toEqual([id, 'RetainExceptOnCreate']);
+      expect([id, r.UpdateReplacePolicy]).toEqual([id, 'Retain']);
+    }
+  });
 });
 
 describe('storage', () => {
@@ -219,7 +290,7 @@ describe('storage', () => {
     });
   });
 
-  test('cache and jobs tables: on demand, TTL on expires_at, encrypted; PITR and deletion protection on jobs', () => {
+  test('cache and jobs tables: on demand, TTL on expires_at, encrypted; PITR on jobs', () => {
     template.hasResourceProperties('AWS::DynamoDB::GlobalTable', {
       TableName: 'quarry-cache',
       KeySchema: [{ AttributeName: 'key', KeyType: 'HASH' }],
@@ -236,7 +307,6 @@ describe('storage', () => {
       Replicas: [
         Match.objectLike({
           PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
-          DeletionProtectionEnabled: true,
         }),
       ],
     });
@@ -712,18 +782,18 @@ describe('dev stack (-c dev=true)', () => {
   const dev = synthesize({ dev: true }).template;
 
   test('deletion protection off and resources destroyed with the stack', () => {
-    dev.hasResourceProperties('AWS::RDS::DBInstance', { DeletionProtection: false });
+    dev.resourceCountIs('Custom::QuarryDeletionProtection', 0);
     dev.hasResource('AWS::RDS::DBInstance', { DeletionPolicy: 'Delete' });
-    dev.hasResourceProperties('AWS::DynamoDB::GlobalTable', {
-      TableName: 'quarry-jobs',
-      Replicas: [Match.objectLike({ DeletionProtectionEnabled: false })],
-    });
+    dev.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Delete', Properties: Match.objectLike({ TableName: 'quarry-jobs' }) });
     for (const [, b] of resourcesOf(dev, 'AWS::S3::Bucket')) expect(b.DeletionPolicy).toBe('Delete');
   });
 
   test('the default stack keeps its data', () => {
-    for (const [, b] of resourcesOf(template, 'AWS::S3::Bucket')) expect(b.DeletionPolicy).toBe('Retain');
-    template.hasResource('AWS::DynamoDB::GlobalTable', { DeletionPolicy: 'Retain', Properties: Match.objectLike({ TableName: 'quarry-jobs' }) });
+    for (const [, b] of resourcesOf(template, 'AWS::S3::Bucket')) expect(b.DeletionPolicy).toBe('RetainExceptOnCreate');
+    template.hasResource('AWS::DynamoDB::GlobalTable', {
+      DeletionPolicy: 'RetainExceptOnCreate',
+      Properties: Match.objectLike({ TableName: 'quarry-jobs' }),
+    });
   });
 });
 
