@@ -49,6 +49,8 @@ export class Api extends Construct {
   readonly restApi: apigw.RestApi;
   readonly apiKey: apigw.IApiKey;
   readonly accessLogs: logs.LogGroup;
+  readonly executionLogs: logs.LogGroup;
+  wafLogs?: logs.LogGroup;
 
   constructor(scope: Construct, id: string, props: ApiProps) {
     super(scope, id);
@@ -61,7 +63,14 @@ export class Api extends Construct {
       description: 'Quarry REST API (axum via lambda_http) behind API Gateway',
       memorySize: 512,
       timeout: Duration.seconds(29), // API Gateway's integration timeout
-      environment: { ...props.environment, QUARRY_STATE_MACHINE_ARN: jobs.stateMachine.stateMachineArn },
+      environment: {
+        ...props.environment,
+        QUARRY_STATE_MACHINE_ARN: jobs.stateMachine.stateMachineArn,
+        // Queries get 25 s (the function clamps to it too): with the engine's
+        // 2 s guard, a slow one is Quarry's own 504 naming the job route,
+        // never the gateway's bare 504.
+        QUARRY_API__SYNC_TIMEOUT_SECONDS: '25',
+      },
     });
     database.connect(this.fn, ['reader']);
     this.fn.allow(
@@ -152,6 +161,15 @@ export class Api extends Construct {
         templates: { 'application/json': problem },
       });
     }
+
+    // Execution logs (errors) go to a group API Gateway names after the API and
+    // stage and would create without retention: created here first.
+    this.executionLogs = new logs.LogGroup(this, 'ExecutionLogs', {
+      logGroupName: `API-Gateway-Execution-Logs_${this.restApi.restApiId}/${STAGE_NAME}`,
+      retention: config.logRetentionDays as logs.RetentionDays,
+      removalPolicy: keepPolicy(config),
+    });
+    this.restApi.deploymentStage.node.addDependency(this.executionLogs);
 
     const validateBody = this.restApi.addRequestValidator('BodyValidator', {
       requestValidatorName: 'body',
@@ -394,5 +412,19 @@ export class Api extends Construct {
       resourceArn: this.restApi.deploymentStage.stageArn,
       webAclArn: acl.attrArn,
     });
+    if (config.wafLogs) {
+      // WAF writes only to log groups named aws-waf-logs-*. Callers' keys never
+      // reach the logs: both headers that carry them are redacted.
+      this.wafLogs = new logs.LogGroup(this, 'WafLogs', {
+        logGroupName: `aws-waf-logs-${config.prefix}-api`,
+        retention: config.logRetentionDays as logs.RetentionDays,
+        removalPolicy: keepPolicy(config),
+      });
+      new wafv2.CfnLoggingConfiguration(this, 'WebAclLogging', {
+        resourceArn: acl.attrArn,
+        logDestinationConfigs: [this.wafLogs.logGroupArn],
+        redactedFields: [{ singleHeader: { Name: 'authorization' } }, { singleHeader: { Name: 'x-api-key' } }],
+      });
+    }
   }
 }

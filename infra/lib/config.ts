@@ -1,13 +1,18 @@
+import * as fs from 'fs';
 import * as path from 'path';
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { Node } from 'constructs';
 
 /**
- * Every knob of the stack, read from CDK context (`cdk.json` or `-c key=value`).
- * Values given with `-c` arrive as strings, values in cdk.json keep their JSON
- * type; the parsers below accept both. README.md lists each key with its default.
+ * Every knob of the stack, read from CDK context (`cdk.json` or `-c key=value`),
+ * then from the chosen profile (`-c profile=dev|prod`: `profiles/<name>.json`),
+ * then the defaults below. Values given with `-c` arrive as strings, values in
+ * JSON files keep their JSON type; the parsers below accept both. README.md
+ * lists each key with its default and what each profile changes.
  */
 export interface QuarryConfig {
+  /** The profile the values came from (`default`, `dev` or `prod`). */
+  readonly profile: string;
   /** AWS account and region the stack is pinned to (no lookups: synth works offline). */
   readonly account: string;
   readonly region: string;
@@ -34,6 +39,8 @@ export interface QuarryConfig {
   readonly dbMaxAllocatedStorageGiB: number;
   readonly dbBackupRetentionDays: number;
   readonly dbMultiAz: boolean;
+  /** Performance Insights on the instance (7 days of history, the free tier). */
+  readonly dbPerformanceInsights: boolean;
   /** Alarm threshold on DatabaseConnections. */
   readonly dbConnectionsAlarm: number;
   readonly secretRotationDays: number;
@@ -50,6 +57,8 @@ export interface QuarryConfig {
   readonly apiStageBurstLimit: number;
   readonly apiMonthlyQuota: number;
   readonly waf: boolean;
+  /** The web ACL's requests logged (keys and tokens redacted) to `aws-waf-logs-<prefix>-api`. */
+  readonly wafLogs: boolean;
   readonly wafRateLimitPer5Min: number;
   readonly rustLog: string;
   /** CloudWatch namespace of the functions' Embedded Metric Format metrics. */
@@ -76,6 +85,7 @@ export const DEFAULTS = {
   dbMaxAllocatedStorageGiB: 100,
   dbBackupRetentionDays: 7,
   dbMultiAz: false,
+  dbPerformanceInsights: false,
   dbConnectionsAlarm: 60,
   secretRotationDays: 30,
   rawInfrequentAccessDays: 30,
@@ -89,6 +99,7 @@ export const DEFAULTS = {
   apiStageBurstLimit: 200,
   apiMonthlyQuota: 100000,
   waf: true,
+  wafLogs: true,
   wafRateLimitPer5Min: 1000,
   rustLog: 'info',
   metricsNamespace: 'Quarry',
@@ -152,9 +163,34 @@ function email(name: string, raw: Raw): string | undefined {
   return v;
 }
 
+/** The configuration profiles: `profiles/<name>.json` (`default` has no file). */
+export const PROFILES = ['default', 'dev', 'prod'] as const;
+
+/** The values a profile sets (`{}` for `default`). */
+export function profileValues(name: string): Record<string, unknown> {
+  if (!(PROFILES as readonly string[]).includes(name)) {
+    throw new Error(`context profile: one of ${PROFILES.join(', ')}, got ${JSON.stringify(name)}`);
+  }
+  if (name === 'default') return {};
+  const file = path.join(INFRA_DIR, 'profiles', `${name}.json`);
+  const values = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const known = new Set([...Object.keys(DEFAULTS), 'alarmEmail', 'jobsEmail', 'availabilityZones']);
+  for (const key of Object.keys(values)) {
+    if (key.startsWith('//')) continue;
+    if (!known.has(key)) throw new Error(`${file}: ${key} is not a context key (README.md lists them)`);
+  }
+  return values;
+}
+
 /** Reads and validates the context of `node` (an App or any construct in it). */
 export function loadConfig(node: Node): QuarryConfig {
-  const ctx = (key: string): Raw => node.tryGetContext(key);
+  const profile = str('profile', node.tryGetContext('profile')) ?? 'default';
+  const preset = profileValues(profile);
+  // What was given (cdk.json, -c) wins over the profile, which wins over the defaults.
+  const ctx = (key: string): Raw => {
+    const given = node.tryGetContext(key);
+    return given === undefined ? preset[key] : given;
+  };
 
   const account = str('account', ctx('account')) ?? DEFAULTS.account;
   if (!/^\d{12}$/.test(account)) throw new Error(`context account: expected 12 digits, got ${account}`);
@@ -203,6 +239,7 @@ export function loadConfig(node: Node): QuarryConfig {
   );
 
   return {
+    profile,
     account,
     region,
     availabilityZones: list('availabilityZones', ctx('availabilityZones'), [`${region}a`, `${region}b`]),
@@ -219,6 +256,7 @@ export function loadConfig(node: Node): QuarryConfig {
     dbMaxAllocatedStorageGiB: maxAllocated,
     dbBackupRetentionDays: int('dbBackupRetentionDays', ctx('dbBackupRetentionDays'), DEFAULTS.dbBackupRetentionDays, 1, 35),
     dbMultiAz: bool('dbMultiAz', ctx('dbMultiAz'), DEFAULTS.dbMultiAz),
+    dbPerformanceInsights: bool('dbPerformanceInsights', ctx('dbPerformanceInsights'), DEFAULTS.dbPerformanceInsights),
     dbConnectionsAlarm: int('dbConnectionsAlarm', ctx('dbConnectionsAlarm'), DEFAULTS.dbConnectionsAlarm, 1, 100000),
     secretRotationDays: int('secretRotationDays', ctx('secretRotationDays'), DEFAULTS.secretRotationDays, 1, 365),
     rawInfrequentAccessDays,
@@ -232,6 +270,7 @@ export function loadConfig(node: Node): QuarryConfig {
     apiStageBurstLimit: int('apiStageBurstLimit', ctx('apiStageBurstLimit'), DEFAULTS.apiStageBurstLimit, 1, 5000),
     apiMonthlyQuota: int('apiMonthlyQuota', ctx('apiMonthlyQuota'), DEFAULTS.apiMonthlyQuota, 1, 1_000_000_000),
     waf: bool('waf', ctx('waf'), DEFAULTS.waf),
+    wafLogs: bool('wafLogs', ctx('wafLogs'), DEFAULTS.wafLogs),
     wafRateLimitPer5Min: int('wafRateLimitPer5Min', ctx('wafRateLimitPer5Min'), DEFAULTS.wafRateLimitPer5Min, 10, 2_000_000_000),
     rustLog: str('rustLog', ctx('rustLog')) ?? DEFAULTS.rustLog,
     metricsNamespace: str('metricsNamespace', ctx('metricsNamespace')) ?? DEFAULTS.metricsNamespace,

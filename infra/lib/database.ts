@@ -49,7 +49,9 @@ export class Database extends Construct {
   readonly securityGroup: ec2.SecurityGroup;
   readonly secrets: Record<DbRole, secretsmanager.ISecret>;
   readonly rotationSecurityGroup: ec2.SecurityGroup;
-  private readonly rotations: secretsmanager.RotationSchedule[] = [];
+  readonly rotations: secretsmanager.RotationSchedule[] = [];
+  /** The hosted rotation functions' names (`<prefix>-rotate-db-<role>`). */
+  readonly rotationFunctionNames: string[] = [];
 
   constructor(scope: Construct, id: string, props: DatabaseProps) {
     super(scope, id);
@@ -119,6 +121,8 @@ export class Database extends Construct {
       // failed first deploy can still remove the instance and be retried.
       deletionProtection: false,
       removalPolicy,
+      enablePerformanceInsights: config.dbPerformanceInsights,
+      ...(config.dbPerformanceInsights ? { performanceInsightRetention: rds.PerformanceInsightRetention.DEFAULT } : {}),
       autoMinorVersionUpgrade: true,
       copyTagsToSnapshot: true,
       cloudwatchLogsExports: logExports,
@@ -150,6 +154,7 @@ export class Database extends Construct {
     this.secrets = { owner: this.instance.secret!, writer, reader };
 
     for (const role of ['owner', 'writer', 'reader'] as DbRole[]) {
+      this.rotationFunctionNames.push(`${config.prefix}-rotate-db-${role}`);
       this.rotations.push(
         new secretsmanager.RotationSchedule(this, `Rotation${role[0].toUpperCase()}${role.slice(1)}`, {
           secret: this.secrets[role],

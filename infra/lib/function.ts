@@ -34,11 +34,17 @@ export class QuarryFunction extends Construct {
   readonly securityGroup: ec2.SecurityGroup;
   readonly logGroup: logs.LogGroup;
   readonly functionName: string;
+  readonly timeout: Duration;
+  readonly reservedConcurrency?: number;
+  /** Invoked asynchronously (S3 events, EventBridge): its dropped events are watched. */
+  asyncInvoked = false;
 
   constructor(scope: Construct, id: string, props: QuarryFunctionProps) {
     super(scope, id);
     const { config, network } = props;
     this.functionName = `${config.prefix}-${props.name}`;
+    this.timeout = props.timeout;
+    this.reservedConcurrency = props.reservedConcurrentExecutions;
 
     this.logGroup = new logs.LogGroup(this, 'Logs', {
       logGroupName: `/aws/lambda/${this.functionName}`,
@@ -89,7 +95,10 @@ export class QuarryFunction extends Construct {
       timeout: props.timeout,
       role: this.role,
       logGroup: this.logGroup,
-      loggingFormat: lambda.LoggingFormat.TEXT,
+      // JSON: Lambda's own lines (START, REPORT, timeouts) as objects next to
+      // the function's JSON lines, so Logs Insights queries both alike.
+      loggingFormat: lambda.LoggingFormat.JSON,
+      systemLogLevelV2: lambda.SystemLogLevel.INFO,
       tracing: lambda.Tracing.ACTIVE,
       vpc: network.vpc,
       vpcSubnets: network.computeSubnets,

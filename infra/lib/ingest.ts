@@ -80,6 +80,7 @@ export class Ingest extends Construct {
     notifications.allowPublish(this.fn, notifications.alarmTopic, 'PublishSystemErrors');
 
     for (const prefix of config.ingestPrefixes) {
+      this.fn.asyncInvoked = true;
       storage.rawBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.fn.function), {
         prefix,
       });

@@ -1,12 +1,15 @@
 import { Duration } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { keepPolicy, QuarryConfig } from './config';
 import { Database } from './database';
 import { QuarryFunction } from './function';
-import { acknowledgeFindings } from './nag';
+import { acknowledge, acknowledgeFindings } from './nag';
 import { Network } from './network';
 import { Notifications } from './notifications';
 import { Storage } from './storage';
@@ -69,6 +72,8 @@ export class Jobs extends Construct {
   readonly stateMachine: sfn.StateMachine;
   readonly stateMachineName: string;
   readonly logGroup: logs.LogGroup;
+  readonly endedRule: events.Rule;
+  readonly endedDeadLetters: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: JobsProps) {
     super(scope, id);
@@ -79,7 +84,7 @@ export class Jobs extends Construct {
       config,
       network,
       name: 'jobs',
-      description: 'Quarry analytics job steps (initialise, execute, store_result, complete, fail)',
+      description: 'Quarry analytics job steps (initialise, execute, store_result, complete, fail) and ended executions',
       memorySize: 1024,
       timeout: Duration.minutes(15),
       environment: props.environment,
@@ -225,6 +230,19 @@ export class Jobs extends Construct {
       causePath: '$.error.Cause',
     });
 
+    // A publish that fails for a moment (throttling, KMS, the endpoint) is
+    // tried again before the execution gives up on telling anyone.
+    for (const notify of [notifySuccess, notifyFailure]) {
+      notify.addRetry({
+        errors: [sfn.Errors.ALL],
+        interval: Duration.seconds(1),
+        backoffRate: 2,
+        maxAttempts: 4,
+        maxDelay: Duration.seconds(20),
+        jitterStrategy: sfn.JitterType.FULL,
+      });
+    }
+
     markFailed.next(notifyFailure).next(jobFailed);
     // If even the failure bookkeeping fails, the notification still goes out.
     markFailed.addCatch(notifyFailure, { errors: [sfn.Errors.ALL], resultPath: '$.fail_error' });
@@ -249,6 +267,41 @@ export class Jobs extends Construct {
       tracingEnabled: true,
       logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
     });
+    // An execution that ends without its own last steps (the 1 h limit, an
+    // operator's StopExecution, a failure no Catch reached) would leave its job
+    // `running` forever: EventBridge hands the status change to quarry-jobs,
+    // which marks the job failed and publishes its quarry.job.failed event.
+    this.endedRule = new events.Rule(this, 'ExecutionEnded', {
+      description: 'Quarry analytics job executions that ended: the job is marked failed unless it already finished',
+      eventPattern: {
+        source: ['aws.states'],
+        detailType: ['Step Functions Execution Status Change'],
+        detail: {
+          stateMachineArn: [this.stateMachine.stateMachineArn],
+          status: ['FAILED', 'TIMED_OUT', 'ABORTED'],
+        },
+      },
+    });
+    this.endedDeadLetters = new sqs.Queue(this, 'ExecutionEndedDeadLetters', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    this.endedRule.addTarget(
+      new targets.LambdaFunction(this.fn.function, {
+        retryAttempts: 8,
+        maxEventAge: Duration.hours(6),
+        deadLetterQueue: this.endedDeadLetters,
+      }),
+    );
+    this.fn.asyncInvoked = true;
+    notifications.allowPublish(this.fn, notifications.jobsTopic, 'PublishJobEvents');
+    acknowledge(
+      this.endedDeadLetters,
+      'AwsSolutions-SQS3',
+      'This queue is itself the dead-letter queue of the execution-ended rule target.',
+    );
+
     // SNS publishes to the encrypted jobs topic need the key.
     notifications.key.grant(this.stateMachine.role, 'kms:GenerateDataKey', 'kms:Decrypt');
 

@@ -38,24 +38,76 @@ export class Monitoring extends Construct {
     const name = (suffix: string): string => `${config.prefix}-${suffix}`;
 
     for (const f of props.functions) {
+      const short = f.functionName.slice(config.prefix.length + 1);
       this.alarm(`${f.node.id}Errors`, {
-        alarmName: name(`${f.functionName.slice(config.prefix.length + 1)}-errors`),
+        alarmName: name(`${short}-errors`),
         alarmDescription: `${f.functionName} returned errors`,
         metric: f.function.metricErrors({ period: FIVE_MINUTES, statistic: 'Sum' }),
         threshold: 1,
       });
-      this.alarm(`${f.node.id}Throttles`, {
-        alarmName: name(`${f.functionName.slice(config.prefix.length + 1)}-throttles`),
-        alarmDescription: `${f.functionName} was throttled`,
-        metric: f.function.metricThrottles({ period: FIVE_MINUTES, statistic: 'Sum' }),
+      const reserved = f.reservedConcurrency;
+      if (reserved === undefined) {
+        // Unreserved: a throttle means the account's concurrency ran out.
+        this.alarm(`${f.node.id}Throttles`, {
+          alarmName: name(`${short}-throttles`),
+          alarmDescription: `${f.functionName} was throttled (the account's concurrency limit)`,
+          metric: f.function.metricThrottles({ period: FIVE_MINUTES, statistic: 'Sum' }),
+          threshold: 1,
+        });
+      } else {
+        // Reserved: throttling at the reservation is the design (S3 retries its
+        // events); what needs a person is the reservation full for 15 minutes.
+        this.alarm(`${f.node.id}Saturated`, {
+          alarmName: name(`${short}-saturated`),
+          alarmDescription: `${f.functionName} ran at its reserved concurrency (${reserved}) for 15 minutes: uploads queue up; raise ingestReservedConcurrency or look for slow files`,
+          metric: new cloudwatch.Metric({
+            namespace: 'AWS/Lambda',
+            metricName: 'ConcurrentExecutions',
+            dimensionsMap: { FunctionName: f.functionName },
+            period: FIVE_MINUTES,
+            statistic: 'Maximum',
+          }),
+          threshold: reserved,
+          evaluationPeriods: 3,
+        });
+      }
+      // Close to the timeout: the next slower call fails.
+      this.alarm(`${f.node.id}NearTimeout`, {
+        alarmName: name(`${short}-near-timeout`),
+        alarmDescription: `${f.functionName} took over 80% of its ${f.timeout.toSeconds()} s timeout (p99)`,
+        metric: f.function.metricDuration({ period: FIVE_MINUTES, statistic: 'p99' }),
+        threshold: Math.floor(f.timeout.toMilliseconds() * 0.8),
+      });
+    }
+    // Events invoked asynchronously (S3 uploads, EventBridge) that Lambda gave up on.
+    for (const f of props.functions.filter((fn) => fn.asyncInvoked)) {
+      const short = f.functionName.slice(config.prefix.length + 1);
+      this.alarm(`${f.node.id}AsyncDropped`, {
+        alarmName: name(`${short}-async-events-dropped`),
+        alarmDescription: `${f.functionName} dropped events it was invoked with asynchronously`,
+        metric: new cloudwatch.Metric({
+          namespace: 'AWS/Lambda',
+          metricName: 'AsyncEventsDropped',
+          dimensionsMap: { FunctionName: f.functionName },
+          period: FIVE_MINUTES,
+          statistic: 'Sum',
+        }),
         threshold: 1,
       });
     }
 
-    this.alarm('JobsFailed', {
-      alarmName: name('jobs-failed'),
-      alarmDescription: 'Analytics job executions failed',
-      metric: props.stateMachine.metricFailed({ period: FIVE_MINUTES, statistic: 'Sum' }),
+    // Jobs that failed for the system's reasons, not the submitter's (their
+    // parameters, their SQL, an answer too large): quarry-jobs counts them.
+    this.alarm('JobsSystemFailures', {
+      alarmName: name('jobs-system-failures'),
+      alarmDescription: 'Analytics jobs failed for reasons the submitter did not cause (database, storage, internal errors, aborted)',
+      metric: new cloudwatch.Metric({
+        namespace: config.metricsNamespace,
+        metricName: 'quarry_job_system_failures_total',
+        dimensionsMap: { function: 'quarry-jobs' },
+        period: FIVE_MINUTES,
+        statistic: 'Sum',
+      }),
       threshold: 1,
     });
     this.alarm('JobsTimedOut', {
@@ -86,6 +138,23 @@ export class Monitoring extends Construct {
       threshold: 2 * 1024 ** 3,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
     });
+    this.alarm('DbMemory', {
+      alarmName: name('db-freeable-memory'),
+      alarmDescription: 'PostgreSQL freeable memory below 64 MiB for 15 minutes',
+      metric: props.database.metric('FreeableMemory', { period: FIVE_MINUTES, statistic: 'Minimum' }),
+      threshold: 64 * 1024 ** 2,
+      evaluationPeriods: 3,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+    });
+    if (config.dbInstanceClass.startsWith('t')) {
+      this.alarm('DbCpuCredits', {
+        alarmName: name('db-cpu-credits'),
+        alarmDescription: 'PostgreSQL (burstable instance) has almost no CPU credits left: it will slow to its baseline',
+        metric: props.database.metric('CPUCreditBalance', { period: FIVE_MINUTES, statistic: 'Minimum' }),
+        threshold: 10,
+        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      });
+    }
     this.alarm('DbConnections', {
       alarmName: name('db-connections'),
       alarmDescription: `PostgreSQL connections above ${config.dbConnectionsAlarm}`,
@@ -145,11 +214,22 @@ export class Monitoring extends Construct {
       new cloudwatch.GraphWidget({ title, left, right, width: 8, height: 6 });
     const fns = props.functions.map((f) => f.function);
 
+    // On call: what is red first, then what each alarm asks of you.
+    const p = config.prefix;
     dashboard.addWidgets(
+      new cloudwatch.AlarmStatusWidget({ title: 'Alarms (red first)', alarms: this.alarms, width: 12, height: 6, sortBy: cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP }),
       new cloudwatch.TextWidget({
-        markdown: `# Quarry (${config.prefix})\nIngest, API, analytics jobs and PostgreSQL. Alarms go to the alarm topic.`,
-        width: 24,
-        height: 2,
+        markdown: [
+          `# Quarry (${p}): first steps`,
+          `- **${p}-ingest-failures**: read a message of the failure queue (\`aws sqs receive-message\`), then \`aws logs tail /aws/lambda/${p}-ingest\`; re-upload the file once fixed (ingest is idempotent).`,
+          `- **${p}-jobs-system-failures / -timed-out**: \`aws logs tail /aws/lambda/${p}-jobs\`; the job's own error says what the submitter sees.`,
+          `- **-near-timeout / -saturated**: a function is at its limit; check the database panels below before raising memory or concurrency.`,
+          `- **${p}-db-***: CPU, memory, credits, storage, connections of PostgreSQL (Performance Insights when on).`,
+          `- **${p}-api-5xx / -latency**: \`aws logs tail /aws/lambda/${p}-api\` and the API panels.`,
+          'Runbook: infra/README.md, "Operating it".',
+        ].join('\n'),
+        width: 12,
+        height: 6,
       }),
     );
     dashboard.addWidgets(
@@ -201,7 +281,6 @@ export class Monitoring extends Construct {
           }),
         ],
       }),
-      new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 4 }),
     );
     return dashboard;
   }

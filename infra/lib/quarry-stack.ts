@@ -12,6 +12,7 @@ import { acknowledgeFindings } from './nag';
 import { Network } from './network';
 import { Notifications } from './notifications';
 import { DeletionProtection } from './protection';
+import { retainServiceLogs } from './service-logs';
 import { Storage } from './storage';
 
 export interface QuarryStackProps extends StackProps {
@@ -122,6 +123,8 @@ export class QuarryStack extends Stack {
     out('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard');
 
     this.suppressCdkInternals();
+    // Last: it looks for every function CDK added on the way.
+    retainServiceLogs(this, config, this.database.rotationFunctionNames, this.database.rotations);
   }
 
   /**

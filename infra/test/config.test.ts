@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { App } from 'aws-cdk-lib';
-import { DEFAULTS, INFRA_DIR, lambdaZip, loadConfig } from '../lib/config';
+import { DEFAULTS, INFRA_DIR, lambdaZip, loadConfig, PROFILES, profileValues } from '../lib/config';
 
 const config = (context: Record<string, unknown>) => loadConfig(new App({ context }).node);
 
@@ -58,5 +58,27 @@ describe('context', () => {
     const c = config({ lambdaDir: '/nonexistent' });
     expect(() => lambdaZip(c, 'api', () => false)).toThrow(/scripts\/build-lambdas\.sh.*-c lambdaDir=/);
     expect(lambdaZip(c, 'ingest', () => true)).toBe('/nonexistent/quarry-ingest/bootstrap.zip');
+  });
+});
+
+describe('profiles', () => {
+  test('a profile fills what -c and cdk.json leave out; what is given wins', () => {
+    expect(config({ profile: 'prod' }).dbMultiAz).toBe(true);
+    expect(config({ profile: 'prod', dbMultiAz: 'false' }).dbMultiAz).toBe(false);
+    expect(config({ profile: 'dev' }).prefix).toBe('dev');
+    expect(config({ profile: 'dev', prefix: 'alice' }).prefix).toBe('alice');
+    expect(config({ profile: 'dev' }).ingestReservedConcurrency).toBeUndefined();
+    expect(config({}).profile).toBe('default');
+  });
+
+  test('an unknown profile names the ones there are', () => {
+    expect(() => config({ profile: 'staging' })).toThrow(/one of default, dev, prod/);
+  });
+
+  test.each(PROFILES.filter((p) => p !== 'default'))('profiles/%s.json sets only known keys, each valid', (name) => {
+    const values = profileValues(name);
+    expect(Object.keys(values).length).toBeGreaterThan(1);
+    // loadConfig validates every value it reads.
+    expect(() => config({ profile: name })).not.toThrow();
   });
 });

@@ -455,10 +455,11 @@ describe('functions', () => {
     expect(start.Resource).toEqual({ Ref: id(prod.stack.jobs.stateMachine) });
   });
 
-  test('quarry-jobs: jobs table, result objects, reader secret; not the raw bucket, the cache or the jobs topic', () => {
+  test('quarry-jobs: jobs table, result objects, reader secret, the jobs topic (ended executions); not the raw bucket or the cache', () => {
     const p = mentioned(fns.jobs);
     for (const own of [s.jobsTable, s.resultsBucket]) expect(p).toContain(id(own));
-    for (const other of [s.rawBucket, s.cacheTable, n.jobsTopic]) expect(p).not.toContain(id(other));
+    expect(p).toContain(id(n.jobsTopic));
+    for (const other of [s.rawBucket, s.cacheTable]) expect(p).not.toContain(id(other));
   });
 
   test('quarry-migrate: its secrets and nothing of the data plane', () => {
@@ -562,9 +563,50 @@ describe('jobs state machine', () => {
     expect(definition.States.NotifyFailure.Parameters.Message).toMatchObject({ specversion: '1.0', type: 'quarry.job.failed', source: 'quarry/jobs' });
     expect(json(machine.Properties.DefinitionString)).toContain(idOf(stack, prod.stack.notifications.jobsTopic));
   });
+
+  test('a publish that fails for a moment is tried again', () => {
+    for (const name of ['NotifySuccess', 'NotifyFailure']) {
+      const retry = definition.States[name].Retry as Array<Record<string, any>>;
+      expect(retry).toHaveLength(1);
+      expect(retry[0].ErrorEquals).toEqual(['States.ALL']);
+      expect(retry[0].MaxAttempts).toBeGreaterThanOrEqual(3);
+    }
+  });
+
+  test('an execution that ends without its own last steps reaches quarry-jobs, which marks the job failed', () => {
+    const jobsFn = idOf(stack, prod.stack.jobs.fn.function);
+    const sm = idOf(stack, prod.stack.jobs.stateMachine);
+    const [[, rule]] = resourcesOf(template, 'AWS::Events::Rule');
+    expect(rule.Properties.EventPattern).toEqual({
+      source: ['aws.states'],
+      'detail-type': ['Step Functions Execution Status Change'],
+      detail: { stateMachineArn: [{ Ref: sm }], status: ['FAILED', 'TIMED_OUT', 'ABORTED'] },
+    });
+    const [target] = rule.Properties.Targets;
+    expect(target.Arn).toEqual(getAtt(jobsFn));
+    expect(target.RetryPolicy.MaximumRetryAttempts).toBeGreaterThan(0);
+    expect(target.DeadLetterConfig.Arn).toEqual(getAtt(idOf(stack, prod.stack.jobs.endedDeadLetters)));
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      FunctionName: getAtt(jobsFn),
+      Principal: 'events.amazonaws.com',
+      SourceArn: getAtt(idOf(stack, prod.stack.jobs.endedRule)),
+    });
+    // It publishes the job's failure event itself (the notify states never ran).
+    const publishes = statementsOf(template, stack, prod.stack.jobs.fn.role).filter((st) => actionsOf(st).includes('sns:Publish'));
+    expect(json(publishes)).toContain(idOf(stack, prod.stack.notifications.jobsTopic));
+  });
 });
 
 describe('api', () => {
+  test('a synchronous query ends before API Gateway\'s 29 s, so the caller gets Quarry\'s own answer', () => {
+    const fn = template.toJSON().Resources[idOf(stack, prod.stack.api.fn.function)];
+    const budget = Number(fn.Properties.Environment.Variables.QUARRY_API__SYNC_TIMEOUT_SECONDS);
+    // The engine adds a 2 s guard to the query's own timeout.
+    expect(budget + 2).toBeLessThan(29);
+    expect(fn.Properties.Timeout).toBeLessThanOrEqual(29);
+  });
+
   const methods = resourcesOf(template, 'AWS::ApiGateway::Method').map(([, m]) => m.Properties);
   const pathOf = (resourceRef: any): string => {
     if (resourceRef['Fn::GetAtt']) return '';
@@ -729,11 +771,16 @@ describe('notifications and monitoring', () => {
     const names = alarms.map((a) => a.AlarmName).sort();
     expect(names).toEqual(
       [
-        ...['api', 'ingest', 'jobs', 'migrate'].flatMap((f) => [`quarry-${f}-errors`, `quarry-${f}-throttles`]),
-        'quarry-jobs-failed',
+        ...['api', 'ingest', 'jobs', 'migrate'].flatMap((f) => [`quarry-${f}-errors`, `quarry-${f}-near-timeout`]),
+        ...['api', 'jobs', 'migrate'].map((f) => `quarry-${f}-throttles`),
+        'quarry-ingest-saturated',
+        ...['ingest', 'jobs'].map((f) => `quarry-${f}-async-events-dropped`),
+        'quarry-jobs-system-failures',
         'quarry-jobs-timed-out',
         'quarry-ingest-failures',
         'quarry-db-cpu',
+        'quarry-db-cpu-credits',
+        'quarry-db-freeable-memory',
         'quarry-db-free-storage',
         'quarry-db-connections',
         'quarry-api-5xx',
@@ -747,7 +794,15 @@ describe('notifications and monitoring', () => {
     }
     const byName = Object.fromEntries(alarms.map((a) => [a.AlarmName, a]));
     expect(byName['quarry-ingest-failures']).toMatchObject({ MetricName: 'ApproximateNumberOfMessagesVisible', Threshold: 1 });
-    expect(byName['quarry-jobs-failed']).toMatchObject({ Namespace: 'AWS/States', MetricName: 'ExecutionsFailed' });
+    // Callers' own errors (their SQL, their parameters) fail jobs without waking anyone.
+    expect(byName['quarry-jobs-system-failures']).toMatchObject({
+      Namespace: 'Quarry',
+      MetricName: 'quarry_job_system_failures_total',
+      Dimensions: [{ Name: 'function', Value: 'quarry-jobs' }],
+    });
+    // Ingest throttles at its reservation by design: the alarm is the reservation full for 15 minutes.
+    expect(byName['quarry-ingest-saturated']).toMatchObject({ MetricName: 'ConcurrentExecutions', Threshold: 5, EvaluationPeriods: 3 });
+    expect(byName['quarry-api-near-timeout']).toMatchObject({ MetricName: 'Duration', ExtendedStatistic: 'p99', Threshold: 23200 });
     expect(byName['quarry-db-free-storage']).toMatchObject({ ComparisonOperator: 'LessThanThreshold' });
     expect(byName['quarry-api-5xx']).toMatchObject({ Namespace: 'AWS/ApiGateway', MetricName: '5XXError' });
   });
@@ -794,6 +849,79 @@ describe('dev stack (-c dev=true)', () => {
       DeletionPolicy: 'RetainExceptOnCreate',
       Properties: Match.objectLike({ TableName: 'quarry-jobs' }),
     });
+  });
+});
+
+describe('logs', () => {
+  const groups = resourcesOf(template, 'AWS::Logs::LogGroup');
+  const retained = (name: unknown): boolean =>
+    groups.some(([, g]) => json(g.Properties.LogGroupName) === json(name) && g.Properties.RetentionInDays === 30);
+
+  test('every function of the template logs to a group with the stack\'s retention, CDK\'s helpers included', () => {
+    const functions = resourcesOf(template, 'AWS::Lambda::Function');
+    expect(functions.length).toBeGreaterThan(5);
+    for (const [id, f] of functions) {
+      const own = f.Properties.LoggingConfig?.LogGroup;
+      if (own) {
+        const [, g] = groups.find(([gid]) => json({ Ref: gid }) === json(own))!;
+        expect([id, g.Properties.RetentionInDays]).toEqual([id, 30]);
+      } else {
+        expect([id, retained({ 'Fn::Join': ['', ['/aws/lambda/', { Ref: id }]] })]).toEqual([id, true]);
+      }
+    }
+  });
+
+  test('the rotation functions and API Gateway\'s execution logs get groups before they first write', () => {
+    for (const role of ['owner', 'writer', 'reader']) expect(retained(`/aws/lambda/quarry-rotate-db-${role}`)).toBe(true);
+    for (const [, schedule] of resourcesOf(template, 'AWS::SecretsManager::RotationSchedule')) {
+      const rotationGroups = groups.filter(([, g]) => `${json(g.Properties.LogGroupName)}`.includes('rotate-db-')).map(([gid]) => gid);
+      expect(schedule.DependsOn).toEqual(expect.arrayContaining(rotationGroups));
+    }
+    const execution = idOf(stack, prod.stack.api.executionLogs);
+    expect(json(template.toJSON().Resources[execution].Properties.LogGroupName)).toContain('API-Gateway-Execution-Logs_');
+    const [[, stage]] = resourcesOf(template, 'AWS::ApiGateway::Stage');
+    expect(stage.DependsOn).toContain(execution);
+  });
+
+  test('functions log JSON, Lambda\'s own lines included', () => {
+    for (const [, f] of resourcesOf(template, 'AWS::Lambda::Function').filter(([, r]) => `${r.Properties.FunctionName}`.startsWith('quarry-'))) {
+      expect(f.Properties.LoggingConfig.LogFormat).toBe('JSON');
+    }
+  });
+
+  test('WAF logs its requests with the key headers redacted', () => {
+    template.hasResourceProperties('AWS::WAFv2::LoggingConfiguration', {
+      LogDestinationConfigs: [getAtt(idOf(stack, prod.stack.api.wafLogs!))],
+      RedactedFields: [{ SingleHeader: { Name: 'authorization' } }, { SingleHeader: { Name: 'x-api-key' } }],
+    });
+    expect(retained('aws-waf-logs-quarry-api')).toBe(true);
+  });
+});
+
+describe('profiles', () => {
+  test('prod: Multi-AZ, Performance Insights, a larger instance, longer history', () => {
+    const t = synthesize({ profile: 'prod' }).template;
+    t.hasResourceProperties('AWS::RDS::DBInstance', {
+      MultiAZ: true,
+      EnablePerformanceInsights: true,
+      PerformanceInsightsRetentionPeriod: 7,
+      DBInstanceClass: 'db.t4g.medium',
+      BackupRetentionPeriod: 14,
+    });
+    for (const [, g] of resourcesOf(t, 'AWS::Logs::LogGroup')) expect(g.Properties.RetentionInDays).toBe(90);
+  });
+
+  test('dev: its own prefix, destroyed with the stack, no WAF', () => {
+    const t = synthesize({ profile: 'dev' }).template;
+    t.hasResourceProperties('AWS::Lambda::Function', { FunctionName: 'dev-api' });
+    t.resourceCountIs('AWS::WAFv2::WebACL', 0);
+    t.hasResource('AWS::RDS::DBInstance', { DeletionPolicy: 'Delete' });
+  });
+
+  test('the default stack is neither', () => {
+    const instance = resourcesOf(template, 'AWS::RDS::DBInstance')[0][1].Properties;
+    expect(instance.MultiAZ).toBe(false);
+    expect(instance.EnablePerformanceInsights).toBeFalsy();
   });
 });
 
