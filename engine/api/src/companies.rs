@@ -180,7 +180,7 @@ fn decided_by(who: &Principal) -> String {
 async fn writer(st: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
     let Some(pool) = &st.writer else {
         return Err(ApiError::Unavailable(
-            "decisions about links need the writer role, which this server does not hold; run `quarry links confirm|reject|split` with the writer's credentials".into(),
+            "decisions about links need the writer role, which this server does not hold; run `quarry links confirm|reject|split` with the writer's credentials, or on AWS invoke the admin function ({\"command\": \"confirm-link\"|\"reject-link\"|\"split\", ...}: infra/README.md, Admin commands)".into(),
         ));
     };
     pool.get().await.map_err(|_| ApiError::DatabaseUnavailable)

@@ -290,6 +290,13 @@ impl Connector {
     /// Reads the login and opens one connection, naming what is wrong if it
     /// cannot (run at cold start, so a broken setup fails the init).
     pub async fn check(&self) -> anyhow::Result<()> {
+        drop(self.client().await?);
+        Ok(())
+    }
+
+    /// One connection outside any pool (migrations, admin commands); it closes
+    /// when the client is dropped.
+    pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
         let cfg = match &self.login {
             Login::Url(u) => u
                 .parse::<tokio_postgres::Config>()
@@ -297,13 +304,31 @@ impl Connector {
             Login::Secret(s) => self.target.config(&s.get().await?)?,
         };
         let user = cfg.get_user().unwrap_or("?").to_string();
-        let (client, handle) = self
+        let (client, _driver) = self
             .connect_with(cfg)
             .await
             .with_context(|| format!("connecting to PostgreSQL as {user}"))?;
-        drop(client);
-        handle.abort();
-        Ok(())
+        Ok(client)
+    }
+
+    /// [`Connector::client`], tried again with growing pauses (1 s doubling to
+    /// 20 s) for up to `budget`: at deploy time the database, its security-group
+    /// rules and the endpoints may still be settling. Gives up with the last error.
+    pub async fn patient_client(&self, budget: Duration) -> anyhow::Result<tokio_postgres::Client> {
+        use backon::Retryable;
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(20))
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(budget));
+        (|| self.client())
+            .retry(backoff)
+            .notify(|e, pause| {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64,
+                    "the database is not reachable yet; trying again")
+            })
+            .await
+            .with_context(|| format!("gave up after trying for {} s", budget.as_secs()))
     }
 
     async fn connect_with(

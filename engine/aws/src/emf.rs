@@ -8,7 +8,8 @@
 //! `quarry_ingest_quarantined_total`, `quarry_ingest_files_total` (by status),
 //! `quarry_query_seconds` (by operation), `quarry_cache_requests_total` (by
 //! result: the hit ratio is hit / (hit + miss)), `quarry_jobs_total` (by event,
-//! failures included), `quarry_http_requests_total` and
+//! failures included), `quarry_job_system_failures_total` (failures the
+//! submitter did not cause: the `jobs-system-failures` alarm), `quarry_http_requests_total` and
 //! `quarry_http_request_duration_seconds` (by route and status).
 
 use metrics_cloudwatch_embedded::Collector;

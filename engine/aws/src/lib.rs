@@ -9,6 +9,7 @@
 //! it): the AWS SDK costs minutes of compile time that the local runtime does
 //! not need.
 
+pub mod admin;
 pub mod api;
 pub mod db;
 pub mod emf;

@@ -45,6 +45,14 @@ pub fn definitions_dir(name: &str) -> PathBuf {
     }
 }
 
+/// The most seconds a synchronous query may take on Lambda: with the engine's
+/// 2 s guard the answer leaves before API Gateway's 29 s integration timeout.
+pub const SYNC_BUDGET_SECONDS: u32 = 25;
+const _: () = assert!(
+    SYNC_BUDGET_SECONDS + 2 < 29,
+    "the budget and its guard must end before API Gateway's 29 s"
+);
+
 /// The engine's configuration: defaults, then `QUARRY_CONFIG` (a TOML file in
 /// the zip) if set, then `QUARRY_*` settings; definitions from the zip.
 pub fn config() -> anyhow::Result<Config> {
@@ -52,6 +60,9 @@ pub fn config() -> anyhow::Result<Config> {
     let mut config = Config::load(file.as_deref())?;
     config.queries_dir = definitions_dir("queries");
     config.mappings_dir = definitions_dir("mappings");
+    // API Gateway ends an integration at 29 s: a synchronous answer (the query
+    // plus the engine's 2 s guard) must come before, as Quarry's own 504.
+    config.api.sync_timeout_seconds = config.api.sync_timeout_seconds.min(SYNC_BUDGET_SECONDS);
     // lambda_http buffers a response whole (and API Gateway caps it at 6 MB):
     // NDJSON and CSV answers go the buffered way, large ones behind a 303 link.
     config.api.stream_answers = false;
@@ -232,7 +243,9 @@ impl WorkflowStarter for NoStarter {
 
 /// `quarry-migrate`, the CloudFormation custom resource (Provider framework's
 /// onEvent): Create and Update apply the migrations as the owner, setting the
-/// writer and reader passwords from their secrets; Delete changes nothing.
+/// writer and reader passwords from their secrets; Delete changes nothing. An
+/// event with `command` is an admin command ([`crate::admin`]), invoked by a
+/// person with `aws lambda invoke`.
 pub async fn migrate(sdk: &aws_config::SdkConfig, event: Value) -> Result<Value, Diagnostic> {
     let setup = async {
         let mut p = quarry_db::RolePasswords::default();
@@ -243,6 +256,14 @@ pub async fn migrate(sdk: &aws_config::SdkConfig, event: Value) -> Result<Value,
         }
         anyhow::Ok((db::connector_from_env(sdk, "owner")?, p))
     };
+    if event.get("command").is_some() {
+        let command = crate::admin::parse(event)?;
+        let logins = crate::admin::Logins {
+            owner: db::connector_from_env(sdk, "owner").map_err(admin_setup_failed)?,
+            writer: db::connector_from_env(sdk, "writer").map_err(admin_setup_failed)?,
+        };
+        return crate::admin::run(&logins, command).await;
+    }
     match event.get("RequestType").and_then(Value::as_str) {
         // Deleting needs no database (and must work when it is gone).
         Some("Delete") => migrate_database(None, &Default::default(), event).await,
@@ -251,6 +272,23 @@ pub async fn migrate(sdk: &aws_config::SdkConfig, event: Value) -> Result<Value,
             migrate_database(Some(owner), &passwords, event).await
         }
     }
+}
+
+fn admin_setup_failed(e: anyhow::Error) -> Diagnostic {
+    Diagnostic {
+        error_type: "Quarry.AdminCommandFailed".into(),
+        error_message: format!("{e:#}"),
+    }
+}
+
+/// How long the migrations keep trying to reach the database at deploy time:
+/// `QUARRY_MIGRATE_CONNECT_SECONDS`, default 480 (the function may run 10 min).
+fn connect_budget() -> Duration {
+    std::env::var("QUARRY_MIGRATE_CONNECT_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(480))
 }
 
 fn migration_failed(e: anyhow::Error) -> Diagnostic {
@@ -286,11 +324,10 @@ pub async fn migrate_database(
         }
     }
     let owner = owner.ok_or_else(|| migration_failed(anyhow::anyhow!("no owner login")))?;
-    let pool = db::pool(owner, 1).map_err(migration_failed)?;
-    let mut client = pool
-        .get()
+    let mut client = owner
+        .patient_client(connect_budget())
         .await
-        .map_err(|e| migration_failed(anyhow::anyhow!("connecting as the owner: {e}")))?;
+        .map_err(|e| migration_failed(e.context("connecting as the owner")))?;
     let report = quarry_db::migrate_with(&mut client, passwords)
         .await
         .map_err(migration_failed)?;

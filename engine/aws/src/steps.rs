@@ -137,6 +137,112 @@ fn staged_key(job_id: &str) -> String {
     format!("jobs/{job_id}/staged.json")
 }
 
+/// EventBridge's `detail-type` for a Step Functions execution that changed status.
+pub const EXECUTION_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+
+/// What `quarry-jobs` receives: a task state's step, or EventBridge's news that
+/// an execution ended ([`execution_ended`]); `notifier` publishes the job events
+/// the state machine could not (its notify states never ran).
+pub async fn handle(
+    st: &Arc<AppState>,
+    notifier: Option<&dyn quarry_core::ports::Notifier>,
+    input: Value,
+) -> Result<Value, Diagnostic> {
+    if input.get("detail-type").and_then(Value::as_str) == Some(EXECUTION_STATUS_CHANGE) {
+        return execution_ended(st, notifier, input).await;
+    }
+    dispatch(st, input).await
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusChange {
+    detail: StatusDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusDetail {
+    /// The execution's name: the job id (the API starts one execution per job).
+    name: String,
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// An execution ended without the state machine's own last steps: timed out
+/// (the 1 h workflow limit), aborted by an operator, or failed where no Catch
+/// reached (MarkFailed itself failing). A job still `queued` or `running` is
+/// marked failed with a reason naming what happened, and its
+/// `quarry.job.failed` event is published; a job already finished is left
+/// alone (a FAILED execution whose MarkFailed ran, a delivery repeated).
+pub async fn execution_ended(
+    st: &Arc<AppState>,
+    notifier: Option<&dyn quarry_core::ports::Notifier>,
+    input: Value,
+) -> Result<Value, Diagnostic> {
+    let change: StatusChange = serde_json::from_value(input).map_err(|e| Diagnostic {
+        error_type: PERMANENT.into(),
+        error_message: format!("not a Step Functions execution status change: {e}"),
+    })?;
+    let d = change.detail;
+    let reason = match d.status.as_str() {
+        "TIMED_OUT" => permanent(
+            "timeout",
+            "the job's workflow ran past its time limit before finishing; narrow the parameters and submit it again".into(),
+        ),
+        "ABORTED" => permanent(
+            "aborted",
+            "the job's workflow was stopped by an operator before it finished; submit it again".into(),
+        ),
+        "FAILED" => permanent(
+            "internal",
+            format!(
+                "the job workflow failed ({}) before it could record why; the operators' logs have details",
+                d.error.as_deref().unwrap_or("no error name")
+            ),
+        ),
+        other => {
+            return Ok(json!({ "job_id": d.name, "status": other, "changed": false }));
+        }
+    };
+    let job = match st.ports.jobs.get(&d.name).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            tracing::warn!(execution = %d.name, "an execution ended for no known job; nothing to mark");
+            return Ok(json!({ "job_id": d.name, "status": d.status, "changed": false }));
+        }
+        Err(e) => return Err(diag(&port_error("the job record could not be read", e))),
+    };
+    if job.state.is_terminal() {
+        return Ok(json!({ "job_id": job.id, "state": job.state.as_str(), "changed": false }));
+    }
+    let failed = job.failed(Utc::now(), reason);
+    st.ports
+        .jobs
+        .transition(&job, &failed)
+        .await
+        .map_err(|e| diag(&port_error("the job's failure could not be recorded", e)))?;
+    count_failure(&failed);
+    tracing::warn!(job_id = %failed.id, status = %d.status, "job failed outside its workflow's own steps");
+    let ev = Event::for_job(format!("{}/failed", failed.id), &failed, Utc::now());
+    if let Some(n) = notifier {
+        // The job's state is already right; a lost notification is logged, and
+        // EventBridge retries the whole event (which then changes nothing).
+        if let Err(e) = n.publish(&ev).await {
+            tracing::error!(job_id = %failed.id, error = %e, "the job's failure event could not be published");
+        }
+    }
+    Ok(json!({ "job_id": failed.id, "state": failed.state.as_str(), "changed": true }))
+}
+
+/// Counts a failed job; failures the submitter did not cause are counted apart
+/// too (`quarry_job_system_failures_total`, what the operators' alarm watches).
+fn count_failure(job: &Job) {
+    metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1);
+    if !job.error.as_ref().is_some_and(JobError::caused_by_caller) {
+        metrics::counter!("quarry_job_system_failures_total").increment(1);
+    }
+}
+
 /// Runs one step. Every step can be repeated (a Lambda retry) without harm.
 pub async fn dispatch(st: &Arc<AppState>, input: Value) -> Result<Value, Diagnostic> {
     let step: Step = serde_json::from_value(input).map_err(|e| Diagnostic {
@@ -257,7 +363,7 @@ async fn run(st: &Arc<AppState>, step: Step) -> Result<Value, JobError> {
                 .transition(&job, &failed)
                 .await
                 .map_err(|e| port_error("the job's failure could not be recorded", e))?;
-            metrics::counter!("quarry_jobs_total", "event" => "failed").increment(1);
+            count_failure(&failed);
             tracing::warn!(job_id = %failed.id, error = ?failed.error, "job failed");
             Ok(event(&failed, "failed"))
         }

@@ -636,3 +636,293 @@ async fn migrate_custom_resource_migrates_a_new_database() {
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await;
 }
+
+#[tokio::test]
+async fn admin_commands_mint_the_first_key_and_decide_links_without_the_cli() {
+    let db = quarry_tests::fixture_db().await;
+    let login = |url: String| Connector {
+        login: Login::Url(url),
+        target: Target::default(),
+        tls: Tls::Disabled,
+    };
+    let logins = quarry_aws::admin::Logins {
+        owner: login(db.url.clone()),
+        writer: login(quarry_db::writer_url(&db.url).expect("writer url")),
+    };
+    let run = |event: Value| {
+        let logins = &logins;
+        async move {
+            let command = quarry_aws::admin::parse(event)?;
+            quarry_aws::admin::run(logins, command).await
+        }
+    };
+
+    // The first key of a new stack: shown once, accepted by the API's check
+    // (run as the reader, the API's role).
+    let out = run(json!({"command": "create-key", "name": "first admin", "scopes": ["read", "jobs", "admin"]}))
+        .await
+        .expect("created");
+    let key = out["key"].as_str().expect("key").to_string();
+    assert!(key.starts_with("qk_"), "{out}");
+    let reader = quarry_db::connect(&quarry_db::reader_url(&db.url).expect("reader url"))
+        .await
+        .expect("reader");
+    let checked = quarry_db::store::check_key(&reader, &key)
+        .await
+        .expect("check")
+        .expect("the minted key is accepted");
+    assert_eq!(checked.name, "first admin");
+    assert_eq!(checked.scopes.len(), 3);
+
+    let listed = run(json!({"command": "list-keys"})).await.expect("listed");
+    let keys = listed["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1, "{listed}");
+    assert!(
+        !listed.to_string().contains(&key[20..]),
+        "a listing never shows secrets"
+    );
+    let id = out["id"].as_str().expect("id");
+    run(json!({"command": "revoke-key", "id": id}))
+        .await
+        .expect("revoked");
+    assert!(quarry_db::store::check_key(&reader, &key)
+        .await
+        .expect("check")
+        .is_none());
+
+    // Refusals name the problem.
+    let refused = |e: lambda_runtime::Diagnostic, needle: &str| {
+        assert_eq!(
+            e.error_type, "Quarry.AdminCommandRefused",
+            "{}",
+            e.error_message
+        );
+        assert!(e.error_message.contains(needle), "{}", e.error_message);
+    };
+    refused(
+        run(json!({"command": "revoke-key", "id": id}))
+            .await
+            .expect_err("twice"),
+        "no active key",
+    );
+    refused(
+        run(json!({"command": "create-key", "name": "x", "scopes": ["write"]}))
+            .await
+            .expect_err("scope"),
+        "`write`",
+    );
+    refused(
+        run(json!({"command": "create-key", "name": "x", "scopes": []}))
+            .await
+            .expect_err("none"),
+        "read, jobs, admin",
+    );
+    refused(
+        run(json!({"command": "drop-database"}))
+            .await
+            .expect_err("unknown"),
+        "create-key, list-keys",
+    );
+    refused(
+        run(json!({"command": "list-keys", "all": true}))
+            .await
+            .expect_err("extra field"),
+        "all",
+    );
+
+    // A person's decision, with who made it kept.
+    let orgs: Vec<i64> = db
+        .client()
+        .await
+        .query(
+            "SELECT id FROM canonical.organizations ORDER BY id LIMIT 2",
+            &[],
+        )
+        .await
+        .expect("orgs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    refused(
+        run(json!({"command": "confirm-link", "left_id": orgs[0], "right_id": orgs[1], "by": " "}))
+            .await
+            .expect_err("by"),
+        "`by`",
+    );
+    let out = run(json!({"command": "confirm-link", "left_id": orgs[0], "right_id": orgs[1], "by": "alice@example.com", "note": "same VAT id"}))
+        .await
+        .expect("confirmed");
+    assert_eq!(out["decision"], json!("confirmed"));
+    let companies: Vec<i64> = out["companies"]
+        .as_array()
+        .expect("companies")
+        .iter()
+        .map(|c| c["company_id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(companies.len(), 2, "{out}");
+    assert_eq!(
+        companies[0], companies[1],
+        "one company after the confirmation: {out}"
+    );
+    let links =
+        run(json!({"command": "list-links", "organization": orgs[0], "status": "confirmed"}))
+            .await
+            .expect("links");
+    assert_eq!(
+        links["links"][0]["decided_by"],
+        json!("aws:alice@example.com"),
+        "{links}"
+    );
+    refused(
+        run(json!({"command": "split", "organization_id": 999_999_999, "by": "alice"}))
+            .await
+            .expect_err("unknown org"),
+        "999999999",
+    );
+    let out = run(json!({"command": "split", "organization_id": orgs[1], "by": "alice"}))
+        .await
+        .expect("split");
+    assert_eq!(out["decision"], json!("split"));
+}
+
+/// EventBridge's event for an execution of the jobs state machine that ended
+/// (the shape of AWS's "Step Functions Execution Status Change").
+fn execution_status_change(job_id: &str, status: &str) -> Value {
+    let execution =
+        format!("arn:aws:states:us-east-1:123456789012:execution:quarry-analytics-job:{job_id}");
+    json!({
+        "version": "0", "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+        "account": "123456789012", "time": "2026-12-03T12:00:00Z", "region": "us-east-1",
+        "resources": [execution],
+        "detail": {
+            "executionArn": execution,
+            "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:quarry-analytics-job",
+            "name": job_id, "status": status,
+            "startDate": 1_764_763_200_000_i64, "stopDate": 1_764_766_800_000_i64,
+            "input": json!({"job_id": job_id}).to_string(), "output": null,
+            "error": if status == "FAILED" { json!("States.Runtime") } else { Value::Null },
+            "cause": null
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_execution_that_ends_outside_its_own_steps_fails_its_job_and_says_so() {
+    let w = jobs_world().await;
+    let (topic, queue) = topic_with_queue(&w.sdk, "ended-jobs", "ended-jobs-q").await;
+    let notifier = quarry_aws::SnsNotifier::new(&w.sdk, topic);
+    let n: Option<&dyn quarry_core::ports::Notifier> = Some(&notifier);
+
+    // A running job whose execution hit the workflow's time limit.
+    let timed_out = submit(&w, "many_rows", json!({"rows": 5})).await;
+    step(&w, json!({"step": "initialise", "job_id": timed_out.id})).await;
+    let out = steps::handle(
+        &w.state,
+        n,
+        execution_status_change(&timed_out.id, "TIMED_OUT"),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(out["changed"], json!(true), "{out}");
+    let job = w
+        .state
+        .ports
+        .jobs
+        .get(&timed_out.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.state.as_str(), "failed");
+    let error = job.error.as_ref().expect("a reason");
+    assert_eq!(error.code, "timeout");
+    assert!(error.message.contains("time limit"), "{}", error.message);
+
+    // A queued job whose execution an operator stopped.
+    let aborted = submit(&w, "many_rows", json!({"rows": 5})).await;
+    steps::handle(&w.state, n, execution_status_change(&aborted.id, "ABORTED"))
+        .await
+        .expect("handled");
+    let job = w
+        .state
+        .ports
+        .jobs
+        .get(&aborted.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("aborted"));
+
+    // Both failures were published as the jobs' own events.
+    let sqs = aws_sdk_sqs::Client::new(&w.sdk);
+    let mut types = Vec::new();
+    for _ in 0..10 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        for m in got.messages() {
+            let ev: Value = serde_json::from_str(m.body().unwrap_or("{}")).expect("event JSON");
+            types.push((
+                ev["type"].as_str().unwrap_or("").to_string(),
+                ev["data"]["job_id"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+        if types.len() >= 2 {
+            break;
+        }
+    }
+    types.sort();
+    let mut expected = vec![
+        ("quarry.job.failed".to_string(), timed_out.id.clone()),
+        ("quarry.job.failed".to_string(), aborted.id.clone()),
+    ];
+    expected.sort();
+    assert_eq!(types, expected);
+
+    // A job that finished on its own (its FAILED execution ran MarkFailed, or
+    // the event is delivered twice) is left as it is.
+    let again = steps::handle(
+        &w.state,
+        n,
+        execution_status_change(&timed_out.id, "FAILED"),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(again["changed"], json!(false), "{again}");
+    let job = w
+        .state
+        .ports
+        .jobs
+        .get(&timed_out.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("timeout"));
+    // An execution of no known job changes nothing and is no error.
+    let unknown = steps::handle(
+        &w.state,
+        n,
+        execution_status_change("no-such-job", "TIMED_OUT"),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(unknown["changed"], json!(false));
+    // The task states still reach their steps through the same entry point.
+    let err = steps::handle(&w.state, n, json!({"step": "teleport", "job_id": "x"}))
+        .await
+        .expect_err("unknown step");
+    assert_eq!(err.error_type, steps::PERMANENT);
+}
+
+#[test]
+fn a_synchronous_query_on_lambda_ends_before_api_gateway_gives_up() {
+    // The default (30 s) is above what API Gateway waits (29 s): the Lambda
+    // runtime clamps it, and the engine's 2 s guard still fits.
+    let config = runtime::config().expect("config");
+    assert!(config.api.sync_timeout_seconds <= runtime::SYNC_BUDGET_SECONDS);
+    assert!(quarry_api::Config::default().api.sync_timeout_seconds > runtime::SYNC_BUDGET_SECONDS);
+}

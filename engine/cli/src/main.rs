@@ -992,9 +992,7 @@ async fn keys(database_url: &str, action: KeysAction) -> Result<ExitCode> {
     match action {
         KeysAction::Create { name, scopes, rate } => {
             let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-            let mut random = [0u8; 38];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
-            let (id, key) = store::create_key(&client, &name, &scopes, rate, random).await?;
+            let (id, key) = store::create_random_key(&client, &name, &scopes, rate).await?;
             eprintln!("created key {id} ({name}); store it now, it is not shown again:");
             println!("{key}");
         }

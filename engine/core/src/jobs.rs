@@ -128,6 +128,26 @@ pub struct JobError {
     pub transient: bool,
 }
 
+impl JobError {
+    /// Codes of failures the submitter caused and can fix (parameters, their own
+    /// SQL, an answer too large, a query too slow for its timeout); every other
+    /// code is the system's (what an operator is alerted to).
+    pub const CALLER_CODES: &'static [&'static str] = &[
+        "invalid_parameters",
+        "forbidden",
+        "timeout",
+        "sql_error",
+        "answer_too_large",
+        "operation_removed",
+        "not_found",
+    ];
+
+    /// Whether the submitter caused this failure (see [`JobError::CALLER_CODES`]).
+    pub fn caused_by_caller(&self) -> bool {
+        !self.transient && Self::CALLER_CODES.contains(&self.code.as_str())
+    }
+}
+
 /// Where a finished job's rows are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -424,6 +424,18 @@ pub async fn create_key(
     Ok((id.clone(), format!("qk_{id}_{secret}")))
 }
 
+/// [`create_key`] with fresh random bytes from the operating system.
+pub async fn create_random_key(
+    c: &tokio_postgres::Client,
+    name: &str,
+    scopes: &[Scope],
+    rate_per_second: Option<u32>,
+) -> anyhow::Result<(String, String)> {
+    let mut random = [0u8; 38];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+    create_key(c, name, scopes, rate_per_second, random).await
+}
+
 pub async fn list_keys(c: &tokio_postgres::Client) -> anyhow::Result<Vec<KeyInfo>> {
     let rows = c
         .query(
