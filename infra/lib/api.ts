@@ -47,7 +47,7 @@ export interface ApiProps {
 export class Api extends Construct {
   readonly fn: QuarryFunction;
   readonly restApi: apigw.RestApi;
-  readonly apiKey: apigw.IApiKey;
+  readonly usagePlan: apigw.UsagePlan;
   readonly accessLogs: logs.LogGroup;
   readonly executionLogs: logs.LogGroup;
   wafLogs?: logs.LogGroup;
@@ -344,18 +344,18 @@ export class Api extends Construct {
       requestValidator: validateParams,
     });
 
-    const plan = this.restApi.addUsagePlan('UsagePlan', {
+    // The default plan's throttle and quota apply per key, across every Lambda
+    // container (the gateway counts, not the function). No key is made here:
+    // each caller gets their own (infra/scripts/add-caller.sh), in this plan or
+    // in a plan of their own with other limits, so one caller's traffic never
+    // spends another's.
+    this.usagePlan = this.restApi.addUsagePlan('UsagePlan', {
       name: `${config.prefix}-default`,
-      description: 'Default callers of the Quarry API',
+      description: 'Default limits per caller key of the Quarry API',
       throttle: { rateLimit: config.apiRateLimit, burstLimit: config.apiBurstLimit },
       quota: { limit: config.apiMonthlyQuota, period: apigw.Period.MONTH },
       apiStages: [{ api: this.restApi, stage: this.restApi.deploymentStage }],
     });
-    this.apiKey = this.restApi.addApiKey('DefaultKey', {
-      apiKeyName: `${config.prefix}-default`,
-      description: 'Default Quarry API key (read it with aws apigateway get-api-key --include-value)',
-    });
-    plan.addApiKey(this.apiKey);
 
     if (config.waf) this.addWaf(config);
 

@@ -112,7 +112,9 @@ export class QuarryStack extends Stack {
       new CfnOutput(this, id, { value, description });
     };
     out('ApiUrl', this.api.restApi.url, `Base URL of the REST API (stage ${STAGE_NAME})`);
-    out('ApiKeyId', this.api.apiKey.keyId, 'aws apigateway get-api-key --api-key <id> --include-value');
+    out('RestApiId', this.api.restApi.restApiId, 'The REST API (per-caller usage plans attach to its prod stage)');
+    out('UsagePlanId', this.api.usagePlan.usagePlanId, 'Default per-key limits; infra/scripts/add-caller.sh adds caller keys to it');
+    out('AdminFunctionName', this.migrations.fn.functionName, 'Admin commands: aws lambda invoke --function-name <name> --payload {"command": ...}');
     out('RawBucketName', this.storage.rawBucket.bucketName, 'Upload exports under crm-data/, erp-data/, shop-data/, stripe-data/');
     out('ResultsBucketName', this.storage.resultsBucket.bucketName, 'Job results (objects expire)');
     out('StateMachineArn', this.jobs.stateMachine.stateMachineArn, 'Analytics job state machine');

@@ -85,12 +85,16 @@ step "cdk synth (default stack) -> cdk.out"
 rm -rf cdk.out
 "${offline[@]}" ./node_modules/.bin/cdk synth --quiet --strict --no-notices -c "lambdaDir=$lambda_dir" > /dev/null
 
-step "cdk synth (dev stack: -c dev=true -c waf=false) -> $work/cdk.out.dev"
+step "cdk synth (dev profile: -c profile=dev) -> $work/cdk.out.dev"
 "${offline[@]}" ./node_modules/.bin/cdk synth --quiet --strict --no-notices -c "lambdaDir=$lambda_dir" \
-  -c dev=true -c waf=false -c alarmEmail=ops@example.com -o "$work/cdk.out.dev" > /dev/null
+  -c profile=dev -c alarmEmail=ops@example.com -o "$work/cdk.out.dev" > /dev/null
+
+step "cdk synth (prod profile: -c profile=prod) -> $work/cdk.out.prod"
+"${offline[@]}" ./node_modules/.bin/cdk synth --quiet --strict --no-notices -c "lambdaDir=$lambda_dir" \
+  -c profile=prod -c alarmEmail=ops@example.com -o "$work/cdk.out.prod" > /dev/null
 
 step "cfn-lint"
-templates=(cdk.out/*.template.json "$work"/cdk.out.dev/*.template.json)
+templates=(cdk.out/*.template.json "$work"/cdk.out.dev/*.template.json "$work"/cdk.out.prod/*.template.json)
 # .cfnlintrc.yaml (W3005 ignored, with its reason); any other error or warning fails.
 .venv/bin/cfn-lint "${templates[@]}"
 echo "cfn-lint: no errors or warnings in ${#templates[@]} templates"

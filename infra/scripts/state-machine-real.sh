@@ -4,14 +4,16 @@
 # calling the real Rust functions: quarry-api submits the jobs, quarry-jobs runs
 # the steps. Behind them: a moto server (DynamoDB, S3, Step Functions) and a
 # fresh migrated PostgreSQL database. Paths: success with a stored result, a
-# transient failure retried, a permanent failure that notifies.
-# Run by scripts/test.sh after the Rust build; needs target/debug/{quarry,quarry-api,quarry-jobs}.
+# transient failure retried, a permanent failure that notifies; and day one: a
+# caller added with AWS credentials alone (scripts/add-caller.sh, through the
+# real quarry-migrate admin function and moto's API Gateway) reaches the API.
+# Run by scripts/test.sh after the Rust build; needs target/debug/{quarry,quarry-api,quarry-jobs,quarry-migrate}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_postgres
 ensure_build_deps
-for b in quarry quarry-api quarry-jobs; do
+for b in quarry quarry-api quarry-jobs quarry-migrate; do
     [ -x "target/debug/$b" ] || { log "building the Rust binaries"; cargo build -q --workspace; break; }
 done
 [ -d infra/node_modules ] || (cd infra && npm ci --silent --no-audit --no-fund)
@@ -55,14 +57,18 @@ db_url="${QUARRY_ADMIN_URL%/*}/$db"
 key=$(./target/debug/quarry --database-url "$db_url" keys create --name state-machine --scope read --scope jobs \
     | grep -Eo 'qk_[0-9a-f]{12}_[A-Za-z0-9_-]+' | head -n 1)
 [ -n "$key" ] || { log "could not create an API key"; exit 1; }
-reader_url=$(python3 - "$db_url" <<'PY'
+role_url() {
+    python3 - "$db_url" "$1" <<'PY'
 import os, sys, urllib.parse as u
 p = u.urlsplit(sys.argv[1])
-pw = os.environ.get("QUARRY_READER_PASSWORD")
-auth = "quarry_reader" + (":" + u.quote(pw, safe="") if pw else "")
+role = sys.argv[2]
+pw = os.environ.get(f"QUARRY_{role.upper()}_PASSWORD")
+auth = f"quarry_{role}" + (":" + u.quote(pw, safe="") if pw else "")
 print(u.urlunsplit(p._replace(netloc=auth + "@" + p.netloc.rsplit("@", 1)[-1])))
 PY
-)
+}
+reader_url=$(role_url reader)
+writer_url=$(role_url writer)
 
 # The functions' packs: the shipped ones plus the test packs (many rows, slow, failing).
 mkdir -p "$work/queries"
@@ -70,12 +76,26 @@ cp queries/*.yaml queries/*.sql tests/fixtures/packs/* "$work/queries/"
 export LAMBDA_TASK_ROOT="$PWD" QUARRY_QUERIES_DIR="$work/queries" QUARRY_DB_TLS=disable RUST_LOG=warn
 export QUARRY_READER_URL="$reader_url" QUARRY_RESULTS_BUCKET=quarry-results QUARRY_CACHE_TABLE=quarry-cache
 export QUARRY_JOBS_TABLE=quarry-jobs QUARRY_STATE_MACHINE_ARN="$sm"
+# quarry-migrate is the admin function of day one (infra/scripts/add-caller.sh).
+export QUARRY_OWNER_URL="$db_url" QUARRY_WRITER_URL="$writer_url"
 bridge_port=$(free_port)
 python3 scripts/lambda-invoke-bridge.py "$bridge_port" \
-    quarry-api=target/debug/quarry-api quarry-jobs=target/debug/quarry-jobs >"$work/bridge.log" 2>&1 &
+    quarry-api=target/debug/quarry-api quarry-jobs=target/debug/quarry-jobs \
+    quarry-migrate=target/debug/quarry-migrate >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
 wait_port "$bridge_port"
 
+# Day one: the REST API and its default usage plan as the stack makes them.
+rest_api=$(aws apigateway create-rest-api --name quarry-api --query id --output text)
+root=$(aws apigateway get-resources --rest-api-id "$rest_api" --query 'items[0].id' --output text)
+aws apigateway put-method --rest-api-id "$rest_api" --resource-id "$root" --http-method GET \
+    --authorization-type NONE --api-key-required >/dev/null
+aws apigateway put-integration --rest-api-id "$rest_api" --resource-id "$root" --http-method GET --type MOCK >/dev/null
+aws apigateway create-deployment --rest-api-id "$rest_api" --stage-name prod >/dev/null
+usage_plan=$(aws apigateway create-usage-plan --name quarry-default \
+    --throttle rateLimit=20,burstLimit=40 --query id --output text)
+
 cd infra
 QUARRY_JOBS_INVOKE_URL="http://127.0.0.1:$bridge_port" QUARRY_TEST_API_KEY="$key" QUARRY_TEST_DB_URL="$db_url" \
+    QUARRY_TEST_REST_API_ID="$rest_api" QUARRY_TEST_USAGE_PLAN_ID="$usage_plan" \
     npx jest --silent test/state-machine.test.ts -t 'real quarry-jobs'

@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { ExecutionError, StateMachine } from 'aws-local-stepfunctions';
 import { STATES } from '../lib/jobs';
 import { deployedDefinition } from './support/asl';
@@ -225,8 +228,9 @@ const realHandlerUrl = process.env.QUARRY_JOBS_INVOKE_URL;
   const apiFn = realHandlerUrl ? invokeEndpoint(realHandlerUrl, 'quarry-api') : undefined;
 
   /** One API Gateway (REST, stage prod) proxy request through quarry-api. */
-  async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
-    const headers = { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', Host: 'api.example' };
+  async function api(method: string, path: string, body?: unknown, as: string | null = key): Promise<{ status: number; json: any }> {
+    const headers: Record<string, string> = { 'Content-Type': 'application/json', Host: 'api.example' };
+    if (as !== null) headers.Authorization = `Bearer ${as}`;
     const event = {
       resource: path,
       path,
@@ -294,6 +298,78 @@ const realHandlerUrl = process.env.QUARRY_JOBS_INVOKE_URL;
     expect(s.state).toBe('failed');
     expect(s.error.code).toBe('internal');
     expect(s.error.message).toContain('22012');
+  });
+
+  // Day one on a new stack: scripts/add-caller.sh with AWS credentials alone.
+  // `aws lambda invoke` reaches the real quarry-migrate (admin commands)
+  // through the bridge; the API Gateway calls reach moto.
+  describe('day one', () => {
+    const script = path.join(__dirname, '..', 'scripts', 'add-caller.sh');
+    const env = {
+      ...process.env,
+      AWS_ENDPOINT_URL_LAMBDA: realHandlerUrl,
+      QUARRY_ADMIN_FUNCTION: 'quarry-migrate',
+      QUARRY_USAGE_PLAN_ID: process.env.QUARRY_TEST_USAGE_PLAN_ID ?? '',
+      QUARRY_REST_API_ID: process.env.QUARRY_TEST_REST_API_ID ?? '',
+      QUARRY_API_URL: 'https://api.example/prod/',
+    };
+    const addCaller = (...args: string[]) => spawnSync('bash', [script, ...args], { env, encoding: 'utf8' });
+    const aws = (...args: string[]) => {
+      const r = spawnSync('aws', [...args, '--output', 'json'], { env, encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      return JSON.parse(r.stdout);
+    };
+
+    test('a caller added with AWS credentials alone gets a working Quarry key and a gateway key in the usage plan', async () => {
+      const r = addCaller('--name', 'analyst-one', '--scope', 'read', '--scope', 'jobs');
+      expect(r.status).toBe(0);
+      const headers = /H=\(-H "x-api-key: ([A-Za-z0-9]+)" -H "Authorization: Bearer (qk_[0-9a-f]{12}_[A-Za-z0-9_-]+)"\)/.exec(r.stdout);
+      expect(headers).not.toBeNull();
+      const [, gatewayKey, quarryKey] = headers!;
+      expect(r.stdout).toContain('API=https://api.example/prod');
+
+      // The Quarry key works at the real API; without it the API says what to send.
+      const catalog = await api('GET', '/operations', undefined, quarryKey);
+      expect(catalog.status).toBe(200);
+      expect(JSON.stringify(catalog.json)).toContain('customer_analysis');
+      const anonymous = await api('GET', '/operations', undefined, null);
+      expect(anonymous.status).toBe(401);
+
+      // The gateway key is the caller's own, in the default plan.
+      const keys = aws('apigateway', 'get-usage-plan-keys', '--usage-plan-id', env.QUARRY_USAGE_PLAN_ID);
+      const mine = keys.items.filter((k: any) => k.name === 'analyst-one');
+      expect(mine).toHaveLength(1);
+      expect(mine[0].value).toBe(gatewayKey);
+    });
+
+    test('a caller with limits of their own gets a usage plan of their own', () => {
+      const r = addCaller('--name', 'batch-robot', '--scope', 'read', '--rate', '2', '--burst', '4', '--quota', '1000');
+      expect(r.status).toBe(0);
+      const plans = aws('apigateway', 'get-usage-plans').items.filter((p: any) => p.name === 'batch-robot');
+      expect(plans).toHaveLength(1);
+      expect(plans[0].throttle).toEqual({ rateLimit: 2, burstLimit: 4 });
+      expect(plans[0].quota).toMatchObject({ limit: 1000, period: 'MONTH' });
+      const keys = aws('apigateway', 'get-usage-plan-keys', '--usage-plan-id', plans[0].id);
+      expect(keys.items.map((k: any) => k.name)).toEqual(['batch-robot']);
+    });
+
+    test('mistakes are refused before anything is made, and the admin function names its own refusals', () => {
+      const badScope = addCaller('--name', 'x', '--scope', 'write');
+      expect(badScope.status).toBe(2);
+      expect(badScope.stderr).toContain('--scope write is not one of read, jobs, admin');
+      const noName = addCaller('--scope', 'read');
+      expect(noName.status).toBe(2);
+      expect(noName.stderr).toContain('--name NAME is required');
+      // Through the AWS CLI, as an operator would revoke a key that is not there.
+      const out = path.join(os.tmpdir(), `admin-${Date.now()}.json`);
+      const request = `${out}.request`;
+      fs.writeFileSync(request, JSON.stringify({ command: 'revoke-key', id: 'nope' }));
+      const meta = aws('lambda', 'invoke', '--function-name', 'quarry-migrate', '--payload', `fileb://${request}`, out);
+      expect(meta.FunctionError).toBeDefined();
+      const refusal = JSON.parse(fs.readFileSync(out, 'utf8'));
+      expect(refusal.errorType).toBe('Quarry.AdminCommandRefused');
+      expect(refusal.errorMessage).toContain('no active key has id nope');
+    });
   });
 });
 
