@@ -3,7 +3,7 @@
 # sessions, crash-restarts of a private PostgreSQL, concurrent and duplicate
 # deliveries in shuffled order, each compared with one clean load of the same
 # files. Usage: scripts/fault-harness.sh [SCHEDULES] [SEED]   (default 1000, 1)
-# The test command runs the short form (50 schedules) with the debug build.
+# The test command runs the short form (20 schedules) with the debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -1,5 +1,6 @@
 //! Black-box tests of authentication, scopes, rate limiting and CORS against a
-//! real server with keys made by `quarry keys create`.
+//! real server with keys made by `quarry keys create`, and of the limits every
+//! query runs under on a shared connection.
 
 mod common;
 
@@ -290,4 +291,91 @@ async fn invalid_keys_count_against_the_callers_address() {
         &[("Authorization", good.as_str())],
     );
     assert_eq!(ok.status, 200, "a valid key is not held back");
+}
+
+fn fixture_pack(name: &str) -> quarry_core::Pack {
+    let yaml = quarry_tests::repo_root().join(format!("tests/fixtures/packs/{name}.yaml"));
+    let sources = quarry_core::files::read_pack_sources(&[yaml]).expect("pack source");
+    quarry_core::packs::loader::check_pack(&sources[0])
+        .0
+        .expect("the fixture pack passes check")
+}
+
+/// The statement timeout is each query's own: a light operation run on the
+/// connection a heavy one just used (as a pooled connection is reused) still
+/// stops at its own short limit, and the heavy one after it gets its long one
+/// back; nothing a query set outlives it on the connection.
+#[tokio::test]
+async fn a_light_operation_after_a_heavy_one_on_the_same_connection_gets_its_own_timeout() {
+    use quarry_core::packs::params::InputStyle;
+    let db = fixture_db().await;
+    let mut reader = quarry_db::connect(&quarry_db::reader_url(&db.url).expect("reader url"))
+        .await
+        .expect("connect as the reader");
+    let baseline: String = reader
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    let (heavy, light) = (fixture_pack("slow_job"), fixture_pack("slow_light"));
+    let sleep = |seconds: f64| {
+        json!({ "seconds": seconds })
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Heavy (60 s limit): sleeps 1.5 s and answers.
+    quarry_db::execute_pack(
+        &mut reader,
+        &heavy,
+        &sleep(1.5),
+        InputStyle::Json,
+        Default::default(),
+    )
+    .await
+    .expect("the heavy operation finishes within its 60 s");
+    // Light (1 s limit) on the same connection: stopped at 1 s, not 60.
+    let started = std::time::Instant::now();
+    let err = quarry_db::execute_pack(
+        &mut reader,
+        &light,
+        &sleep(5.0),
+        InputStyle::Json,
+        Default::default(),
+    )
+    .await
+    .expect_err("the light operation overruns its own limit");
+    assert!(
+        matches!(err, quarry_db::RunError::Query(quarry_db::QueryError::Timeout(d)) if d == Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped by its own 1 s limit, not the sleep"
+    );
+    // Heavy again on the same connection: the light one's 1 s did not stay.
+    quarry_db::execute_pack(
+        &mut reader,
+        &heavy,
+        &sleep(1.5),
+        InputStyle::Json,
+        Default::default(),
+    )
+    .await
+    .expect("the heavy operation has its 60 s again");
+    // And the connection is back at the role's own setting, read-only still.
+    let after: String = reader
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(after, baseline);
+    let write = reader
+        .batch_execute("UPDATE canonical.organizations SET name = name WHERE false")
+        .await;
+    assert!(
+        write.is_err(),
+        "the reader connection stays unable to write"
+    );
 }
