@@ -22,6 +22,10 @@ export interface MonitoringProps {
 
 const FIVE_MINUTES = Duration.minutes(5);
 
+/** A Lambda metric that lambda.Function has no method for, per function, every 5 minutes. */
+const lambdaMetric = (f: QuarryFunction, metricName: string, statistic: string): cloudwatch.Metric =>
+  new cloudwatch.Metric({ namespace: 'AWS/Lambda', metricName, dimensionsMap: { FunctionName: f.functionName }, period: FIVE_MINUTES, statistic });
+
 /**
  * Alarms to the alarm topic (state changes to ALARM and back to OK), and one
  * dashboard. Missing data is "not breaching": an idle pipeline is healthy.
@@ -60,13 +64,7 @@ export class Monitoring extends Construct {
         this.alarm(`${f.node.id}Saturated`, {
           alarmName: name(`${short}-saturated`),
           alarmDescription: `${f.functionName} ran at its reserved concurrency (${reserved}) for 15 minutes: uploads queue up; raise ingestReservedConcurrency or look for slow files`,
-          metric: new cloudwatch.Metric({
-            namespace: 'AWS/Lambda',
-            metricName: 'ConcurrentExecutions',
-            dimensionsMap: { FunctionName: f.functionName },
-            period: FIVE_MINUTES,
-            statistic: 'Maximum',
-          }),
+          metric: lambdaMetric(f, 'ConcurrentExecutions', 'Maximum'),
           threshold: reserved,
           evaluationPeriods: 3,
         });
@@ -85,13 +83,7 @@ export class Monitoring extends Construct {
       this.alarm(`${f.node.id}AsyncDropped`, {
         alarmName: name(`${short}-async-events-dropped`),
         alarmDescription: `${f.functionName} dropped events it was invoked with asynchronously`,
-        metric: new cloudwatch.Metric({
-          namespace: 'AWS/Lambda',
-          metricName: 'AsyncEventsDropped',
-          dimensionsMap: { FunctionName: f.functionName },
-          period: FIVE_MINUTES,
-          statistic: 'Sum',
-        }),
+        metric: lambdaMetric(f, 'AsyncEventsDropped', 'Sum'),
         threshold: 1,
       });
     }

@@ -367,6 +367,8 @@ const realHandlerUrl = process.env.QUARRY_JOBS_INVOKE_URL;
       const meta = aws('lambda', 'invoke', '--function-name', 'quarry-migrate', '--payload', `fileb://${request}`, out);
       expect(meta.FunctionError).toBeDefined();
       const refusal = JSON.parse(fs.readFileSync(out, 'utf8'));
+      fs.rmSync(out, { force: true });
+      fs.rmSync(request, { force: true });
       expect(refusal.errorType).toBe('Quarry.AdminCommandRefused');
       expect(refusal.errorMessage).toContain('no active key has id nope');
     });

@@ -785,6 +785,10 @@ async fn admin_commands_mint_the_first_key_and_decide_links_without_the_cli() {
     assert_eq!(out["decision"], json!("split"));
 }
 
+async fn job_of(w: &JobsWorld, id: &str) -> Job {
+    w.state.ports.jobs.get(id).await.expect("get").expect("job")
+}
+
 /// EventBridge's event for an execution of the jobs state machine that ended
 /// (the shape of AWS's "Step Functions Execution Status Change").
 fn execution_status_change(job_id: &str, status: &str) -> Value {
@@ -825,14 +829,7 @@ async fn an_execution_that_ends_outside_its_own_steps_fails_its_job_and_says_so(
     .await
     .expect("handled");
     assert_eq!(out["changed"], json!(true), "{out}");
-    let job = w
-        .state
-        .ports
-        .jobs
-        .get(&timed_out.id)
-        .await
-        .expect("get")
-        .expect("job");
+    let job = job_of(&w, &timed_out.id).await;
     assert_eq!(job.state.as_str(), "failed");
     let error = job.error.as_ref().expect("a reason");
     assert_eq!(error.code, "timeout");
@@ -843,14 +840,7 @@ async fn an_execution_that_ends_outside_its_own_steps_fails_its_job_and_says_so(
     steps::handle(&w.state, n, execution_status_change(&aborted.id, "ABORTED"))
         .await
         .expect("handled");
-    let job = w
-        .state
-        .ports
-        .jobs
-        .get(&aborted.id)
-        .await
-        .expect("get")
-        .expect("job");
+    let job = job_of(&w, &aborted.id).await;
     assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("aborted"));
 
     // Both failures were published as the jobs' own events.
@@ -893,14 +883,7 @@ async fn an_execution_that_ends_outside_its_own_steps_fails_its_job_and_says_so(
     .await
     .expect("handled");
     assert_eq!(again["changed"], json!(false), "{again}");
-    let job = w
-        .state
-        .ports
-        .jobs
-        .get(&timed_out.id)
-        .await
-        .expect("get")
-        .expect("job");
+    let job = job_of(&w, &timed_out.id).await;
     assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("timeout"));
     // An execution of no known job changes nothing and is no error.
     let unknown = steps::handle(
