@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """A local Lambda Invoke API over real Quarry bootstraps.
 
-    lambda-invoke-bridge.py PORT NAME=BINARY [NAME=BINARY ...]
+    lambda-invoke-bridge.py PORT NAME=BINARY[?deadline=S&max_file_bytes=N] ...
 
 Starts each bootstrap once (warm, like a Lambda container) against a Runtime API
 served here, then answers `POST /2015-03-31/functions/NAME/invocations` with the
 function's answer; a function error comes back as Lambda's Invoke API returns it
 (HTTP 200, header X-Amz-Function-Error, body {"errorType", "errorMessage"}).
 Each function handles one event at a time, as a Lambda container does. The
-environment (QUARRY_*, AWS_*) is passed on to the functions.
+environment (QUARRY_*, AWS_*) is passed on to the functions. `deadline` is each
+invocation's time in seconds (default 900, Lambda's longest); `max_file_bytes`
+caps the size of any file the function writes (a /tmp smaller than the files it
+is given). The same binary may be listed under several names with different
+limits.
 
 The infra state-machine tests point aws-local-stepfunctions' task states at
 this, so the deployed definition runs against the real quarry-jobs steps.
@@ -19,6 +23,7 @@ import json
 import os
 import sys
 import threading
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lambda_local import Function  # noqa: E402
@@ -31,8 +36,11 @@ def main():
     functions = {}
     locks = {}
     for spec in sys.argv[2:]:
-        name, binary = spec.split("=", 1)
-        functions[name] = Function(name, binary, {})
+        name, rest = spec.split("=", 1)
+        binary, _, query = rest.partition("?")
+        opts = {k: int(v[-1]) for k, v in urllib.parse.parse_qs(query).items()}
+        functions[name] = Function(name, binary, {}, deadline_s=opts.get("deadline", 900),
+                                   max_file_bytes=opts.get("max_file_bytes"))
         locks[name] = threading.Lock()
 
     class Invoke(http.server.BaseHTTPRequestHandler):

@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import queue
+import resource
 import socket
 import subprocess
 import threading
@@ -46,7 +47,10 @@ LAMBDA_ENV = {
 class Function:
     """One bootstrap process and the Runtime API it polls."""
 
-    def __init__(self, name, binary, env):
+    def __init__(self, name, binary, env, deadline_s=900, max_file_bytes=None):
+        """`deadline_s`: each invocation's time, as Lambda's deadline header says;
+        `max_file_bytes`: the largest file the process may write (RLIMIT_FSIZE,
+        which holds for root too), standing in for a small /tmp."""
         self.name = name
         self.events = queue.Queue()
         self.answers = queue.Queue()
@@ -68,7 +72,7 @@ class Function:
                 try:
                     self.send_response(200)
                     self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-                    self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 900_000))
+                    self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + deadline_s) * 1000)))
                     self.send_header("Lambda-Runtime-Invoked-Function-Arn",
                                      f"arn:aws:lambda:us-east-1:123456789012:function:{fn.name}")
                     self.send_header("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793")
@@ -100,7 +104,12 @@ class Function:
         full = dict(os.environ, **LAMBDA_ENV, **env, AWS_LAMBDA_FUNCTION_NAME=name,
                     AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{self.port}")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([binary], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        limit = None
+        if max_file_bytes is not None:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        self.process = subprocess.Popen([binary], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=limit)
 
     def invoke(self, event, timeout=120.0):
         """Hands `event` to the function; returns (kind, payload, perf_counter at the answer)."""

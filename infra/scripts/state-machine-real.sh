@@ -6,14 +6,17 @@
 # fresh migrated PostgreSQL database. Paths: success with a stored result, a
 # transient failure retried, a permanent failure that notifies; and day one: a
 # caller added with AWS credentials alone (scripts/add-caller.sh, through the
-# real quarry-migrate admin function and moto's API Gateway) reaches the API.
-# Run by scripts/test.sh after the Rust build; needs target/debug/{quarry,quarry-api,quarry-jobs,quarry-migrate}.
+# real quarry-migrate admin function and moto's API Gateway) reaches the API;
+# and ingest without scratch disk: the real quarry-ingest, allowed no file over
+# 1 MiB, loads an export several times that size from S3, and gives up cleanly
+# (nothing kept, a message to split the file) when its invocation's time ends.
+# Run by scripts/test.sh after the Rust build; needs target/debug/{quarry,quarry-api,quarry-jobs,quarry-migrate,quarry-ingest}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 ensure_postgres
 ensure_build_deps
-for b in quarry quarry-api quarry-jobs quarry-migrate; do
+for b in quarry quarry-api quarry-jobs quarry-migrate quarry-ingest; do
     [ -x "target/debug/$b" ] || { log "building the Rust binaries"; cargo build -q --workspace; break; }
 done
 [ -d infra/node_modules ] || (cd infra && npm ci --silent --no-audit --no-fund)
@@ -40,6 +43,7 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 wait_port "$moto_port"
 aws s3 mb s3://quarry-results >/dev/null
+aws s3 mb s3://quarry-raw >/dev/null
 for t in cache:key jobs:id; do
     aws dynamodb create-table --table-name "quarry-${t%%:*}" --billing-mode PAY_PER_REQUEST \
         --attribute-definitions "AttributeName=${t##*:},AttributeType=S" \
@@ -79,9 +83,13 @@ export QUARRY_JOBS_TABLE=quarry-jobs QUARRY_STATE_MACHINE_ARN="$sm"
 # quarry-migrate is the admin function of day one (infra/scripts/add-caller.sh).
 export QUARRY_OWNER_URL="$db_url" QUARRY_WRITER_URL="$writer_url"
 bridge_port=$(free_port)
+# The largest file quarry-ingest may write: far below the export it loads.
+scratch_limit=$((1 << 20))
 python3 scripts/lambda-invoke-bridge.py "$bridge_port" \
     quarry-api=target/debug/quarry-api quarry-jobs=target/debug/quarry-jobs \
-    quarry-migrate=target/debug/quarry-migrate >"$work/bridge.log" 2>&1 &
+    quarry-migrate=target/debug/quarry-migrate \
+    "quarry-ingest=target/debug/quarry-ingest?max_file_bytes=$scratch_limit" \
+    "quarry-ingest-short=target/debug/quarry-ingest?deadline=21" >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
 wait_port "$bridge_port"
 
@@ -99,3 +107,49 @@ cd infra
 QUARRY_JOBS_INVOKE_URL="http://127.0.0.1:$bridge_port" QUARRY_TEST_API_KEY="$key" QUARRY_TEST_DB_URL="$db_url" \
     QUARRY_TEST_REST_API_ID="$rest_api" QUARRY_TEST_USAGE_PLAN_ID="$usage_plan" \
     npx jest --silent test/state-machine.test.ts -t 'real quarry-jobs'
+cd ..
+
+# Ingest streams from S3: an export several times the scratch limit loads.
+invoke() { # FUNCTION EVENT OUT -> prints the function error type, if any
+    printf '%s' "$2" > "$3.event"
+    aws lambda invoke --endpoint-url "http://127.0.0.1:$bridge_port" --function-name "$1" \
+        --payload "fileb://$3.event" "$3" --query FunctionError --output text
+}
+s3_event() { # KEY SIZE
+    printf '{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"quarry-raw"},"object":{"key":"%s","size":%s}}}]}' "$1" "$2"
+}
+./target/debug/quarry demo-data "$work/exports" --scale 20000 >/dev/null
+big=$(ls -S "$work"/exports/crm-data/*.json | head -n 1)
+size=$(stat -c %s "$big")
+[ "$size" -gt $((3 * scratch_limit)) ] || { log "the test export ($size bytes) is not over three times the scratch limit"; exit 1; }
+aws s3 cp --quiet "$big" s3://quarry-raw/crm-data/large-export.json
+error=$(invoke quarry-ingest "$(s3_event crm-data/large-export.json "$size")" "$work/ingest.json")
+python3 - "$work/ingest.json" "$error" "$size" <<'PY'
+import json, sys
+out, error, size = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+assert error in ("", "None"), f"quarry-ingest failed ({error}): {out}"
+f = out["files"][0]
+assert f["status"] == "loaded" and f["bytes"] == size and f["records_read"] > 0, f
+print(f"ingest: {size} bytes ({f['records_read']} records) streamed from S3 with no file over 1 MiB allowed")
+PY
+loaded=$(psql "$db_url" -Atc "SELECT count(*) FROM quarry.ingest_files WHERE object_key = 'crm-data/large-export.json' AND status = 'loaded'")
+[ "$loaded" = 1 ] || { log "the ledger does not show the large export loaded"; exit 1; }
+
+# The same content under another key, with 1 s left after the function's 20 s
+# margin: the load stops, keeps nothing and says to split the file.
+aws s3 cp --quiet "$big" s3://quarry-raw/crm-data/too-slow.json
+before=$(psql "$db_url" -Atc "SELECT version FROM canonical.data_version")
+error=$(invoke quarry-ingest-short "$(s3_event crm-data/too-slow.json "$size")" "$work/short.json")
+python3 - "$work/short.json" "$error" <<'PY'
+import json, sys
+out, error = json.load(open(sys.argv[1])), sys.argv[2]
+assert error == "Unhandled", f"the load should have run out of time: {error} {out}"
+assert out["errorType"] == "Quarry.IngestFailed", out
+assert "did not finish loading in the time this run has" in out["errorMessage"], out
+assert "Split the export" in out["errorMessage"], out
+print("ingest: a load past its invocation's time stopped cleanly:", out["errorMessage"][:160])
+PY
+after=$(psql "$db_url" -Atc "SELECT version FROM canonical.data_version")
+[ "$before" = "$after" ] || { log "a load that ran out of time changed the data version ($before -> $after)"; exit 1; }
+status=$(psql "$db_url" -Atc "SELECT status FROM quarry.ingest_files WHERE object_key = 'crm-data/too-slow.json'")
+[ "$status" = failed ] || { log "the ledger says '$status' for the load that ran out of time, not failed"; exit 1; }

@@ -1,7 +1,10 @@
 //! The ingest function (`quarry-ingest`): S3 ObjectCreated events, each record
-//! one uploaded export. The object is streamed to the function's scratch disk
-//! and loaded by the same code as `quarry ingest`; the ingest ledger makes a
-//! repeated delivery a no-op.
+//! one uploaded export. The object is streamed from S3 into the same loader as
+//! `quarry ingest` (no scratch disk: its size is bounded only by the
+//! invocation's time); the ingest ledger makes a repeated delivery a no-op. A
+//! file that cannot finish before the invocation ends fails cleanly, with
+//! nothing kept and a message saying to split it, a little before Lambda would
+//! stop the process.
 //!
 //! The same function applies a fixed mapping to the files already delivered:
 //! `{"backfill": {"source": "stripe", "since": "2024-06-01", "bucket": "..."}}`,
@@ -15,8 +18,8 @@
 //! the dead-letter destination. Records that did load are duplicates on the
 //! retry and cost nothing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
@@ -24,15 +27,16 @@ use lambda_runtime::Diagnostic;
 use quarry_core::ingest::mapping::Mapping;
 use quarry_core::jobs::Event;
 use quarry_core::ports::Notifier;
-use quarry_db::ingest::{ingest_file, FileReport, FileStatus, Opener};
+use quarry_db::ingest::{ingest_with, FileReport, FileStatus, IngestOptions, Opener};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::S3Store;
 
-/// Largest object the function loads unless `QUARRY_INGEST_MAX_BYTES` says
-/// otherwise; it must fit the function's scratch disk.
-pub const DEFAULT_MAX_BYTES: u64 = 400 << 20;
+/// Time kept back from the invocation's deadline: enough to roll the load back,
+/// mark the file failed in the ledger and report it before Lambda stops the
+/// process.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
 /// Everything the handler needs, built once per container.
 pub struct Ingest {
@@ -41,8 +45,9 @@ pub struct Ingest {
     pub mappings: Vec<Arc<Mapping>>,
     /// System errors (failed files) go here: the alarm topic on AWS.
     pub alarms: Option<Arc<dyn Notifier>>,
-    pub scratch: PathBuf,
-    pub max_bytes: u64,
+    /// Refuse objects larger than this (`QUARRY_INGEST_MAX_BYTES`); none by
+    /// default, as nothing is written to disk.
+    pub max_bytes: Option<u64>,
 }
 
 /// The parts of an S3 event notification the function reads (S3's documented
@@ -93,35 +98,23 @@ struct BackfillRequest {
     bucket: Option<String>,
 }
 
-/// Delivered files read back from the raw bucket through scratch disk; an
-/// object whose content is no longer the delivered one is refused.
+/// Delivered files read back from the raw bucket, streamed; an object whose
+/// content is no longer the delivered one is refused.
 struct S3Raw<'a> {
     s3: &'a S3Store,
     bucket: String,
-    scratch: PathBuf,
-    written: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 #[async_trait::async_trait]
 impl quarry_db::backfill::RawFiles for S3Raw<'_> {
     async fn open(&self, key: &str, sha256: &str) -> Result<Opener, String> {
         let bucket = &self.bucket;
-        let path = self
-            .scratch
-            .join(format!("quarry-backfill-{}", uuid::Uuid::new_v4()));
-        if let Ok(mut w) = self.written.lock() {
-            w.push(path.clone());
-        }
-        self.s3
-            .download(bucket, key, &path)
-            .await
-            .map_err(|e| format!("s3://{bucket}/{key}: {e:#}"))?;
-        let check = path.clone();
+        let open = self.s3.opener(bucket, key);
+        let first = open.clone();
         let found = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
             use sha2::Digest;
-            let mut f = std::fs::File::open(&check)?;
             let mut h = sha2::Sha256::new();
-            std::io::copy(&mut f, &mut h)?;
+            std::io::copy(&mut first()?, &mut h)?;
             Ok(hex::encode(h.finalize()))
         })
         .await
@@ -132,9 +125,8 @@ impl quarry_db::backfill::RawFiles for S3Raw<'_> {
                 "s3://{bucket}/{key} now holds other content (sha256 {found}, delivered {sha256}); the delivered file is gone unless the bucket keeps versions"
             ));
         }
-        Ok(Arc::new(move || {
-            Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
-        }))
+        // Later reads are pinned to the content just checked.
+        Ok(open)
     }
 }
 
@@ -150,6 +142,23 @@ impl Ingest {
     /// Handles one S3 notification. `Ok` carries a report per record; `Err`
     /// names every record that did not load.
     pub async fn handle(&self, event: Value) -> Result<Value, Diagnostic> {
+        self.handle_by(event, None).await
+    }
+
+    /// [`Ingest::handle`] within an invocation that ends at `deadline`
+    /// (Lambda's): loads still running [`DEADLINE_MARGIN`] before it fail cleanly.
+    pub async fn handle_by(
+        &self,
+        event: Value,
+        deadline: Option<SystemTime>,
+    ) -> Result<Value, Diagnostic> {
+        let deadline = deadline.map(|d| {
+            let left = d
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(DEADLINE_MARGIN);
+            Instant::now() + left
+        });
         // S3 sends a test event when a notification is configured: nothing to do.
         if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
             return Ok(json!({ "files": [] }));
@@ -176,7 +185,7 @@ impl Ingest {
                 continue;
             }
             let size = record.s3.object.size;
-            let report = self.one(&bucket, &key, size).await;
+            let report = self.one(&bucket, &key, size, deadline).await;
             match report.status {
                 FileStatus::Loaded | FileStatus::Duplicate | FileStatus::Skipped => {}
                 FileStatus::InProgress => problems.push(format!(
@@ -201,7 +210,13 @@ impl Ingest {
     }
 
     /// Loads one object; never panics, always reports.
-    async fn one(&self, bucket: &str, key: &str, size: Option<u64>) -> FileReport {
+    async fn one(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> FileReport {
         let Some(mapping) = self.mappings.iter().find(|m| m.matches_key(key)).cloned() else {
             let mut r = FileReport::failed(key, "");
             r.error = Some(format!(
@@ -211,21 +226,18 @@ impl Ingest {
             return r;
         };
         let source = mapping.spec.source.clone();
-        if let Some(n) = size.filter(|n| *n > self.max_bytes) {
-            let mut r = FileReport::failed(key, &source);
-            r.bytes = n;
-            r.error = Some(format!(
-                "the file is {n} bytes, over this function's limit of {} (QUARRY_INGEST_MAX_BYTES); split the export",
-                self.max_bytes
-            ));
-            self.alarm(&r).await;
-            return r;
+        if let (Some(n), Some(max)) = (size, self.max_bytes) {
+            if n > max {
+                let mut r = FileReport::failed(key, &source);
+                r.bytes = n;
+                r.error = Some(format!(
+                    "the file is {n} bytes, over this function's limit of {max} (QUARRY_INGEST_MAX_BYTES); split the export"
+                ));
+                self.alarm(&r).await;
+                return r;
+            }
         }
-        let path = self
-            .scratch
-            .join(format!("quarry-ingest-{}.json", uuid::Uuid::new_v4()));
-        let report = self.load(bucket, key, &path, mapping, &source).await;
-        let _ = tokio::fs::remove_file(&path).await;
+        let report = self.load(bucket, key, mapping, &source, deadline).await;
         match report.status {
             FileStatus::Loaded | FileStatus::Duplicate => {
                 tracing::info!(key = %key, source = %source, status = ?report.status, records = report.records_read,
@@ -248,18 +260,15 @@ impl Ingest {
         &self,
         bucket: &str,
         key: &str,
-        path: &std::path::Path,
         mapping: Arc<Mapping>,
         source: &str,
+        deadline: Option<Instant>,
     ) -> FileReport {
         let failed = |msg: String| {
             let mut r = FileReport::failed(key, source);
             r.error = Some(msg);
             r
         };
-        if let Err(e) = self.s3.download(bucket, key, path).await {
-            return failed(format!("{e:#}"));
-        }
         let mut client = match self.writer.get().await {
             Ok(c) => c,
             Err(e) => {
@@ -269,11 +278,12 @@ impl Ingest {
                 );
             }
         };
-        let file = path.to_path_buf();
-        let open: Opener = Arc::new(move || {
-            Ok(Box::new(std::fs::File::open(&file)?) as Box<dyn std::io::Read + Send>)
-        });
-        match ingest_file(&mut client, mapping, key, open, None).await {
+        let open = self.s3.opener(bucket, key);
+        let opts = IngestOptions {
+            deadline,
+            ..IngestOptions::default()
+        };
+        match ingest_with(&mut client, mapping, key, open, opts).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), key = %key, "database error during ingest");
@@ -321,8 +331,6 @@ impl Ingest {
         let raw = S3Raw {
             s3: &self.s3,
             bucket,
-            scratch: self.scratch.clone(),
-            written: std::sync::Mutex::new(Vec::new()),
         };
         let mut client = self.writer.get().await.map_err(|e| {
             tracing::error!(error = %e, "no database connection for backfill");
@@ -335,9 +343,6 @@ impl Ingest {
             tracing::info!(key = %f.key, outcome = ?f.outcome, "backfill");
         })
         .await;
-        for p in raw.written.lock().map(|w| w.clone()).unwrap_or_default() {
-            let _ = tokio::fs::remove_file(p).await;
-        }
         match result {
             Ok(report) => Ok(json!({ "backfill": report })),
             Err(e) => {

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod runtime;
 pub mod steps;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -78,33 +79,45 @@ impl S3Store {
         &self.client
     }
 
-    /// Streams an object to a local file (ingest reads uploads this way, so a
-    /// large export never sits in memory).
-    pub async fn download(
-        &self,
-        bucket: &str,
-        key: &str,
-        to: &std::path::Path,
-    ) -> anyhow::Result<u64> {
-        use tokio::io::AsyncWriteExt;
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "reading s3://{bucket}/{key}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                )
+    /// An object as ingest reads it: streamed from S3 each time it is opened
+    /// (once to hash it, once to parse it), never held in memory or written to
+    /// disk, so its size is bounded only by the time a load has. Every read
+    /// after the first is of the same content (`If-Match` with the first read's
+    /// ETag): an upload over the key in between fails the load instead of
+    /// mixing two files. Open it from a blocking thread (ingest does).
+    pub fn opener(&self, bucket: &str, key: &str) -> quarry_db::ingest::Opener {
+        let client = self.client.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        let pinned: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let handle = tokio::runtime::Handle::current();
+        Arc::new(move || {
+            let etag = pinned.lock().ok().and_then(|t| t.clone());
+            let mut req = client.get_object().bucket(&bucket).key(&key);
+            if let Some(t) = &etag {
+                req = req.if_match(t);
+            }
+            let out = handle.block_on(req.send()).map_err(|e| {
+                let changed = e.raw_response().map(|r| r.status().as_u16()) == Some(412);
+                std::io::Error::other(if changed {
+                    format!("s3://{bucket}/{key} was replaced while it was being loaded; the new upload is loaded by its own event")
+                } else {
+                    format!(
+                        "reading s3://{bucket}/{key}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    )
+                })
             })?;
-        let mut body = out.body.into_async_read();
-        let mut file = tokio::fs::File::create(to).await?;
-        let n = tokio::io::copy(&mut body, &mut file).await?;
-        file.flush().await?;
-        Ok(n)
+            if etag.is_none() {
+                if let (Some(t), Ok(mut slot)) = (out.e_tag(), pinned.lock()) {
+                    *slot = Some(t.to_string());
+                }
+            }
+            let body = out.body.into_async_read();
+            Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+                body,
+                handle.clone(),
+            )) as Box<dyn std::io::Read + Send>)
+        })
     }
 }
 

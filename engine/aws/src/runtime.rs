@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::api::{self, Resources};
 use crate::db;
-use crate::ingest::{Ingest, DEFAULT_MAX_BYTES};
+use crate::ingest::Ingest;
 use crate::{S3Store, SnsNotifier};
 
 /// JSON logs (one object per line, as CloudWatch Logs Insights reads them),
@@ -162,10 +162,10 @@ pub async fn ingest(sdk: &aws_config::SdkConfig) -> anyhow::Result<Ingest> {
         ),
     };
     let max_bytes = match std::env::var("QUARRY_INGEST_MAX_BYTES") {
-        Ok(v) => v.parse().with_context(|| {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
             format!("QUARRY_INGEST_MAX_BYTES must be a number of bytes, not `{v}`")
-        })?,
-        Err(_) => DEFAULT_MAX_BYTES,
+        })?),
+        _ => None,
     };
     let alarms: Option<Arc<dyn Notifier>> = if r.alarm_topic_arn.is_empty() {
         None
@@ -190,7 +190,6 @@ pub async fn ingest(sdk: &aws_config::SdkConfig) -> anyhow::Result<Ingest> {
         writer,
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms,
-        scratch: std::env::temp_dir(),
         max_bytes,
     })
 }

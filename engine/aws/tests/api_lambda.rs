@@ -262,8 +262,7 @@ async fn the_walkthrough_with_the_aws_cli() {
             .map(std::sync::Arc::new)
             .collect(),
         alarms: None,
-        scratch: dir.clone(),
-        max_bytes: 50 << 20,
+        max_bytes: None,
     };
     let mut loaded = Vec::new();
     for _ in 0..20 {

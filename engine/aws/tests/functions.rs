@@ -81,8 +81,7 @@ async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
         writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url"), 2),
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms: Some(Arc::new(quarry_aws::SnsNotifier::new(&sdk, &topic_arn))),
-        scratch: std::env::temp_dir(),
-        max_bytes: 50 << 20,
+        max_bytes: None,
     };
 
     // Two uploads in one event, one key with spaces (URL-encoded in the event).
@@ -262,8 +261,7 @@ async fn backfill_event_reapplies_a_fixed_mapping_from_the_raw_bucket() {
         writer: url_pool(&quarry_db::writer_url(&db.url).expect("writer url"), 2),
         mappings,
         alarms: None,
-        scratch: std::env::temp_dir(),
-        max_bytes: 50 << 20,
+        max_bytes: None,
     };
     // Delivered under a mapping that forgot Stripe's minor units.
     let buggy = handler(with_stripe(&|t| {

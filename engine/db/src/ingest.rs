@@ -150,6 +150,10 @@ pub struct IngestOptions {
     /// How long to wait for another run's claim on the same file before
     /// reporting it `InProgress` (default [`DEFAULT_CLAIM_WAIT`]).
     pub claim_wait: Option<std::time::Duration>,
+    /// Give up, keeping nothing, when the load is not done by then (a Lambda
+    /// invocation's end): the file fails with a message instead of the process
+    /// being stopped mid-transaction. The apply statements are bounded by it too.
+    pub deadline: Option<Instant>,
 }
 
 /// Ingests one file with `mapping`. Never panics on bad input: a bad file comes
@@ -183,6 +187,7 @@ pub async fn ingest_with(
         raw_dir,
         supersedes,
         claim_wait,
+        deadline,
     } = opts;
     let started = Instant::now();
     let mut report = FileReport::new(key, &mapping.spec.source);
@@ -229,6 +234,7 @@ pub async fn ingest_with(
             format,
             supersedes,
             raw_dir: raw_dir.map(|d| d.join(&mapping.spec.source)),
+            deadline,
         },
         &sha,
         &mut report,
@@ -237,7 +243,12 @@ pub async fn ingest_with(
     match outcome {
         Ok(()) => report.status = FileStatus::Loaded,
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = if deadline.is_some_and(|d| Instant::now() >= d) {
+                // A statement cancelled by the deadline's timeout says only that.
+                format!("{:#}", out_of_time(started, report.records_read))
+            } else {
+                format!("{e:#}")
+            };
             tracing::warn!(key, error = %msg, "ingest failed; nothing from the file was loaded");
             report.status = FileStatus::Failed;
             report.error = Some(msg.clone());
@@ -342,6 +353,14 @@ impl Drop for HashingReader {
             std::fs::remove_file(&c.tmp).ok();
         }
     }
+}
+
+/// The error of a load that reached its deadline.
+fn out_of_time(started: Instant, records: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the file did not finish loading in the time this run has ({records} records read in {:.1} s); nothing from it was kept. Split the export into smaller files",
+        started.elapsed().as_secs_f64()
+    )
 }
 
 /// The content's sha256 and size.
@@ -526,6 +545,7 @@ struct LoadOptions {
     supersedes: Option<Vec<i64>>,
     /// Keep a raw copy of the file in this folder (the source's).
     raw_dir: Option<PathBuf>,
+    deadline: Option<Instant>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -544,7 +564,9 @@ async fn load(
         format,
         supersedes,
         raw_dir,
+        deadline,
     } = opts;
+    let started = Instant::now();
     // Backfill: rows may be rewritten only where this file wrote them before.
     let mine: Option<Vec<i64>> = supersedes.map(|mut ids| {
         ids.push(file_id);
@@ -749,7 +771,18 @@ async fn load(
     });
 
     let mut copy_error = None;
-    while let Some(chunk) = rxc.recv().await {
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), rxc.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    copy_error = Some(out_of_time(started, report.records_read));
+                    break;
+                }
+            },
+            None => rxc.recv().await,
+        };
+        let Some(chunk) = next else { break };
         let res: Result<()> = async {
             match chunk {
                 Chunk::Read(n) => {
@@ -783,12 +816,27 @@ async fn load(
     drop(rxc);
     let parsed = parser.await.context("the parser thread failed")?;
     if let Some(e) = copy_error {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(e);
+        }
         return Err(e.context("loading into staging"));
     }
     let counts = parsed?;
     report.skipped = counts.skipped;
     report.warnings = counts.warnings;
     report.children_not_delivered = counts.children_not_delivered;
+    if let Some(d) = deadline {
+        // What is left of the time bounds every statement of the apply below.
+        let left = d.saturating_duration_since(Instant::now());
+        if left < std::time::Duration::from_secs(1) {
+            return Err(out_of_time(started, report.records_read));
+        }
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            left.as_millis()
+        ))
+        .await?;
+    }
 
     // One file of a source applies at a time: what is compared below is what is
     // written (parsing and staging above run in parallel with other loads).

@@ -12,7 +12,9 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| {
         let ingest = ingest.clone();
         async move {
-            let out = ingest.handle(ev.payload).await;
+            let deadline =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ev.context.deadline);
+            let out = ingest.handle_by(ev.payload, Some(deadline)).await;
             quarry_aws::emf::flush(metrics);
             out
         }
