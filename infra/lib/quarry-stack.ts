@@ -1,7 +1,8 @@
-import { CfnOutput, Stack, StackProps, Tags } from 'aws-cdk-lib';
+import { Aspects, CfnOutput, Stack, StackProps, Tags } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import { Api, STAGE_NAME } from './api';
+import { CheckovAcknowledgements } from './checkov';
 import { QuarryConfig } from './config';
 import { DATABASE_NAME, Database } from './database';
 import { Ingest } from './ingest';
@@ -47,6 +48,8 @@ export class QuarryStack extends Stack {
     this.azs = config.availabilityZones;
     Tags.of(this).add('project', 'quarry');
     Tags.of(this).add('quarry:prefix', config.prefix);
+    // checkov's findings that are decisions, each with its reason (lib/checkov.ts).
+    Aspects.of(this).add(new CheckovAcknowledgements());
 
     this.network = new Network(this, 'Network', { config });
     this.notifications = new Notifications(this, 'Notifications', { config });

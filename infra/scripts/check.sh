@@ -3,12 +3,15 @@
 # jest suite (resource and security assertions, cdk-nag, local state-machine
 # runs), synthesizes the app without network or AWS credentials (default and
 # dev variants, cdk-nag as a validation plugin, --strict) and runs cfn-lint over
-# every synthesized template. Exits non-zero on any failure.
+# every synthesized template, then checkov over the same templates (every
+# finding either fixed or acknowledged with its reason in lib/checkov.ts).
+# Exits non-zero on any failure.
 #
 # Usage: bash infra/scripts/check.sh        (from anywhere; as root on a fresh machine)
 set -euo pipefail
 
 CFN_LINT_VERSION=1.58.0
+CHECKOV_VERSION=3.3.30
 NODE_MAJOR_MIN=20
 
 INFRA="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +52,15 @@ if [ "$(.venv/bin/cfn-lint --version 2>/dev/null || true)" != "cfn-lint $CFN_LIN
   .venv/bin/pip install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
 .venv/bin/cfn-lint --version
+# checkov, pinned, in a virtualenv of its own (its dependencies pin versions
+# cfn-lint's do not accept).
+if [ "$(.venv-checkov/bin/checkov --version 2>/dev/null || true)" != "$CHECKOV_VERSION" ]; then
+  step "pip install checkov==$CHECKOV_VERSION"
+  rm -rf .venv-checkov
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+echo "checkov $(.venv-checkov/bin/checkov --version)"
 [ "${1:-}" = "--install" ] && exit 0
 
 step "type-check (tsc)"
@@ -98,6 +110,15 @@ templates=(cdk.out/*.template.json "$work"/cdk.out.dev/*.template.json "$work"/c
 # .cfnlintrc.yaml (W3005 ignored, with its reason); any other error or warning fails.
 .venv/bin/cfn-lint "${templates[@]}"
 echo "cfn-lint: no errors or warnings in ${#templates[@]} templates"
+
+step "checkov"
+# Offline (--skip-download: no platform key, so no severities either): any
+# failed check fails the run, whatever its severity; acknowledged ones are
+# listed as skipped with their reasons.
+checkov_args=()
+for t in "${templates[@]}"; do checkov_args+=(-f "$t"); done
+.venv-checkov/bin/checkov "${checkov_args[@]}" --framework cloudformation --skip-download --compact --quiet -o cli
+echo "checkov: no unacknowledged findings in ${#templates[@]} templates"
 
 step "done"
 echo "infra check passed in $(($(date +%s) - START)) s"
