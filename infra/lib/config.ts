@@ -41,6 +41,12 @@ export interface QuarryConfig {
   readonly dbMultiAz: boolean;
   /** Performance Insights on the instance (7 days of history, the free tier). */
   readonly dbPerformanceInsights: boolean;
+  /**
+   * RDS Proxy between the writer/reader functions and the database: pooled
+   * connections for many concurrent Lambda containers (the migrations connect
+   * directly, as the owner).
+   */
+  readonly dbProxy: boolean;
   /** Alarm threshold on DatabaseConnections. */
   readonly dbConnectionsAlarm: number;
   readonly secretRotationDays: number;
@@ -86,6 +92,7 @@ export const DEFAULTS = {
   dbBackupRetentionDays: 7,
   dbMultiAz: false,
   dbPerformanceInsights: false,
+  dbProxy: false,
   dbConnectionsAlarm: 60,
   secretRotationDays: 30,
   rawInfrequentAccessDays: 30,
@@ -257,6 +264,7 @@ export function loadConfig(node: Node): QuarryConfig {
     dbBackupRetentionDays: int('dbBackupRetentionDays', ctx('dbBackupRetentionDays'), DEFAULTS.dbBackupRetentionDays, 1, 35),
     dbMultiAz: bool('dbMultiAz', ctx('dbMultiAz'), DEFAULTS.dbMultiAz),
     dbPerformanceInsights: bool('dbPerformanceInsights', ctx('dbPerformanceInsights'), DEFAULTS.dbPerformanceInsights),
+    dbProxy: bool('dbProxy', ctx('dbProxy'), DEFAULTS.dbProxy),
     dbConnectionsAlarm: int('dbConnectionsAlarm', ctx('dbConnectionsAlarm'), DEFAULTS.dbConnectionsAlarm, 1, 100000),
     secretRotationDays: int('secretRotationDays', ctx('secretRotationDays'), DEFAULTS.secretRotationDays, 1, 365),
     rawInfrequentAccessDays,

@@ -52,6 +52,8 @@ export class Database extends Construct {
   readonly rotations: secretsmanager.RotationSchedule[] = [];
   /** The hosted rotation functions' names (`<prefix>-rotate-db-<role>`). */
   readonly rotationFunctionNames: string[] = [];
+  /** RDS Proxy for the writer and reader roles (`dbProxy`), else undefined. */
+  readonly proxy?: rds.DatabaseProxy;
 
   constructor(scope: Construct, id: string, props: DatabaseProps) {
     super(scope, id);
@@ -170,6 +172,34 @@ export class Database extends Construct {
       );
     }
 
+    if (config.dbProxy) {
+      // Pooled connections for the writer and reader functions: many Lambda
+      // containers share the proxy's connections to the instance, and a
+      // failover or a rotated password is absorbed by the proxy. TLS is required
+      // on both sides; the owner (migrations) keeps connecting directly.
+      const proxySg = new ec2.SecurityGroup(this, 'ProxySg', {
+        vpc: network.vpc,
+        description: 'RDS Proxy: 5432 from the Quarry functions, 5432 to PostgreSQL',
+        allowAllOutbound: false,
+      });
+      this.allowFrom(proxySg);
+      this.proxy = new rds.DatabaseProxy(this, 'Proxy', {
+        dbProxyName: `${config.prefix}-db-proxy`,
+        proxyTarget: rds.ProxyTarget.fromInstance(this.instance),
+        secrets: [writer, reader],
+        vpc: network.vpc,
+        vpcSubnets: network.databaseSubnets,
+        securityGroups: [proxySg],
+        requireTLS: true,
+        iamAuth: false,
+        // A function waits at most this long for a pooled connection, well under
+        // the API's 25 s budget.
+        borrowTimeout: Duration.seconds(10),
+        maxConnectionsPercent: 90,
+        idleClientTimeout: Duration.minutes(30),
+      });
+    }
+
     acknowledge(
       this.instance,
       'AwsSolutions-RDS11',
@@ -199,9 +229,17 @@ export class Database extends Construct {
   /**
    * Lets a function reach PostgreSQL and read the secrets of `roles` (GetSecretValue
    * on those secret ARNs only), and sets QUARRY_DB_SECRET_<ROLE>_ARN for each.
+   * With the proxy, functions without the owner role reach the proxy instead
+   * (QUARRY_DB_HOST is its endpoint) and have no rule to the instance itself.
    */
   connect(fn: QuarryFunction, roles: DbRole[]): void {
-    this.allowFrom(fn.securityGroup);
+    if (this.proxy && !roles.includes('owner')) {
+      // Through the proxy (its endpoint overrides the host in the secrets).
+      this.proxy.connections.allowFrom(fn.securityGroup, ec2.Port.tcp(DATABASE_PORT), 'PostgreSQL (RDS Proxy) from a Quarry function');
+      fn.function.addEnvironment('QUARRY_DB_HOST', this.proxy.endpoint);
+    } else {
+      this.allowFrom(fn.securityGroup);
+    }
     for (const role of roles) {
       const title = role[0].toUpperCase() + role.slice(1);
       fn.allow(`Read${title}DbSecret`, ['secretsmanager:GetSecretValue'], [this.secrets[role].secretArn]);

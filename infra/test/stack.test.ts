@@ -229,6 +229,50 @@ describe('database', () => {
     for (const st of statements) expect(json(st.Resource)).not.toBe('"*"');
   });
 
+  test('no RDS Proxy unless dbProxy is set', () => {
+    template.resourceCountIs('AWS::RDS::DBProxy', 0);
+    for (const fn of [prod.stack.api.fn, prod.stack.ingest.fn, prod.stack.jobs.fn]) {
+      const env = resourcesOf(template, 'AWS::Lambda::Function').find(([id]) => id === idOf(stack, fn.function))![1]
+        .Properties.Environment.Variables;
+      expect(env.QUARRY_DB_HOST).toEqual(getAtt(idOf(stack, prod.stack.database.instance), 'Endpoint.Address'));
+    }
+  });
+
+  test('dbProxy: the writer and reader functions reach PostgreSQL only through a TLS-only proxy; the migrations go direct', () => {
+    const withProxy = synthesize({ dbProxy: 'true' });
+    const t = withProxy.template;
+    const s = withProxy.stack;
+    const proxy = s.database.proxy!;
+    expect(proxy).toBeDefined();
+    const [proxyId, p] = resourcesOf(t, 'AWS::RDS::DBProxy')[0];
+    expect(p.Properties).toMatchObject({ EngineFamily: 'POSTGRESQL', RequireTLS: true, DBProxyName: 'quarry-db-proxy' });
+    // The proxy logs in with the writer and reader secrets, never the owner's.
+    const secrets = json(p.Properties.Auth.map((a: { SecretArn: unknown }) => a.SecretArn));
+    expect(secrets).toContain('WriterSecret');
+    expect(secrets).toContain('ReaderSecret');
+    expect(secrets).not.toContain('InstanceSecret');
+    expect(p.Properties.Auth.every((a: { IAMAuth: string }) => a.IAMAuth === 'DISABLED')).toBe(true);
+
+    const envOf = (fn: QuarryFunction) =>
+      resourcesOf(t, 'AWS::Lambda::Function').find(([id]) => id === idOf(s, fn.function))![1].Properties.Environment.Variables;
+    for (const fn of [s.api.fn, s.ingest.fn, s.jobs.fn]) {
+      expect(envOf(fn).QUARRY_DB_HOST).toEqual(getAtt(proxyId, 'Endpoint'));
+    }
+    expect(envOf(s.migrations.fn).QUARRY_DB_HOST).toEqual(getAtt(idOf(s, s.database.instance), 'Endpoint.Address'));
+
+    // 5432 on the instance: the proxy, the migrations and the rotations only.
+    const ingressTo = (sg: string) =>
+      resourcesOf(t, 'AWS::EC2::SecurityGroupIngress')
+        .filter(([, r]) => json(r.Properties.GroupId) === json(getAtt(sg, 'GroupId')))
+        .map(([, r]) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0])
+        .sort();
+    const proxySg = idOf(s, proxy.connections.securityGroups[0]);
+    expect(ingressTo(idOf(s, s.database.securityGroup))).toEqual(
+      [proxy.connections.securityGroups[0], s.migrations.fn.securityGroup, s.database.rotationSecurityGroup].map((g) => idOf(s, g)).sort(),
+    );
+    expect(ingressTo(proxySg)).toEqual([s.api.fn.securityGroup, s.ingest.fn.securityGroup, s.jobs.fn.securityGroup].map((g) => idOf(s, g)).sort());
+  });
+
   test('a failed first deploy leaves nothing behind: stateful resources are kept except when their creation rolls back', () => {
     const named = [
       ...resourcesOf(template, 'AWS::Logs::LogGroup'),

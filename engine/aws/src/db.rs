@@ -170,6 +170,9 @@ impl Tls {
         if roots.is_empty() {
             bail!("{} holds no certificates", ca.display());
         }
+        // RDS Proxy (`dbProxy`) presents an ACM certificate, which chains to
+        // Amazon Trust Services' roots rather than to the RDS bundle.
+        roots.extend(amazon_trust_roots());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -180,6 +183,17 @@ impl Tls {
             tokio_postgres_rustls::MakeRustlsConnect::new(config),
         ))
     }
+}
+
+/// Amazon Root CA 1 to 4 from Mozilla's root set (`webpki-roots`): the roots of
+/// the ACM certificates RDS Proxy endpoints present. Only these four are taken,
+/// so a database connection trusts AWS's CAs and nobody else's.
+pub fn amazon_trust_roots() -> Vec<rustls_pki_types::TrustAnchor<'static>> {
+    webpki_roots::TLS_SERVER_ROOTS
+        .iter()
+        .filter(|a| a.subject.windows(14).any(|w| w == b"Amazon Root CA"))
+        .cloned()
+        .collect()
 }
 
 /// Host, port and database name (`QUARRY_DB_HOST`, `QUARRY_DB_PORT`,
@@ -402,4 +416,32 @@ pub fn connector_from_env(sdk: &aws_config::SdkConfig, role: &str) -> anyhow::Re
         });
     }
     bail!("no database login for the {role} role: set QUARRY_DB_SECRET_{role}_ARN (the CDK stack does) or QUARRY_{role}_URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amazon_trust_roots;
+
+    #[test]
+    fn the_proxy_roots_are_amazon_root_ca_1_to_4_and_nothing_else() {
+        let roots = amazon_trust_roots();
+        let mut names: Vec<String> = roots
+            .iter()
+            .map(|a| {
+                let s = String::from_utf8_lossy(&a.subject);
+                let at = s.find("Amazon Root CA").expect("an Amazon root");
+                s[at..at + 16].to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "Amazon Root CA 1",
+                "Amazon Root CA 2",
+                "Amazon Root CA 3",
+                "Amazon Root CA 4"
+            ]
+        );
+    }
 }
