@@ -153,3 +153,83 @@ after=$(psql "$db_url" -Atc "SELECT version FROM canonical.data_version")
 [ "$before" = "$after" ] || { log "a load that ran out of time changed the data version ($before -> $after)"; exit 1; }
 status=$(psql "$db_url" -Atc "SELECT status FROM quarry.ingest_files WHERE object_key = 'crm-data/too-slow.json'")
 [ "$status" = failed ] || { log "the ledger says '$status' for the load that ran out of time, not failed"; exit 1; }
+
+# Hand-off: a file over QUARRY_INGEST_TASK_OVER_BYTES goes to an ECS task (moto
+# records it; the task's own run is the same bootstrap in task mode, below), and
+# a task that stops without reporting raises the alarm.
+vpc=$(aws ec2 create-vpc --cidr-block 10.9.0.0/16 --query Vpc.VpcId --output text)
+aws ec2 modify-vpc-attribute --vpc-id "$vpc" --enable-dns-hostnames '{"Value":true}'
+subnet=$(aws ec2 create-subnet --vpc-id "$vpc" --cidr-block 10.9.1.0/24 --query Subnet.SubnetId --output text)
+task_sg=$(aws ec2 create-security-group --group-name quarry-ingest-task --description "ingest task" \
+    --vpc-id "$vpc" --query GroupId --output text)
+aws ecs create-cluster --cluster-name quarry-ingest >/dev/null
+task_def=$(aws ecs register-task-definition --family quarry-ingest --requires-compatibilities FARGATE \
+    --network-mode awsvpc --cpu 1024 --memory 2048 \
+    --container-definitions '[{"name":"ingest","image":"quarry-ingest","essential":true,"memoryReservation":2048}]' \
+    --query taskDefinition.taskDefinitionArn --output text)
+alarm_topic=$(aws sns create-topic --name quarry-alarms --query TopicArn --output text)
+alarm_queue=$(aws sqs --endpoint-url "$AWS_ENDPOINT_URL" create-queue --queue-name quarry-alarms --query QueueUrl --output text)
+aws sns subscribe --topic-arn "$alarm_topic" --protocol sqs \
+    --notification-endpoint "arn:aws:sqs:us-east-1:123456789012:quarry-alarms" >/dev/null
+# moto's ECS answers carry numbers where the API has strings; the shim fixes them.
+ecs_port=$(free_port)
+python3 scripts/moto-ecs-shim.py "$ecs_port" "$AWS_ENDPOINT_URL" &
+ecs_pid=$!
+wait_port "$ecs_port"
+task_bridge_port=$(free_port)
+AWS_ENDPOINT_URL_ECS="http://127.0.0.1:$ecs_port" \
+QUARRY_INGEST_TASK_CLUSTER=quarry-ingest QUARRY_INGEST_TASK_DEFINITION="$task_def" \
+QUARRY_INGEST_TASK_CONTAINER=ingest QUARRY_INGEST_TASK_SUBNETS="$subnet" \
+QUARRY_INGEST_TASK_SECURITY_GROUPS="$task_sg" QUARRY_INGEST_TASK_OVER_BYTES=$((2 * scratch_limit)) \
+QUARRY_ALARM_TOPIC_ARN="$alarm_topic" \
+    python3 scripts/lambda-invoke-bridge.py "$task_bridge_port" \
+    quarry-ingest-handoff=target/debug/quarry-ingest >"$work/task-bridge.log" 2>&1 &
+task_bridge_pid=$!
+trap 'kill $task_bridge_pid $ecs_pid 2>/dev/null; cleanup' EXIT
+wait_port "$task_bridge_port"
+bridge_port=$task_bridge_port
+
+aws s3 cp --quiet "$big" s3://quarry-raw/crm-data/handed-off.json
+error=$(invoke quarry-ingest-handoff "$(s3_event crm-data/handed-off.json "$size")" "$work/handoff.json")
+task_arn=$(python3 - "$work/handoff.json" "$error" <<'PY'
+import json, sys
+out, error = json.load(open(sys.argv[1])), sys.argv[2]
+if error not in ("", "None"):
+    sys.exit(f"quarry-ingest failed ({error}): {out}")
+f = out["files"][0]
+assert f["status"] == "handed_off" and f["handed_to"].startswith("arn:aws:ecs:"), f
+print(f["handed_to"])
+PY
+)
+object=$(aws ecs describe-tasks --cluster quarry-ingest --tasks "$task_arn" \
+    --query 'tasks[0].overrides.containerOverrides[0].environment[?name==`QUARRY_INGEST_OBJECT`].value' --output text)
+[ "$object" = s3://quarry-raw/crm-data/handed-off.json ] || { log "the ingest task was started for '$object'"; exit 1; }
+[ "$(psql "$db_url" -Atc "SELECT count(*) FROM quarry.ingest_files WHERE object_key = 'crm-data/handed-off.json'")" = 0 ] \
+    || { log "the function loaded a file it handed off"; exit 1; }
+# The task as ECS runs it: the same bootstrap with the object in its environment.
+QUARRY_INGEST_OBJECT="$object" QUARRY_ALARM_TOPIC_ARN="$alarm_topic" target/debug/quarry-ingest >"$work/task.log" 2>&1 \
+    || { log "the ingest task failed ($?)"; tail -5 "$work/task.log"; exit 1; }
+status=$(psql "$db_url" -Atc "SELECT status FROM quarry.ingest_files WHERE object_key = 'crm-data/handed-off.json'")
+[ "$status" = loaded ] || { log "after its task the handed-off file is '$status', not loaded"; exit 1; }
+echo "ingest: a $size-byte file over the hand-off size was loaded by its ECS task ($task_arn)"
+
+# ECS says the task stopped: killed (137) raises the alarm naming the object;
+# a task that exited 0 reported itself and raises nothing.
+stopped() { # EXIT_CODE
+    printf '{"version":"0","detail-type":"ECS Task State Change","source":"aws.ecs","detail":{"taskArn":"%s","lastStatus":"STOPPED","stoppedReason":"OutOfMemoryError: Container killed due to memory usage","containers":[{"name":"ingest","exitCode":%s}],"overrides":{"containerOverrides":[{"name":"ingest","environment":[{"name":"QUARRY_INGEST_OBJECT","value":"%s"}]}]}}}' \
+        "$task_arn" "$1" "$object"
+}
+invoke quarry-ingest-handoff "$(stopped 0)" "$work/stopped0.json" >/dev/null
+invoke quarry-ingest-handoff "$(stopped 137)" "$work/stopped137.json" >/dev/null
+aws sqs --endpoint-url "$AWS_ENDPOINT_URL" receive-message --queue-url "$alarm_queue" --max-number-of-messages 10 --wait-time-seconds 2 >"$work/alarms.json"
+python3 - "$work/stopped0.json" "$work/stopped137.json" "$work/alarms.json" "$object" <<'PY'
+import json, sys
+ok, killed, alarms = (json.load(open(p)) for p in sys.argv[1:4])
+obj = sys.argv[4]
+assert ok["alarm"] is False, ok
+assert killed["alarm"] is True and obj in killed["message"] and "exit code 137" in killed["message"], killed
+bodies = [json.loads(m["Body"])["Message"] for m in alarms.get("Messages", [])]
+assert len(bodies) == 1, bodies
+assert obj in bodies[0] and "stopped without finishing" in bodies[0] and "--metadata-directive REPLACE" in bodies[0], bodies
+print("ingest: a task that stopped without reporting raised one alarm naming", obj)
+PY

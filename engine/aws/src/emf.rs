@@ -51,6 +51,7 @@ pub fn ingest(reports: &[FileReport]) {
             FileStatus::InProgress => "in_progress",
             FileStatus::Failed => "failed",
             FileStatus::Skipped => "skipped",
+            FileStatus::HandedOff => "handed_off",
         };
         metrics::counter!("quarry_ingest_files_total", "status" => status).increment(1);
         if r.status == FileStatus::Loaded {

@@ -4,7 +4,9 @@
 //! invocation's time); the ingest ledger makes a repeated delivery a no-op. A
 //! file that cannot finish before the invocation ends fails cleanly, with
 //! nothing kept and a message saying to split it, a little before Lambda would
-//! stop the process.
+//! stop the process. With `QUARRY_INGEST_TASK_*` set (the stack's `ingestTask`),
+//! objects over a size are handed to an ECS task instead (`handoff`), which
+//! runs this same code with no time limit.
 //!
 //! The same function applies a fixed mapping to the files already delivered:
 //! `{"backfill": {"source": "stripe", "since": "2024-06-01", "bucket": "..."}}`,
@@ -31,6 +33,7 @@ use quarry_db::ingest::{ingest_with, FileReport, FileStatus, IngestOptions, Open
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::handoff::{self, IngestTask, StoppedTask};
 use crate::S3Store;
 
 /// Time kept back from the invocation's deadline: enough to roll the load back,
@@ -48,6 +51,8 @@ pub struct Ingest {
     /// Refuse objects larger than this (`QUARRY_INGEST_MAX_BYTES`); none by
     /// default, as nothing is written to disk.
     pub max_bytes: Option<u64>,
+    /// Where files over its size go (an ECS task), if anywhere.
+    pub handoff: Option<IngestTask>,
 }
 
 /// The parts of an S3 event notification the function reads (S3's documented
@@ -163,6 +168,9 @@ impl Ingest {
         if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
             return Ok(json!({ "files": [] }));
         }
+        if let Some(stopped) = handoff::stopped_task(&event) {
+            return Ok(self.task_stopped(stopped).await);
+        }
         if let Some(req) = event.get("backfill") {
             let req: BackfillRequest = serde_json::from_value(req.clone()).map_err(|e| Diagnostic {
                 error_type: "Quarry.BadEvent".into(),
@@ -185,9 +193,12 @@ impl Ingest {
                 continue;
             }
             let size = record.s3.object.size;
-            let report = self.one(&bucket, &key, size, deadline).await;
+            let report = self.one(&bucket, &key, size, deadline, true).await;
             match report.status {
-                FileStatus::Loaded | FileStatus::Duplicate | FileStatus::Skipped => {}
+                FileStatus::Loaded
+                | FileStatus::Duplicate
+                | FileStatus::Skipped
+                | FileStatus::HandedOff => {}
                 FileStatus::InProgress => problems.push(format!(
                     "s3://{bucket}/{key} is being loaded by another invocation; retry later"
                 )),
@@ -216,6 +227,7 @@ impl Ingest {
         key: &str,
         size: Option<u64>,
         deadline: Option<Instant>,
+        may_hand_off: bool,
     ) -> FileReport {
         let Some(mapping) = self.mappings.iter().find(|m| m.matches_key(key)).cloned() else {
             let mut r = FileReport::failed(key, "");
@@ -237,6 +249,27 @@ impl Ingest {
                 return r;
             }
         }
+        if let (true, Some(task), Some(n)) = (may_hand_off, &self.handoff, size) {
+            if n > task.over_bytes {
+                let mut r = FileReport::failed(key, &source);
+                r.bytes = n;
+                match task.start(bucket, key, n).await {
+                    Ok(arn) => {
+                        tracing::info!(key = %key, bytes = n, task = %arn, "file handed to an ingest task");
+                        r.status = FileStatus::HandedOff;
+                        r.handed_to = Some(arn);
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %key, error = %format!("{e:#}"), "could not start the ingest task");
+                        r.error = Some(format!(
+                            "the file is over {} bytes and goes to an ingest task, which could not be started; the event will be retried",
+                            task.over_bytes
+                        ));
+                    }
+                }
+                return r;
+            }
+        }
         let report = self.load(bucket, key, mapping, &source, deadline).await;
         match report.status {
             FileStatus::Loaded | FileStatus::Duplicate => {
@@ -248,6 +281,7 @@ impl Ingest {
                 tracing::warn!(key = %key, "file is being loaded elsewhere")
             }
             FileStatus::Skipped => tracing::info!(key = %key, "no mapping claims the file"),
+            FileStatus::HandedOff => {}
             FileStatus::Failed => {
                 tracing::error!(key = %key, error = report.error.as_deref().unwrap_or(""), "file failed");
                 self.alarm(&report).await;
@@ -353,6 +387,51 @@ impl Ingest {
                 })
             }
         }
+    }
+
+    /// Task mode (`QUARRY_INGEST_OBJECT`, an ECS task): loads the one object with
+    /// no deadline and returns the process's exit code ([`handoff::EXIT_LOADED`]
+    /// and the others), after logging the report.
+    pub async fn run_task(&self, object: &str) -> i32 {
+        let Some((bucket, key)) = handoff::parse_object(object) else {
+            tracing::error!(object, "{} must be s3://bucket/key", handoff::OBJECT_ENV);
+            return handoff::EXIT_BAD_OBJECT;
+        };
+        let report = self.one(&bucket, &key, None, None, false).await;
+        crate::emf::ingest(std::slice::from_ref(&report));
+        match report.status {
+            FileStatus::Loaded | FileStatus::Duplicate => handoff::EXIT_LOADED,
+            FileStatus::InProgress => handoff::EXIT_IN_PROGRESS,
+            // `one` marked the ledger and raised the alarm.
+            FileStatus::Failed | FileStatus::Skipped | FileStatus::HandedOff => {
+                handoff::EXIT_FAILED_REPORTED
+            }
+        }
+    }
+
+    /// An ingest task stopped: nothing to do when it reported itself (loaded,
+    /// failed and alarmed, in progress elsewhere); otherwise (killed, never
+    /// started, crashed) the alarm is raised here.
+    async fn task_stopped(&self, t: StoppedTask) -> Value {
+        if !t.unreported() {
+            return json!({ "task": t.task_arn, "exit_code": t.exit_code, "alarm": false });
+        }
+        let object = t
+            .object
+            .as_deref()
+            .unwrap_or("(an object the event does not name)");
+        let exit = t
+            .exit_code
+            .map_or_else(|| "it never ran".to_string(), |c| format!("exit code {c}"));
+        let message = format!(
+            "{object} did not load: its ingest task {} stopped without finishing ({exit}: {}). Nothing from an unfinished load is kept; to try again, copy the object onto itself (aws s3 cp {object} {object} --metadata-directive REPLACE)",
+            t.task_arn, t.reason
+        );
+        tracing::error!(task = %t.task_arn, object, exit_code = ?t.exit_code, reason = %t.reason, "ingest task stopped without finishing");
+        let mut r = FileReport::failed(object, "");
+        r.error = Some(message.clone());
+        self.alarm(&r).await;
+        json!({ "task": t.task_arn, "exit_code": t.exit_code, "alarm": true, "message": message })
     }
 
     async fn alarm(&self, r: &FileReport) {

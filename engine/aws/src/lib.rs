@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod db;
 pub mod emf;
+pub mod handoff;
 pub mod ingest;
 pub mod runtime;
 pub mod steps;

@@ -191,6 +191,7 @@ pub async fn ingest(sdk: &aws_config::SdkConfig) -> anyhow::Result<Ingest> {
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms,
         max_bytes,
+        handoff: crate::handoff::IngestTask::from_env(sdk)?,
     })
 }
 

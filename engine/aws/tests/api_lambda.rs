@@ -263,6 +263,7 @@ async fn the_walkthrough_with_the_aws_cli() {
             .collect(),
         alarms: None,
         max_bytes: None,
+        handoff: None,
     };
     let mut loaded = Vec::new();
     for _ in 0..20 {

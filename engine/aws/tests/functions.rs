@@ -82,6 +82,7 @@ async fn ingest_handler_loads_s3_uploads_once_and_fails_bad_files_loudly() {
         mappings: mappings.into_iter().map(Arc::new).collect(),
         alarms: Some(Arc::new(quarry_aws::SnsNotifier::new(&sdk, &topic_arn))),
         max_bytes: None,
+        handoff: None,
     };
 
     // Two uploads in one event, one key with spaces (URL-encoded in the event).
@@ -262,6 +263,7 @@ async fn backfill_event_reapplies_a_fixed_mapping_from_the_raw_bucket() {
         mappings,
         alarms: None,
         max_bytes: None,
+        handoff: None,
     };
     // Delivered under a mapping that forgot Stripe's minor units.
     let buggy = handler(with_stripe(&|t| {

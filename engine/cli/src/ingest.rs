@@ -302,6 +302,7 @@ fn print_report(r: &FileReport) {
         FileStatus::Duplicate => "duplicate",
         FileStatus::InProgress => "in progress elsewhere",
         FileStatus::Skipped => "skipped",
+        FileStatus::HandedOff => "handed off",
     };
     let counted = |m: &std::collections::BTreeMap<String, u64>| {
         let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();

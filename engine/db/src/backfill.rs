@@ -140,9 +140,10 @@ pub async fn backfill(
                             report.rows_added += r.inserted;
                         }
                         FileStatus::Duplicate => report.already_applied += 1,
-                        FileStatus::Failed | FileStatus::InProgress | FileStatus::Skipped => {
-                            report.failed += 1
-                        }
+                        FileStatus::Failed
+                        | FileStatus::InProgress
+                        | FileStatus::Skipped
+                        | FileStatus::HandedOff => report.failed += 1,
                     }
                     BackfillOutcome::Applied {
                         report: Box::new(r),

@@ -53,6 +53,9 @@ pub enum FileStatus {
     InProgress,
     /// No mapping claims the file's key: nothing done (`quarry ingest` on a folder).
     Skipped,
+    /// Too large to load within this process's time: handed to a process with
+    /// no time limit (`handed_to` names it: the ECS ingest task on AWS).
+    HandedOff,
 }
 
 /// The per-file report `quarry ingest` prints.
@@ -80,6 +83,9 @@ pub struct FileReport {
     pub children_not_delivered: u64,
     pub error: Option<String>,
     pub elapsed_ms: u64,
+    /// Where a file `HandedOff` went (an ECS task ARN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_to: Option<String>,
 }
 
 impl FileReport {
@@ -114,6 +120,7 @@ impl FileReport {
             children_not_delivered: 0,
             error: None,
             elapsed_ms: 0,
+            handed_to: None,
         }
     }
     pub fn quarantined_total(&self) -> u64 {
