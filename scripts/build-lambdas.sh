@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the four Lambda functions as arm64 zips for provided.al2023:
 #   target/lambda/{quarry-api,quarry-ingest,quarry-jobs,quarry-migrate}/bootstrap.zip
+# and the ingest task's image context target/lambda/quarry-ingest-task/,
 # each holding the bootstrap binary, the query packs (queries/), the mappings
 # (mappings/) and the RDS certificate bundle (rds-ca.pem) the database TLS is
 # verified against. Installs cargo-lambda (with zig, from PyPI) when missing.
@@ -35,7 +36,9 @@ log "RDS CA bundle: $(grep -c 'BEGIN CERTIFICATE' "$assets/rds-ca.pem") certific
 
 arch=--arm64
 [ "${LAMBDA_TARGET:-arm64}" = x86_64 ] && arch=--x86-64
-cargo lambda build --release "$arch" --output-format zip -p quarry-aws \
+# The size-first `lambda` profile (Cargo.toml: opt-level s, fat LTO, one codegen
+# unit, symbols stripped); LAMBDA_PROFILE=release for the faster-building one.
+cargo lambda build --profile "${LAMBDA_PROFILE:-lambda}" "$arch" --output-format zip -p quarry-aws \
     --bin quarry-api --bin quarry-ingest --bin quarry-jobs --bin quarry-migrate \
     --include queries --include mappings
 
@@ -53,6 +56,14 @@ if not present:
         z.write(pem, "rds-ca.pem")
 PY
 done
+# The ingest task's image context (infra -c ingestTask=true): the ingest bundle
+# unpacked beside infra/ingest-task/Dockerfile.
+task=${CARGO_TARGET_DIR:-target}/lambda/quarry-ingest-task
+rm -rf "$task" && mkdir -p "$task/bundle"
+cp infra/ingest-task/Dockerfile "$task/"
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "${CARGO_TARGET_DIR:-target}/lambda/quarry-ingest/bootstrap.zip" "$task/bundle"
+chmod 755 "$task/bundle/bootstrap"
 for f in quarry-api quarry-ingest quarry-jobs quarry-migrate; do
     z=${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap.zip
     printf '%-16s %8s bytes zipped  (%s)\n' "$f" "$(stat -c %s "$z")" "$z"

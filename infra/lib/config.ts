@@ -32,6 +32,14 @@ export interface QuarryConfig {
   readonly ingestPrefixes: string[];
   /** Reserved concurrency of the ingest function; `undefined` = unreserved. */
   readonly ingestReservedConcurrency?: number;
+  /**
+   * An ECS Fargate task for files too large for one 15-minute invocation (the
+   * same bootstrap in task mode); adds a cluster and the ECS, ECR and Logs
+   * interface endpoints the task and the hand-off need.
+   */
+  readonly ingestTask: boolean;
+  /** Files over this many bytes go to the ingest task (with `ingestTask`). */
+  readonly ingestTaskOverBytes: number;
   readonly dbInstanceClass: string;
   /** PostgreSQL engine version (major.minor); minor upgrades are automatic. */
   readonly dbEngineVersion: string;
@@ -85,6 +93,8 @@ export const DEFAULTS = {
   dev: false,
   ingestPrefixes: ['crm-data/', 'erp-data/', 'shop-data/', 'stripe-data/'],
   ingestReservedConcurrency: 5,
+  ingestTask: false,
+  ingestTaskOverBytes: 1024 * 1024 * 1024,
   dbInstanceClass: 't4g.micro',
   dbEngineVersion: '17.9',
   dbAllocatedStorageGiB: 20,
@@ -257,6 +267,8 @@ export function loadConfig(node: Node): QuarryConfig {
     jobsEmail: email('jobsEmail', ctx('jobsEmail')),
     ingestPrefixes,
     ingestReservedConcurrency,
+    ingestTask: bool('ingestTask', ctx('ingestTask'), DEFAULTS.ingestTask),
+    ingestTaskOverBytes: int('ingestTaskOverBytes', ctx('ingestTaskOverBytes'), DEFAULTS.ingestTaskOverBytes, 1, Number.MAX_SAFE_INTEGER),
     dbInstanceClass: str('dbInstanceClass', ctx('dbInstanceClass')) ?? DEFAULTS.dbInstanceClass,
     dbEngineVersion,
     dbAllocatedStorageGiB: allocated,
@@ -296,6 +308,18 @@ export function lambdaZip(config: QuarryConfig, fn: FunctionName, exists: (p: st
     );
   }
   return zip;
+}
+
+/** The ingest task's image context `<lambdaDir>/quarry-ingest-task` (Dockerfile and the unpacked ingest bundle). */
+export function ingestTaskImageDir(config: QuarryConfig, exists: (p: string) => boolean): string {
+  const dir = path.join(config.lambdaDir, 'quarry-ingest-task');
+  if (!exists(path.join(dir, 'Dockerfile'))) {
+    throw new Error(
+      `missing the ingest task's image context ${dir}: \`scripts/build-lambdas.sh\` writes it beside the zips ` +
+        '(or leave -c ingestTask=false)',
+    );
+  }
+  return dir;
 }
 
 /**

@@ -5,7 +5,7 @@ import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct, IDependable } from 'constructs';
 import { keepPolicy, QuarryConfig } from './config';
-import { QuarryFunction } from './function';
+import { QuarryWorkload } from './function';
 import { acknowledge } from './nag';
 import { Network } from './network';
 
@@ -232,18 +232,18 @@ export class Database extends Construct {
    * With the proxy, functions without the owner role reach the proxy instead
    * (QUARRY_DB_HOST is its endpoint) and have no rule to the instance itself.
    */
-  connect(fn: QuarryFunction, roles: DbRole[]): void {
+  connect(fn: QuarryWorkload, roles: DbRole[]): void {
     if (this.proxy && !roles.includes('owner')) {
       // Through the proxy (its endpoint overrides the host in the secrets).
       this.proxy.connections.allowFrom(fn.securityGroup, ec2.Port.tcp(DATABASE_PORT), 'PostgreSQL (RDS Proxy) from a Quarry function');
-      fn.function.addEnvironment('QUARRY_DB_HOST', this.proxy.endpoint);
+      fn.addEnvironment('QUARRY_DB_HOST', this.proxy.endpoint);
     } else {
       this.allowFrom(fn.securityGroup);
     }
     for (const role of roles) {
       const title = role[0].toUpperCase() + role.slice(1);
       fn.allow(`Read${title}DbSecret`, ['secretsmanager:GetSecretValue'], [this.secrets[role].secretArn]);
-      fn.function.addEnvironment(`QUARRY_DB_SECRET_${role.toUpperCase()}_ARN`, this.secrets[role].secretArn);
+      fn.addEnvironment(`QUARRY_DB_SECRET_${role.toUpperCase()}_ARN`, this.secrets[role].secretArn);
     }
   }
 

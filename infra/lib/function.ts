@@ -28,7 +28,18 @@ export interface QuarryFunctionProps {
  * (write to its own log group, manage its VPC interfaces, X-Ray); each construct
  * that hands the function a resource adds a statement naming that resource.
  */
-export class QuarryFunction extends Construct {
+/**
+ * What runs Quarry code with a role and a security group: a Lambda function
+ * (QuarryFunction) or the ingest ECS task. Grants and settings go through it.
+ */
+export interface QuarryWorkload {
+  readonly securityGroup: ec2.ISecurityGroup;
+  /** Adds a statement to the workload's own role policy. */
+  allow(sid: string, actions: string[], resources: string[]): void;
+  addEnvironment(name: string, value: string): void;
+}
+
+export class QuarryFunction extends Construct implements QuarryWorkload {
   readonly function: lambda.Function;
   readonly role: iam.Role;
   readonly securityGroup: ec2.SecurityGroup;
@@ -120,5 +131,9 @@ export class QuarryFunction extends Construct {
   /** Adds a statement to the function's own policy. */
   allow(sid: string, actions: string[], resources: string[]): void {
     this.role.addToPolicy(new iam.PolicyStatement({ sid, actions, resources }));
+  }
+
+  addEnvironment(name: string, value: string): void {
+    this.function.addEnvironment(name, value);
   }
 }

@@ -7,6 +7,7 @@ import { Construct } from 'constructs';
 import { QuarryConfig } from './config';
 import { Database } from './database';
 import { QuarryFunction } from './function';
+import { IngestTask } from './ingest-task';
 import { acknowledge, acknowledgeFindings } from './nag';
 import { Network } from './network';
 import { Notifications } from './notifications';
@@ -34,6 +35,8 @@ export const INGEST_RETRY_ATTEMPTS = 2;
 export class Ingest extends Construct {
   readonly fn: QuarryFunction;
   readonly failureQueue: sqs.Queue;
+  /** The ECS task for files too large for one invocation (`ingestTask`). */
+  readonly task?: IngestTask;
 
   constructor(scope: Construct, id: string, props: IngestProps) {
     super(scope, id);
@@ -78,6 +81,19 @@ export class Ingest extends Construct {
       'Object keys under a source prefix are chosen by whoever uploads the export; the grant is GetObject/GetObjectVersion on <raw bucket>/<prefix>* for the configured source prefixes only.',
     );
     notifications.allowPublish(this.fn, notifications.alarmTopic, 'PublishSystemErrors');
+
+    if (config.ingestTask) {
+      this.task = new IngestTask(this, 'Task', {
+        config,
+        network,
+        storage,
+        database,
+        notifications,
+        environment: props.environment,
+        ingest: this.fn,
+        deadLetters: this.failureQueue,
+      });
+    }
 
     for (const prefix of config.ingestPrefixes) {
       this.fn.asyncInvoked = true;

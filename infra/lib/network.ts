@@ -111,6 +111,40 @@ export class Network extends Construct {
   }
 
   /**
+   * What the ingest ECS task needs without a route out (`ingestTask`): ECS (the
+   * ingest function's RunTask), ECR's API and registry (the image), CloudWatch
+   * Logs (the task's awslogs driver), and the S3 bucket ECR keeps image layers
+   * in, through the S3 gateway endpoint.
+   */
+  addIngestTaskEndpoints(region: string): void {
+    const services: Array<[string, ec2.InterfaceVpcEndpointAwsService]> = [
+      ['Ecs', ec2.InterfaceVpcEndpointAwsService.ECS],
+      ['EcrApi', ec2.InterfaceVpcEndpointAwsService.ECR],
+      ['EcrDocker', ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER],
+      ['Logs', ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS],
+    ];
+    for (const [name, service] of services) {
+      this.interfaceEndpoints.push(
+        this.vpc.addInterfaceEndpoint(name, {
+          service,
+          subnets: this.computeSubnets,
+          privateDnsEnabled: true,
+          open: false,
+          securityGroups: [this.endpointSecurityGroup],
+        }),
+      );
+    }
+    this.s3Endpoint.addToPolicy(
+      new iam.PolicyStatement({
+        sid: 'EcrImageLayers',
+        principals: [new iam.AnyPrincipal()],
+        actions: ['s3:GetObject'],
+        resources: [`arn:aws:s3:::prod-${region}-starport-layer-bucket/*`],
+      }),
+    );
+  }
+
+  /**
    * Endpoint policies: the gateway endpoints carry requests for this stack's
    * buckets and tables only, from principals of this account, so a function
    * cannot copy data to another account's bucket through them.

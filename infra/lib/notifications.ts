@@ -5,7 +5,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import { keepPolicy, QuarryConfig } from './config';
-import { QuarryFunction } from './function';
+import { QuarryWorkload } from './function';
 
 export interface NotificationsProps {
   readonly config: QuarryConfig;
@@ -83,7 +83,7 @@ export class Notifications extends Construct {
   }
 
   /** sns:Publish on one topic, and the key use SNS needs from the publisher. */
-  allowPublish(fn: QuarryFunction, topic: sns.ITopic, sid: string): void {
+  allowPublish(fn: QuarryWorkload, topic: sns.ITopic, sid: string): void {
     fn.allow(sid, ['sns:Publish'], [topic.topicArn]);
     fn.allow(`${sid}Key`, ['kms:GenerateDataKey', 'kms:Decrypt'], [this.key.keyArn]);
   }

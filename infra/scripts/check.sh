@@ -74,7 +74,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 lambda_dir="$INFRA/../target/lambda"
 for fn in api ingest jobs migrate; do
-  if [ ! -f "$lambda_dir/quarry-$fn/bootstrap.zip" ]; then
+  if [ ! -f "$lambda_dir/quarry-$fn/bootstrap.zip" ] || [ ! -f "$lambda_dir/quarry-ingest-task/Dockerfile" ]; then
     lambda_dir="$work/lambda"
     break
   fi

@@ -70,6 +70,11 @@ export function writePlaceholderZips(dir: string): string {
     fs.mkdirSync(target, { recursive: true });
     fs.writeFileSync(path.join(target, 'bootstrap.zip'), zip);
   }
+  // The ingest task's image context: the real Dockerfile over a placeholder bundle.
+  const task = path.join(dir, 'quarry-ingest-task');
+  fs.mkdirSync(path.join(task, 'bundle'), { recursive: true });
+  fs.copyFileSync(path.join(__dirname, '..', 'ingest-task', 'Dockerfile'), path.join(task, 'Dockerfile'));
+  fs.writeFileSync(path.join(task, 'bundle', 'bootstrap'), PLACEHOLDER, { mode: 0o755 });
   return dir;
 }
 

@@ -523,6 +523,98 @@ describe('functions', () => {
   });
 });
 
+describe('ingest task (files too large for one invocation)', () => {
+  test('not in the default stack: no cluster, no ECS or ECR endpoints, no hand-off settings', () => {
+    template.resourceCountIs('AWS::ECS::Cluster', 0);
+    template.resourceCountIs('AWS::ECS::TaskDefinition', 0);
+    expect(json(template.findResources('AWS::EC2::VPCEndpoint'))).not.toMatch(/\.ecs|\.ecr|\.logs/);
+    const env = resourcesOf(template, 'AWS::Lambda::Function').find(([id]) => id === idOf(stack, prod.stack.ingest.fn.function))![1]
+      .Properties.Environment.Variables;
+    expect(Object.keys(env).filter((k) => k.startsWith('QUARRY_INGEST_TASK_'))).toEqual([]);
+  });
+
+  const withTask = synthesize({ ingestTask: 'true', ingestTaskOverBytes: '500000000' });
+  const t = withTask.template;
+  const s = withTask.stack;
+  const task = s.ingest.task!;
+  const id = (c: any) => idOf(s, c);
+
+  test('a Fargate ARM64 task: read-only root filesystem, logs kept, the writer secret and nothing else', () => {
+    expect(task).toBeDefined();
+    const [, def] = resourcesOf(t, 'AWS::ECS::TaskDefinition')[0];
+    expect(def.Properties).toMatchObject({
+      Family: 'quarry-ingest',
+      Cpu: '1024',
+      Memory: '2048',
+      NetworkMode: 'awsvpc',
+      RequiresCompatibilities: ['FARGATE'],
+      RuntimePlatform: { CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' },
+    });
+    const [container] = def.Properties.ContainerDefinitions;
+    expect(container).toMatchObject({ Name: 'ingest', Essential: true, ReadonlyRootFilesystem: true });
+    expect(container.LogConfiguration.LogDriver).toBe('awslogs');
+    expect(json(container.LogConfiguration.Options)).toContain(id(task.logGroup));
+    const names = container.Environment.map((e: { Name: string }) => e.Name);
+    expect(names).toContain('QUARRY_DB_SECRET_WRITER_ARN');
+    expect(names.filter((n: string) => /SECRET_(OWNER|READER)/.test(n))).toEqual([]);
+    expect(names.filter((n: string) => n.startsWith('QUARRY_INGEST_TASK_'))).toEqual([]);
+    t.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: '/aws/ecs/containerinsights/quarry-ingest/performance',
+      RetentionInDays: 30,
+    });
+    t.hasResourceProperties('AWS::ECS::Cluster', {
+      ClusterName: 'quarry-ingest',
+      ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }],
+    });
+  });
+
+  test('quarry-ingest knows where to start it and may start only it, passing only its roles', () => {
+    const env = resourcesOf(t, 'AWS::Lambda::Function').find(([i]) => i === id(s.ingest.fn.function))![1].Properties.Environment.Variables;
+    expect(env.QUARRY_INGEST_TASK_CLUSTER).toEqual(getAtt(id(task.cluster)));
+    expect(env.QUARRY_INGEST_TASK_DEFINITION).toEqual({ Ref: id(task.taskDefinition) });
+    expect(env.QUARRY_INGEST_TASK_CONTAINER).toBe('ingest');
+    expect(env.QUARRY_INGEST_TASK_SECURITY_GROUPS).toEqual(getAtt(id(task.securityGroup), 'GroupId'));
+    expect(json(env.QUARRY_INGEST_TASK_SUBNETS)).toContain('computeSubnet');
+    expect(env.QUARRY_INGEST_TASK_OVER_BYTES).toBe('500000000');
+    const statements = statementsOf(t, s, s.ingest.fn.role);
+    const run = statements.find((st) => st.Sid === 'RunIngestTask')!;
+    expect(run.Resource).toEqual({ Ref: id(task.taskDefinition) });
+    expect(run.Condition).toEqual({ ArnEquals: { 'ecs:cluster': getAtt(id(task.cluster)) } });
+    const pass = statements.find((st) => st.Sid === 'PassIngestTaskRoles')!;
+    expect(pass.Condition).toEqual({ StringEquals: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } });
+    expect(resourcesOfStatement(pass).map(json).sort()).toEqual(
+      [getAtt(id(task.taskDefinition.taskRole)), getAtt(id(task.taskDefinition.executionRole!))].map(json).sort(),
+    );
+  });
+
+  test('a stopped ingest task comes back to quarry-ingest, with retries and the failure queue behind', () => {
+    t.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.ecs'],
+        'detail-type': ['ECS Task State Change'],
+        detail: { clusterArn: [getAtt(id(task.cluster))], lastStatus: ['STOPPED'], startedBy: ['quarry-ingest'] },
+      },
+      Targets: [
+        Match.objectLike({
+          Arn: getAtt(id(s.ingest.fn.function)),
+          RetryPolicy: { MaximumRetryAttempts: 4, MaximumEventAgeInSeconds: 21600 },
+          DeadLetterConfig: { Arn: getAtt(id(s.ingest.failureQueue)) },
+        }),
+      ],
+    });
+  });
+
+  test('the task reaches ECR, Logs and PostgreSQL from the isolated subnets; the function reaches ECS', () => {
+    const services = json(resourcesOf(t, 'AWS::EC2::VPCEndpoint').map(([, r]) => r.Properties.ServiceName));
+    for (const svc of ['.ecs', '.ecr.api', '.ecr.dkr', '.logs']) expect(services).toContain(svc);
+    expect(json(t.findResources('AWS::EC2::VPCEndpoint'))).toContain('starport-layer-bucket');
+    const ingressToDb = resourcesOf(t, 'AWS::EC2::SecurityGroupIngress')
+      .filter(([, r]) => json(r.Properties.GroupId) === json(getAtt(id(s.database.securityGroup), 'GroupId')))
+      .map(([, r]) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0]);
+    expect(ingressToDb).toContain(id(task.securityGroup));
+  });
+});
+
 describe('ingest', () => {
   test('ObjectCreated notifications for each source prefix go to quarry-ingest', () => {
     const config = resourcesOf(template, 'Custom::S3BucketNotifications')[0][1].Properties.NotificationConfiguration;
