@@ -291,10 +291,7 @@ impl CompanyRules {
         };
         let at = |path: &[&str]| yaml_key_position(text, path);
         let rule_at = |i: usize, key: &str| rule_position(text, i, key);
-        if !regex::Regex::new(r"^\d+\.\d+\.\d+$")
-            .map(|r| r.is_match(&rules.version))
-            .unwrap_or(false)
-        {
+        if !crate::is_semver(&rules.version) {
             d.push(Diagnostic::new(
                 file,
                 at(&["version"]),

@@ -37,5 +37,14 @@ pub mod ports;
 pub mod strict_json;
 
 pub use diag::Diagnostic;
+
+/// Whether a definition's `version` is MAJOR.MINOR.PATCH (packs, mappings,
+/// company rules); the pattern is compiled once per process.
+pub fn is_semver(version: &str) -> bool {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^\d+\.\d+\.\d+$").unwrap_or_else(|_| unreachable!())
+    });
+    RE.is_match(version)
+}
 pub use packs::loader::{Pack, PackSet, PackSource};
 pub use packs::pack::PackSpec;

@@ -1437,10 +1437,7 @@ pub fn check_mapping(src: &MappingSource) -> (Option<Mapping>, Vec<Diagnostic>) 
             ),
         ));
     }
-    if !Regex::new(r"^\d+\.\d+\.\d+$")
-        .map(|r| r.is_match(&spec.version))
-        .unwrap_or(false)
-    {
+    if !crate::is_semver(&spec.version) {
         d.push(Diagnostic::new(
             f,
             at(&["version"]),

@@ -286,6 +286,16 @@ impl PackSet {
     }
 }
 
+// Compiled once per process, not once per pack (a cold start loads every pack).
+static CALL_RE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+    Regex::new(r#"\b(ident|sql)\(\s*["']([A-Za-z0-9_]+)["']\s*\)"#)
+        .unwrap_or_else(|_| unreachable!())
+});
+static PRINT_RE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+    Regex::new(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\||-?\}\})")
+        .unwrap_or_else(|_| unreachable!())
+});
+
 /// Checks every source and builds the set; all problems of all packs are returned,
 /// and the set is only built when there are none. One operation may be defined
 /// in several files only with different major versions.
@@ -390,9 +400,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             )),
         );
     }
-    let version_ok = Regex::new(r"^\d+\.\d+\.\d+$")
-        .map(|r| r.is_match(&spec.version))
-        .unwrap_or(false);
+    let version_ok = crate::is_semver(&spec.version);
     if !version_ok {
         d.push(
             Diagnostic::new(
@@ -634,8 +642,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
 
     // Parameters used but not declared, declared but not used.
     let referenced = template.referenced_variables();
-    let call_re = Regex::new(r#"\b(ident|sql)\(\s*["']([A-Za-z0-9_]+)["']\s*\)"#)
-        .unwrap_or_else(|_| unreachable!());
+    let call_re = &*CALL_RE;
     let mut called = BTreeSet::new();
     for (i, line) in sql_text.lines().enumerate() {
         for cap in call_re.captures_iter(line) {
@@ -656,8 +663,7 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
         }
     }
     // An identifier printed as a value binds its name as text: a constant.
-    let print_re = Regex::new(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\||-?\}\})")
-        .unwrap_or_else(|_| unreachable!());
+    let print_re = &*PRINT_RE;
     for (i, line) in sql_text.lines().enumerate() {
         for cap in print_re.captures_iter(line) {
             let pname = &cap[1];

@@ -120,6 +120,11 @@ pub struct ParamSpec {
     /// Regular expression the whole value must match (string and list items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// `pattern`, anchored and compiled once (on first use), so validating a
+    /// request does not compile it again.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub compiled_pattern: std::sync::OnceLock<Result<regex::Regex, String>>,
     /// Longest allowed string, in characters (string and sql; default 1000, sql 100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,

@@ -299,7 +299,11 @@ fn check_constraints(p: &ParamSpec, value: &ParamValue) -> Result<(), String> {
         }
     }
     if let Some(pattern) = &p.pattern {
-        let re = anchored(pattern).map_err(|e| format!("the declared pattern is invalid: {e}"))?;
+        let re = p
+            .compiled_pattern
+            .get_or_init(|| anchored(pattern).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| format!("the declared pattern is invalid: {e}"))?;
         for t in &texts {
             if !re.is_match(t) {
                 return Err(format!("{t:?} does not match the pattern {pattern}"));
