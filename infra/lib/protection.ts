@@ -41,45 +41,47 @@ export class DeletionProtection extends Construct {
       removalPolicy: keepPolicy(config),
     });
 
-    const dbCall = (enabled: boolean): cr.AwsSdkCall => ({
-      service: 'RDS',
-      action: 'ModifyDBInstance',
-      parameters: {
-        DBInstanceIdentifier: instance.instanceIdentifier,
-        DeletionProtection: enabled,
-        ApplyImmediately: true,
-      },
-      physicalResourceId: cr.PhysicalResourceId.of(`${config.prefix}-db-deletion-protection`),
-    });
-    this.database = new cr.AwsCustomResource(this, 'Database', {
-      resourceType: 'Custom::QuarryDeletionProtection',
-      onCreate: dbCall(true),
-      onUpdate: dbCall(true),
-      onDelete: dbCall(false),
-      policy: cr.AwsCustomResourcePolicy.fromStatements([
-        new iam.PolicyStatement({ actions: ['rds:ModifyDBInstance'], resources: [instance.instanceArn] }),
-      ]),
-      installLatestAwsSdk: false,
-      logGroup,
-    });
-
-    const tableCall = (enabled: boolean): cr.AwsSdkCall => ({
-      service: 'DynamoDB',
-      action: 'UpdateTable',
-      parameters: { TableName: jobsTable.tableName, DeletionProtectionEnabled: enabled },
-      physicalResourceId: cr.PhysicalResourceId.of(`${config.prefix}-jobs-deletion-protection`),
-    });
-    this.table = new cr.AwsCustomResource(this, 'JobsTable', {
-      resourceType: 'Custom::QuarryDeletionProtection',
-      onCreate: tableCall(true),
-      onUpdate: tableCall(true),
-      onDelete: tableCall(false),
-      policy: cr.AwsCustomResourcePolicy.fromStatements([
-        new iam.PolicyStatement({ actions: ['dynamodb:UpdateTable'], resources: [jobsTable.tableArn] }),
-      ]),
-      installLatestAwsSdk: false,
-      logGroup,
-    });
+    // One resource per protected thing: on with the stack, off when it goes.
+    const protect = (
+      id: string,
+      service: string,
+      action: string,
+      parameters: (enabled: boolean) => Record<string, unknown>,
+      physicalId: string,
+      permission: iam.PolicyStatement,
+    ): cr.AwsCustomResource => {
+      const call = (enabled: boolean): cr.AwsSdkCall => ({
+        service,
+        action,
+        parameters: parameters(enabled),
+        physicalResourceId: cr.PhysicalResourceId.of(physicalId),
+      });
+      return new cr.AwsCustomResource(this, id, {
+        resourceType: 'Custom::QuarryDeletionProtection',
+        onCreate: call(true),
+        onUpdate: call(true),
+        onDelete: call(false),
+        policy: cr.AwsCustomResourcePolicy.fromStatements([permission]),
+        installLatestAwsSdk: false,
+        logGroup,
+      });
+    };
+    this.database = protect(
+      'Database',
+      'RDS',
+      'ModifyDBInstance',
+      (enabled) => ({ DBInstanceIdentifier: instance.instanceIdentifier, DeletionProtection: enabled, ApplyImmediately: true }),
+      `${config.prefix}-db-deletion-protection`,
+      new iam.PolicyStatement({ actions: ['rds:ModifyDBInstance'], resources: [instance.instanceArn] }),
+    );
+    this.table = protect(
+      'JobsTable',
+      'DynamoDB',
+      'UpdateTable',
+      (enabled) => ({ TableName: jobsTable.tableName, DeletionProtectionEnabled: enabled }),
+      `${config.prefix}-jobs-deletion-protection`,
+      new iam.PolicyStatement({ actions: ['dynamodb:UpdateTable'], resources: [jobsTable.tableArn] }),
+    );
     // One call at a time: after the migrations, the table after the database.
     this.database.node.addDependency(props.after);
     this.table.node.addDependency(this.database);
