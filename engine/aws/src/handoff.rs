@@ -23,8 +23,10 @@ pub const OBJECT_ENV: &str = "QUARRY_INGEST_OBJECT";
 /// operator's `aws ecs list-tasks --started-by` find them).
 pub const STARTED_BY: &str = "quarry-ingest";
 /// Files larger than this are handed off unless `QUARRY_INGEST_TASK_OVER_BYTES`
-/// says otherwise: about what one invocation loads in 10 of its 15 minutes at
-/// 1 GB of memory, measured locally with the same code.
+/// says otherwise. The ingest benchmark loads about 6 MB/s on a 2-core machine
+/// (723 MB in 110-131 s), so 1 GiB takes about 3 minutes there; a 1 GB Lambda
+/// has part of one core, so this leaves it several times that margin within its
+/// 15 minutes. Not measured on Lambda.
 pub const DEFAULT_OVER_BYTES: u64 = 1 << 30;
 
 /// Task-mode exit codes: loaded or already loaded; failed and already reported
