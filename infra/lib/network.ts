@@ -76,11 +76,15 @@ export class Network extends Construct {
       description: 'Interface endpoints: HTTPS from the Quarry functions and the rotation functions only',
       allowAllOutbound: false,
     });
-    const services: Array<[string, ec2.InterfaceVpcEndpointAwsService]> = [
+    this.addInterfaceEndpoints([
       ['SecretsManager', ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER],
       ['Sns', ec2.InterfaceVpcEndpointAwsService.SNS],
       ['StepFunctions', ec2.InterfaceVpcEndpointAwsService.STEP_FUNCTIONS],
-    ];
+    ]);
+  }
+
+  /** Interface endpoints in the compute subnets, private DNS, HTTPS from the function groups only. */
+  private addInterfaceEndpoints(services: Array<[string, ec2.InterfaceVpcEndpointAwsService]>): void {
     for (const [name, service] of services) {
       this.interfaceEndpoints.push(
         this.vpc.addInterfaceEndpoint(name, {
@@ -117,23 +121,12 @@ export class Network extends Construct {
    * in, through the S3 gateway endpoint.
    */
   addIngestTaskEndpoints(region: string): void {
-    const services: Array<[string, ec2.InterfaceVpcEndpointAwsService]> = [
+    this.addInterfaceEndpoints([
       ['Ecs', ec2.InterfaceVpcEndpointAwsService.ECS],
       ['EcrApi', ec2.InterfaceVpcEndpointAwsService.ECR],
       ['EcrDocker', ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER],
       ['Logs', ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS],
-    ];
-    for (const [name, service] of services) {
-      this.interfaceEndpoints.push(
-        this.vpc.addInterfaceEndpoint(name, {
-          service,
-          subnets: this.computeSubnets,
-          privateDnsEnabled: true,
-          open: false,
-          securityGroups: [this.endpointSecurityGroup],
-        }),
-      );
-    }
+    ]);
     this.s3Endpoint.addToPolicy(
       new iam.PolicyStatement({
         sid: 'EcrImageLayers',
