@@ -440,3 +440,57 @@ async fn a_finished_job_wakes_the_runner_for_the_next_one() {
             .then_some(())
     });
 }
+
+/// The local cache writes in batches (one statement for the entries queued
+/// while the previous one ran): many concurrent puts, some for the same key,
+/// all succeed, each key holds one of the values given for it, and every put
+/// returns only once its entry is stored.
+#[tokio::test]
+async fn concurrent_cache_puts_are_batched_and_all_stored() {
+    use quarry_core::ports::{Cache, CachedValue};
+    let db = quarry_tests::empty_db().await;
+    let writer =
+        quarry_api::pool(&quarry_db::writer_url(&db.url).expect("writer url"), 4).expect("pool");
+    let cache = std::sync::Arc::new(quarry_db::store::PgCache::new(writer));
+    let ttl = Duration::from_secs(60);
+    let puts = (0..200).map(|i| {
+        let cache = cache.clone();
+        // 150 distinct keys, then 50 puts on one key: batches hold duplicates.
+        let key = if i < 150 {
+            format!("k{i}")
+        } else {
+            "same".to_string()
+        };
+        async move {
+            let v = CachedValue::Inline(json!({ "i": i }));
+            cache
+                .put(&key, "simple_demo", &v, ttl)
+                .await
+                .map(|_| (key, i))
+        }
+    });
+    let done = futures_util::future::join_all(puts).await;
+    for r in &done {
+        assert!(r.is_ok(), "a put failed: {r:?}");
+    }
+    for i in [0, 77, 149] {
+        match cache.get(&format!("k{i}")).await.expect("get") {
+            Some(CachedValue::Inline(v)) => assert_eq!(v, json!({ "i": i })),
+            other => panic!("k{i}: {other:?}"),
+        }
+    }
+    match cache.get("same").await.expect("get") {
+        Some(CachedValue::Inline(v)) => {
+            let i = v["i"].as_i64().expect("i");
+            assert!((150..200).contains(&i), "{v}");
+        }
+        other => panic!("same: {other:?}"),
+    }
+    let owner = db.client().await;
+    let rows: i64 = owner
+        .query_one("SELECT count(*) FROM quarry.cache", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 151);
+}

@@ -22,13 +22,35 @@ async fn client(pool: &Pool, what: &str) -> PortResult<deadpool_postgres::Object
 }
 
 /// The result cache in `quarry.cache`.
+///
+/// Writes are batched: `put` hands its entry to one writer task and waits for
+/// the statement that stores it. While a batch is being written the next ones
+/// queue, and the writer takes all of them into one `INSERT ... SELECT FROM
+/// unnest(...)`; under load (a cache miss per request) that is one statement
+/// for many entries instead of one each, and with no load one statement per
+/// entry as before, with no added wait.
 pub struct PgCache {
     pool: Pool,
+    writer: std::sync::OnceLock<tokio::sync::mpsc::Sender<PendingPut>>,
+}
+
+/// Entries a batch takes at most.
+const CACHE_BATCH: usize = 256;
+
+struct PendingPut {
+    key: String,
+    operation: String,
+    body: Value,
+    ttl_seconds: f64,
+    done: tokio::sync::oneshot::Sender<PortResult<()>>,
 }
 
 impl PgCache {
     pub fn new(pool: Pool) -> Self {
-        PgCache { pool }
+        PgCache {
+            pool,
+            writer: std::sync::OnceLock::new(),
+        }
     }
 
     /// Deletes expired entries; returns how many.
@@ -37,6 +59,64 @@ impl PgCache {
         c.execute("DELETE FROM quarry.cache WHERE expires_at <= now()", &[])
             .await
             .map_err(|e| unavailable("sweeping the cache", e))
+    }
+
+    /// The writer task's queue, started on first use (inside the runtime).
+    fn writer(&self) -> &tokio::sync::mpsc::Sender<PendingPut> {
+        self.writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4 * CACHE_BATCH);
+            tokio::spawn(write_batches(self.pool.clone(), rx));
+            tx
+        })
+    }
+}
+
+/// The writer task: one statement per batch of queued entries, each entry told
+/// how its statement went. Ends when the cache is dropped.
+async fn write_batches(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingPut>) {
+    let mut batch = Vec::with_capacity(CACHE_BATCH);
+    while rx.recv_many(&mut batch, CACHE_BATCH).await > 0 {
+        // One row per key: a statement may not update the same row twice, and
+        // the last answer for a key is the one to keep.
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            last.insert(p.key.as_str(), i);
+        }
+        let mut rows: Vec<usize> = last.into_values().collect();
+        rows.sort_unstable();
+        let keys: Vec<&str> = rows.iter().map(|&i| batch[i].key.as_str()).collect();
+        let ops: Vec<&str> = rows.iter().map(|&i| batch[i].operation.as_str()).collect();
+        let bodies: Vec<&Value> = rows.iter().map(|&i| &batch[i].body).collect();
+        let ttls: Vec<f64> = rows.iter().map(|&i| batch[i].ttl_seconds).collect();
+        let outcome: PortResult<()> = async {
+            let c = client(&pool, "cache").await?;
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO quarry.cache (key, operation, body, expires_at)
+                     SELECT k, o, b, now() + make_interval(secs => t)
+                     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) AS u(k, o, b, t)
+                     ON CONFLICT (key) DO UPDATE
+                       SET body = EXCLUDED.body, expires_at = EXCLUDED.expires_at, created_at = now()",
+                )
+                .await
+                .map_err(|e| unavailable("writing the cache", e))?;
+            c.execute(&stmt, &[&keys, &ops, &bodies, &ttls])
+                .await
+                .map_err(|e| unavailable("writing the cache", e))?;
+            Ok(())
+        }
+        .await;
+        // The same outcome for every entry of the statement.
+        let message = outcome.err().map(|e| match e {
+            PortError::Unavailable(m) => m,
+            other => other.to_string(),
+        });
+        for p in batch.drain(..) {
+            let _ = p.done.send(match &message {
+                None => Ok(()),
+                Some(m) => Err(PortError::Unavailable(m.clone())),
+            });
+        }
     }
 }
 
@@ -75,20 +155,21 @@ impl Cache for PgCache {
             CachedValue::Inline(v) => v.clone(),
             CachedValue::Pointer { object_key } => json!({ "$quarry_pointer": object_key }),
         };
-        let c = client(&self.pool, "cache").await?;
-        let stmt = c
-            .prepare_cached(
-                "INSERT INTO quarry.cache (key, operation, body, expires_at)
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-                 ON CONFLICT (key) DO UPDATE
-                   SET body = EXCLUDED.body, expires_at = EXCLUDED.expires_at, created_at = now()",
-            )
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let pending = PendingPut {
+            key: key.to_string(),
+            operation: operation.to_string(),
+            body,
+            ttl_seconds: ttl.as_secs_f64(),
+            done,
+        };
+        self.writer()
+            .send(pending)
             .await
-            .map_err(|e| unavailable("writing the cache", e))?;
-        c.execute(&stmt, &[&key, &operation, &body, &ttl.as_secs_f64()])
+            .map_err(|_| unavailable("writing the cache", "the cache writer stopped"))?;
+        stored
             .await
-            .map_err(|e| unavailable("writing the cache", e))?;
-        Ok(())
+            .map_err(|_| unavailable("writing the cache", "the cache writer stopped"))?
     }
 }
 
