@@ -840,7 +840,8 @@ async fn load(
         }
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = {}",
-            left.as_millis()
+            // PostgreSQL takes at most i32::MAX ms (about 24 days).
+            left.as_millis().min(i32::MAX as u128)
         ))
         .await?;
     }
