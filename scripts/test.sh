@@ -83,14 +83,14 @@ log "the web catalog in headless Chromium (selenium over WebDriver)"
 ui_ok=1
 scripts/ui.sh > .quarry/ui.log 2>&1 || ui_ok=0
 grep -E "^ui:|FAILED|Error" .quarry/ui.log | tail -3 || true
-log "infra/: CDK app checks (jest, cdk-nag, synth offline, cfn-lint)"
+log "infra/: CDK app checks (jest, cdk-nag, synth offline, cfn-lint, checkov)"
 infra_ok=1
 bash infra/scripts/check.sh > .quarry/infra.log 2>&1 || infra_ok=0
-grep -E "^Tests:|^Test Suites:|cfn-lint|errors" .quarry/infra.log | tail -6 || true
-log "infra/: the state machine against the real quarry-api and quarry-jobs functions"
+grep -E "^Tests:|^Test Suites:|cfn-lint|checkov:|errors" .quarry/infra.log | tail -7 || true
+log "infra/: the state machine, day one and large files against the real functions"
 sm_ok=1
 bash infra/scripts/state-machine-real.sh > .quarry/state-machine.log 2>&1 || sm_ok=0
-grep -E "^Tests:" .quarry/state-machine.log | tail -1 || true
+grep -E "^Tests:|^ingest:" .quarry/state-machine.log | cut -c1-160 || true
 # Summary line for CI readers: totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' .quarry/test.log
 [ "$infra_ok" = 1 ] || { echo "infra checks failed: see .quarry/infra.log"; exit 1; }
