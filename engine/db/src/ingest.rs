@@ -823,9 +823,6 @@ async fn load(
     drop(rxc);
     let parsed = parser.await.context("the parser thread failed")?;
     if let Some(e) = copy_error {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(e);
-        }
         return Err(e.context("loading into staging"));
     }
     let counts = parsed?;
