@@ -237,6 +237,29 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn aws_documented_task_event_of_a_running_task_is_not_a_stop() {
+        // AWS's own example (tests/fixtures/events/SOURCES.md): the container
+        // says STOPPED, the task is still RUNNING; only a stopped task counts.
+        let event: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/events/ecs-task-state-change.json"
+        ))
+        .expect("fixture");
+        assert_eq!(stopped_task(&event), None);
+        // The same event once the task stops (only lastStatus set here): not an
+        // ingest task (no object in its overrides) and it exited 0, so no alarm.
+        let mut stopped = event.clone();
+        stopped["detail"]["lastStatus"] = json!("STOPPED");
+        let t = stopped_task(&stopped).expect("a stopped task");
+        assert_eq!(t.object, None);
+        assert_eq!(t.exit_code, Some(0));
+        assert_eq!(
+            t.task_arn,
+            "arn:aws:ecs:us-east-1:111122223333:task/b99d40b3-5176-4f71-9a52-9dbd6f1cebef"
+        );
+        assert!(!t.unreported());
+    }
+
+    #[test]
     fn objects_are_s3_uris_with_a_bucket_and_a_key() {
         assert_eq!(
             parse_object("s3://raw/crm-data/a b.json"),
