@@ -48,7 +48,10 @@
 # pgbench threads, default 2), BENCH_SCALE (demo records, default 10000),
 # BENCH_PORT / BENCH_PEER_PORT (default 18480 / 18481), BENCH_PEER_WORKERS
 # (PostGraphile --cluster-workers, default 0 = one process), BENCH_NO_BUILD=1
-# (use the existing release binary), BENCH_KEEP_DB=1 (keep database quarry_bench).
+# (use the existing release binary), BENCH_KEEP_DB=1 (keep database quarry_bench),
+# BENCH_BEFORE=PATH (another build of quarry, e.g. of the commit before a change:
+# its cache miss is measured too, on the same database in the same run, and the
+# report prints this build's miss rate as a ratio of it).
 #
 # Targets (REST API and performance issues, this 2-core machine): cache hit >=
 # 15,000 req/s with p99 <= 5 ms, and >= 0.66x the bare axum server with p99 <= 2
@@ -233,15 +236,16 @@ sample_cpu() { # in the background: CPU by group from 20% to 70% of the run abou
 record() { # record NAME LOAD BENCH-LINE CPU-LINE CHECK
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$results"
 }
+run_base=0 # each server's miss keys start here, so no run repeats another's
 wrk_case() { # wrk_case NAME MODE URL PATH [check]
   local name="$1" mode="$2" url="$3" path="$4" check="${5:-}" load h0 m0 line cpu note=""
   log "$name"
   load=$(cut -d' ' -f1 /proc/loadavg)
-  BENCH_WRK_MODE="$mode" BENCH_WRK_PATH="$path" BENCH_WRK_OFFSET=0 BENCH_WRK_QUERY="${gql_query//\"/\\\"}" \
+  BENCH_WRK_MODE="$mode" BENCH_WRK_PATH="$path" BENCH_WRK_OFFSET=$run_base BENCH_WRK_QUERY="${gql_query//\"/\\\"}" \
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 10s -s bench/wrk.lua "$url" > /dev/null
   [ -n "$check" ] && { h0=$(metric hit); m0=$(metric miss); }
   sample_cpu
-  line=$(BENCH_WRK_MODE="$mode" BENCH_WRK_PATH="$path" BENCH_WRK_OFFSET=1000000000 BENCH_WRK_QUERY="${gql_query//\"/\\\"}" \
+  line=$(BENCH_WRK_MODE="$mode" BENCH_WRK_PATH="$path" BENCH_WRK_OFFSET=$((run_base + 1000000000)) BENCH_WRK_QUERY="${gql_query//\"/\\\"}" \
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 10s -s bench/wrk.lua "$url" | grep '^BENCH ')
   wait "$sampler_pid"
   cpu=$(cat "$work/cpu")
@@ -277,6 +281,17 @@ PY
 record "pgbench (same SQL)" "$load" "$line" "$(cat "$work/cpu")" ""
 
 wrk_case "PostGraphile (same SQL)" graphql "http://127.0.0.1:$PEER_PORT/graphql" /graphql
+
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  log "the other build: $BENCH_BEFORE"
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  "$BENCH_BEFORE" serve --listen "127.0.0.1:$PORT" > "$work/before.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.5; done
+  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { echo "error: $BENCH_BEFORE serve did not start:" >&2; cat "$work/before.log" >&2; exit 1; }
+  run_base=4000000000
+  wrk_case "cache miss (BENCH_BEFORE)" miss "http://127.0.0.1:$PORT$hit_path" "$hit_path" miss
+fi
 
 # --- report -----------------------------------------------------------------------
 elapsed=$(( $(date +%s) - started_at ))
@@ -341,5 +356,9 @@ print()
 for name, ok, detail in targets:
     print(f"{'PASS' if ok else 'MISS'}  {name:<42} {detail}")
 print(f"(cache hit vs PostGraphile: {f(hit, 'rps') / f(peer, 'rps'):.1f}x req/s)")
+if "cache miss (BENCH_BEFORE)" in r:
+    before = r["cache miss (BENCH_BEFORE)"]
+    print(f"cache miss, this build against BENCH_BEFORE: {f(miss, 'rps') / f(before, 'rps'):.2f}x req/s "
+          f"({f(miss, 'rps'):,.0f} / {f(before, 'rps'):,.0f}), p99 {f(miss, 'p99_ms'):.2f} vs {f(before, 'p99_ms'):.2f} ms")
 print(f"\nwhole run {elapsed} s, including the build, the demo data and the installs")
 PY

@@ -379,3 +379,111 @@ async fn a_light_operation_after_a_heavy_one_on_the_same_connection_gets_its_own
         "the reader connection stays unable to write"
     );
 }
+
+/// Runs `pack` the way the API runs a light operation: its prepared statement
+/// on the session as `state` says it is, without a transaction of its own.
+async fn run_light(
+    reader: &quarry_db::Client,
+    state: &mut quarry_db::SessionState,
+    pack: &quarry_core::Pack,
+    input: serde_json::Value,
+    max_rows: Option<u64>,
+) -> Result<quarry_db::QueryOutput, quarry_db::QueryError> {
+    let input = input.as_object().cloned().unwrap_or_default();
+    let (_, q, limits) = quarry_db::ops::prepare(
+        pack,
+        &input,
+        quarry_core::packs::params::InputStyle::Json,
+        quarry_db::CallOptions {
+            max_rows,
+            ..Default::default()
+        },
+    )
+    .expect("valid call");
+    let stmt = reader
+        .prepare_typed(&q.sql, &quarry_db::bind_types(&q))
+        .await
+        .expect("prepare");
+    quarry_db::run_light(reader, state, &stmt, &q, limits).await
+}
+
+/// The light path sets the session's timeout only when it changes, so the
+/// same guarantees must hold without a transaction per call: a light call
+/// after a heavy one (either path) stops at its own limit, the session stays
+/// read-only, and the row cap holds with the connection usable after it.
+#[tokio::test]
+async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
+    use quarry_core::packs::params::InputStyle;
+    let db = fixture_db().await;
+    let mut reader = quarry_db::connect(&quarry_db::reader_url(&db.url).expect("reader url"))
+        .await
+        .expect("connect as the reader");
+    let mut state = quarry_db::SessionState::default();
+    let (heavy, light) = (fixture_pack("slow_job"), fixture_pack("slow_light"));
+    let timed_out_at = |r: Result<quarry_db::QueryOutput, quarry_db::QueryError>, limit: u64| {
+        assert!(
+            matches!(&r, Err(quarry_db::QueryError::Timeout(d)) if *d == Duration::from_secs(limit)),
+            "{r:?}"
+        );
+    };
+
+    // Heavy through the light path (as a job runs), then light: 1 s, not 60.
+    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), None)
+        .await
+        .expect("the heavy operation finishes within its 60 s");
+    let started = std::time::Instant::now();
+    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
+    timed_out_at(r, 1);
+    assert!(started.elapsed() < Duration::from_secs(4), "its own 1 s limit");
+    // Heavy again, on the light path: its 60 s is set back.
+    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), None)
+        .await
+        .expect("the heavy operation has its 60 s again");
+    // A heavy one in a transaction (SET LOCAL) between two light ones: the
+    // second light one sends no SET and still stops at 1 s.
+    run_light(&reader, &mut state, &light, json!({"seconds": 0}), None)
+        .await
+        .expect("a quick light call");
+    quarry_db::execute_pack(
+        &mut reader,
+        &heavy,
+        &json!({"seconds": 1.5}).as_object().cloned().unwrap_or_default(),
+        InputStyle::Json,
+        Default::default(),
+    )
+    .await
+    .expect("the heavy operation in its transaction has its 60 s");
+    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
+    timed_out_at(r, 1);
+
+    // Read-only without a transaction of our own.
+    let ro: String = reader
+        .query_one("SHOW default_transaction_read_only", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(ro, "on");
+    assert!(
+        reader
+            .batch_execute("UPDATE canonical.organizations SET name = name WHERE false")
+            .await
+            .is_err(),
+        "the session cannot write"
+    );
+
+    // The row cap: 10 of 5,000 rows, cut; the connection answers the next call
+    // with its own rows, not the rest of the first.
+    let rows = fixture_pack("many_rows");
+    let out = run_light(&reader, &mut state, &rows, json!({"rows": 5000}), Some(10))
+        .await
+        .expect("capped answer");
+    assert_eq!(out.rows.len(), 10);
+    assert!(out.truncated);
+    assert_eq!(out.rows[9][0], json!(10));
+    let out = run_light(&reader, &mut state, &rows, json!({"rows": 3}), Some(10))
+        .await
+        .expect("next answer");
+    assert_eq!(out.rows.len(), 3);
+    assert!(!out.truncated);
+    assert_eq!(out.rows[0][0], json!(1));
+}

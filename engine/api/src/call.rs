@@ -3,6 +3,7 @@
 //! parse the body, find the pack and check the caller may run it, run it as the
 //! reader, and mark a deprecated version's answers.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,62 @@ impl From<ExecError> for ApiError {
     }
 }
 
+/// What [`execute`] knows of the reader pool's sessions: each connection's
+/// settings as [`quarry_db::run_light`] left them (by pool object id), and the
+/// operations whose last answer was cut by the row cap.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    settings: std::sync::Mutex<HashMap<deadpool_postgres::ObjectId, quarry_db::SessionState>>,
+    cut: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Sessions {
+    /// The settings of `conn`'s session (default: unknown, set them).
+    fn take(&self, conn: &deadpool_postgres::Object) -> quarry_db::SessionState {
+        let id = object_id(conn);
+        self.settings
+            .lock()
+            .map(|mut m| m.remove(&id).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn put(&self, conn: &deadpool_postgres::Object, state: quarry_db::SessionState) {
+        if let Ok(mut m) = self.settings.lock() {
+            // Ids of connections the pool dropped stay behind: keep the map
+            // small (a forgotten entry only costs one SET).
+            if m.len() >= 1024 {
+                m.clear();
+            }
+            m.insert(object_id(conn), state);
+        }
+    }
+
+    fn forget(&self, conn: &deadpool_postgres::Object) {
+        if let Ok(mut m) = self.settings.lock() {
+            m.remove(&object_id(conn));
+        }
+    }
+
+    fn was_cut(&self, op: &str) -> bool {
+        self.cut.lock().is_ok_and(|s| s.contains(op))
+    }
+
+    fn note_cut(&self, op: &str, cut: bool) {
+        if let Ok(mut s) = self.cut.lock() {
+            if cut {
+                s.insert(op.to_string());
+            } else {
+                s.remove(op);
+            }
+        }
+    }
+}
+
+/// Unique within the pool, never reused.
+fn object_id(conn: &deadpool_postgres::Object) -> deadpool_postgres::ObjectId {
+    deadpool_postgres::Object::id(conn)
+}
+
 /// The version an answer is keyed by, known before its query starts: from the
 /// listener when it runs, else read on `reader`.
 pub async fn data_version_before(
@@ -104,8 +161,10 @@ pub async fn execute(
         let client: &mut tokio_postgres::Client = &mut reader;
         let r = quarry_db::run(client, &q, limits).await;
         // Caller SQL may have changed session settings: never hand the connection
-        // on as it is. DISCARD ALL also drops prepared statements, so forget them.
+        // on as it is. DISCARD ALL also drops prepared statements and resets the
+        // session's settings, so forget both.
         reader.statement_cache.clear();
+        st.sessions.forget(&reader);
         let client: &mut tokio_postgres::Client = &mut reader;
         if client.batch_execute("DISCARD ALL").await.is_err() {
             let _ = deadpool_postgres::Object::take(reader);
@@ -118,9 +177,21 @@ pub async fn execute(
             .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
             .await
             .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
-        let client: &mut tokio_postgres::Client = &mut reader;
-        quarry_db::run_prepared(client, Some(stmt), &q, limits).await
+        if st.sessions.was_cut(&pack.spec.name) {
+            // Its answers pass the row cap: a portal stops the database at the
+            // cap instead of letting it send every row.
+            let client: &mut tokio_postgres::Client = &mut reader;
+            quarry_db::run_prepared(client, Some(stmt), &q, limits).await
+        } else {
+            let mut session = st.sessions.take(&reader);
+            let r = quarry_db::run_light(&reader, &mut session, &stmt, &q, limits).await;
+            st.sessions.put(&reader, session);
+            r
+        }
     };
+    if let Ok(out) = &result {
+        st.sessions.note_cut(&pack.spec.name, out.truncated);
+    }
     let result = result
         .map(|out| (resolved, out))
         .map_err(quarry_db::RunError::from);

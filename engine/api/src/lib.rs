@@ -183,6 +183,10 @@ pub struct AppState {
     pub reload_status: std::sync::Mutex<reload::ReloadStatus>,
     /// The data dictionary of the web catalog, read once.
     pub dictionary: tokio::sync::OnceCell<Vec<quarry_db::docs::TableDoc>>,
+    /// What each pooled reader connection's session was last set to (see
+    /// [`quarry_db::run_light`]), and which operations' answers were last cut
+    /// by their row cap.
+    pub sessions: call::Sessions,
     /// The writer role, for people's decisions about links (`POST /admin/links/...`);
     /// `None` where the runtime holds only the reader (the AWS API function).
     pub writer: Option<Pool>,
@@ -228,6 +232,7 @@ impl AppState {
             hot: results::HotCache::new(64 << 20),
             reload_status: std::sync::Mutex::new(reload::ReloadStatus::initial()),
             dictionary: tokio::sync::OnceCell::new(),
+            sessions: call::Sessions::default(),
             writer: None,
         }
     }

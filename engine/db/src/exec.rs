@@ -154,6 +154,108 @@ pub async fn run_prepared(
     out
 }
 
+/// The session settings [`run_light`] keeps on a reader connection: what it
+/// last set there, so that it sends `SET` only when a call needs another
+/// timeout. `Default` is a connection it has not set yet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    timeout_ms: Option<u64>,
+}
+
+/// Runs a pack's own (checked, single `SELECT`) statement without a transaction
+/// of its own: one pipelined round trip, as `pgbench -M prepared` does, instead
+/// of `BEGIN`, `SET LOCAL`, a portal and `ROLLBACK`.
+///
+/// What the transaction gave is kept:
+/// - **read-only:** the implicit transaction is read-only by the reader role's
+///   `default_transaction_read_only`, set on the session too; a pack's SQL can
+///   change no setting (the parser check refuses `SET` and `set_config`);
+/// - **the timeout is this call's own:** `statement_timeout` and `lock_timeout`
+///   are set on the session whenever `state` says they differ from this
+///   call's, pipelined ahead of the query (a light call after a heavy one on
+///   the same connection sets its short limit back);
+/// - **the row cap:** rows past `max_rows` are not read (one more says the cap
+///   cut the answer); the database still sends them, bounded by the timeout,
+///   which is why a caller whose answers get cut should use [`run_prepared`].
+///
+/// Not for caller-supplied SQL, which could change the session: that runs in
+/// [`run`]'s transaction and the connection is discarded after.
+pub async fn run_light(
+    client: &Client,
+    state: &mut SessionState,
+    prepared: &tokio_postgres::Statement,
+    q: &RenderedQuery,
+    limits: QueryLimits,
+) -> Result<QueryOutput, QueryError> {
+    let started = Instant::now();
+    let ms = limits.timeout.as_millis().clamp(1, 3_600_000) as u64;
+    let settings = (state.timeout_ms != Some(ms)).then(|| {
+        // JIT off: see `bind_portal`.
+        format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET jit = off; \
+             SET default_transaction_read_only = on"
+        )
+    });
+    let params: Vec<Param<'_>> = q.binds.iter().map(|b| Param(&b.value)).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let set = async {
+        match &settings {
+            Some(s) => client.batch_execute(s).await,
+            None => Ok(()),
+        }
+    };
+    // Polled together, the two go out in this order in one write.
+    let (set, stream) = futures_util::join!(set, client.query_raw(prepared, refs));
+    // Unknown after a failure (the connection may be gone): set it again next time.
+    *state = SessionState::default();
+    set.map_err(|e| classify(e, limits.timeout))?;
+    state.timeout_ms = Some(ms);
+    let stream = stream.map_err(|e| classify(e, limits.timeout))?;
+    pin_mut!(stream);
+    let columns: Vec<OutColumn> = stream_columns(prepared);
+    let keys: u64 = columns.iter().map(|c| c.name.len() as u64 + 4).sum();
+    let mut bytes: u64 = 2;
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = stream
+        .try_next()
+        .await
+        .map_err(|e| classify(e, limits.timeout))?
+    {
+        if rows.len() as u64 >= limits.max_rows {
+            // Dropping the stream leaves the rest to the connection, which
+            // reads and discards it before its next request.
+            truncated = true;
+            break;
+        }
+        let values = row_to_json(&row)?;
+        bytes += 3 + keys + values.iter().map(json_len).sum::<u64>();
+        if bytes > limits.max_bytes {
+            return Err(QueryError::TooLarge {
+                cap: limits.max_bytes,
+                rows: rows.len() as u64,
+            });
+        }
+        rows.push(values);
+    }
+    Ok(QueryOutput {
+        columns,
+        rows,
+        truncated,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn stream_columns(stmt: &tokio_postgres::Statement) -> Vec<OutColumn> {
+    stmt.columns()
+        .iter()
+        .map(|c| OutColumn {
+            name: c.name().to_string(),
+            pg_type: c.type_().name().to_string(),
+        })
+        .collect()
+}
+
 /// A result read batch by batch, so that memory holds one batch whatever the
 /// size of the answer: a portal in the caller's read-only transaction, fetched
 /// `n` rows at a time (each fetch a statement under the statement timeout; the
@@ -208,15 +310,7 @@ async fn bind_portal(
     let (set, portal) = futures_util::join!(tx.batch_execute(&settings), tx.bind(&stmt, &refs));
     set.map_err(|e| classify(e, limits.timeout))?;
     let portal = portal.map_err(|e| classify(e, limits.timeout))?;
-    let columns = stmt
-        .columns()
-        .iter()
-        .map(|c| OutColumn {
-            name: c.name().to_string(),
-            pg_type: c.type_().name().to_string(),
-        })
-        .collect();
-    Ok((portal, columns))
+    Ok((portal, stream_columns(&stmt)))
 }
 
 /// Opens `q` as a [`RowCursor`] in `tx` (the byte cap does not apply: the

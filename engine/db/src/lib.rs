@@ -22,8 +22,8 @@ use anyhow::{Context, Result};
 use tokio_postgres::NoTls;
 
 pub use exec::{
-    bind_types, open_cursor, run, run_prepared, OutColumn, QueryError, QueryLimits, QueryOutput,
-    RowCursor,
+    bind_types, open_cursor, run, run_light, run_prepared, OutColumn, QueryError, QueryLimits,
+    QueryOutput, RowCursor, SessionState,
 };
 pub use migrate::{migrate, migrate_with, RolePasswords, READER_ROLE, WRITER_ROLE};
 pub use ops::{execute_pack, CallOptions, RunError};
