@@ -434,7 +434,10 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     let started = std::time::Instant::now();
     let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
     timed_out_at(r, 1);
-    assert!(started.elapsed() < Duration::from_secs(4), "its own 1 s limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "its own 1 s limit"
+    );
     // Heavy again, on the light path: its 60 s is set back.
     run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), None)
         .await
@@ -447,7 +450,10 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     quarry_db::execute_pack(
         &mut reader,
         &heavy,
-        &json!({"seconds": 1.5}).as_object().cloned().unwrap_or_default(),
+        &json!({"seconds": 1.5})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         InputStyle::Json,
         Default::default(),
     )

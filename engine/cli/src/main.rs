@@ -465,6 +465,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     }) || format!("{e:#}").contains("Broken pipe")
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `quarry query ... | head`: when the reader of our output goes away, stop
     // quietly with exit 0, as command-line tools do, instead of a panic (println!).
