@@ -237,6 +237,8 @@ export class Database extends Construct {
       // Through the proxy (its endpoint overrides the host in the secrets).
       this.proxy.connections.allowFrom(fn.securityGroup, ec2.Port.tcp(DATABASE_PORT), 'PostgreSQL (RDS Proxy) from a Quarry function');
       fn.addEnvironment('QUARRY_DB_HOST', this.proxy.endpoint);
+      // A session SET would pin each client to one database connection.
+      fn.addEnvironment('QUARRY_API__SESSION_SETTINGS', 'false');
     } else {
       this.allowFrom(fn.securityGroup);
     }

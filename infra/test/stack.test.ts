@@ -235,6 +235,7 @@ describe('database', () => {
       const env = resourcesOf(template, 'AWS::Lambda::Function').find(([id]) => id === idOf(stack, fn.function))![1]
         .Properties.Environment.Variables;
       expect(env.QUARRY_DB_HOST).toEqual(getAtt(idOf(stack, prod.stack.database.instance), 'Endpoint.Address'));
+      expect(env.QUARRY_API__SESSION_SETTINGS).toBeUndefined();
     }
   });
 
@@ -257,6 +258,8 @@ describe('database', () => {
       resourcesOf(t, 'AWS::Lambda::Function').find(([id]) => id === idOf(s, fn.function))![1].Properties.Environment.Variables;
     for (const fn of [s.api.fn, s.ingest.fn, s.jobs.fn]) {
       expect(envOf(fn).QUARRY_DB_HOST).toEqual(getAtt(proxyId, 'Endpoint'));
+      // A session SET would pin each client's connection in the proxy.
+      expect(envOf(fn).QUARRY_API__SESSION_SETTINGS).toBe('false');
     }
     expect(envOf(s.migrations.fn).QUARRY_DB_HOST).toEqual(getAtt(idOf(s, s.database.instance), 'Endpoint.Address'));
 

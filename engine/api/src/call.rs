@@ -177,9 +177,10 @@ pub async fn execute(
             .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
             .await
             .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
-        if st.sessions.was_cut(&pack.spec.name) {
-            // Its answers pass the row cap: a portal stops the database at the
-            // cap instead of letting it send every row.
+        if !st.config.api.session_settings || st.sessions.was_cut(&pack.spec.name) {
+            // A transaction with SET LOCAL: asked for by the configuration, or
+            // because this operation's answers pass the row cap (a portal stops
+            // the database at the cap instead of letting it send every row).
             let client: &mut tokio_postgres::Client = &mut reader;
             quarry_db::run_prepared(client, Some(stmt), &q, limits).await
         } else {
@@ -196,6 +197,18 @@ pub async fn execute(
         .map(|out| (resolved, out))
         .map_err(quarry_db::RunError::from);
     let (resolved, out) = result.map_err(ExecError::Run)?;
+    let body = answer_body(pack, &resolved, data_version, out)?;
+    Ok((body, data_version))
+}
+
+/// The answer document of `out`, read at `data_version` with `resolved`
+/// parameters (and the query's time recorded in the metrics).
+pub fn answer_body(
+    pack: &Pack,
+    resolved: &quarry_core::packs::params::ResolvedParams,
+    data_version: i64,
+    out: quarry_db::QueryOutput,
+) -> Result<Value, ExecError> {
     metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
         .record(out.elapsed_ms as f64 / 1000.0);
     let answer = crate::contract::Answer {
@@ -207,14 +220,7 @@ pub async fn execute(
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect(),
         data_version,
-        columns: out
-            .columns
-            .iter()
-            .map(|c| crate::contract::AnswerColumn {
-                name: c.name.clone(),
-                pg_type: c.pg_type.clone(),
-            })
-            .collect(),
+        columns: answer_columns(&out.columns),
         row_count: out.rows.len() as u64,
         truncated: out.truncated,
         elapsed_ms: out.elapsed_ms,
@@ -222,8 +228,18 @@ pub async fn execute(
         page: None,
         next: None,
     };
-    let body = serde_json::to_value(answer).map_err(ExecError::Encode)?;
-    Ok((body, data_version))
+    serde_json::to_value(answer).map_err(ExecError::Encode)
+}
+
+/// The columns as an answer names them.
+pub fn answer_columns(columns: &[quarry_db::OutColumn]) -> Vec<crate::contract::AnswerColumn> {
+    columns
+        .iter()
+        .map(|c| crate::contract::AnswerColumn {
+            name: c.name.clone(),
+            pg_type: c.pg_type.clone(),
+        })
+        .collect()
 }
 
 /// The body, or the problem with it (over the size limit: 413).

@@ -82,6 +82,13 @@ pub struct ApiSettings {
     /// Lambda, where API Gateway compresses (its `minimumCompressionSize`): a
     /// compressed body would leave Lambda base64-encoded.
     pub compress_answers: bool,
+    /// Run light operations without a transaction of their own, setting the
+    /// reader connection's statement timeout on its session only when a call
+    /// needs another one (one round trip per call). Off, every call runs in its
+    /// own read-only transaction with `SET LOCAL`: for poolers that pin a
+    /// connection to its client on a session `SET`, as RDS Proxy does (the
+    /// stack turns it off when it puts the proxy in front of the database).
+    pub session_settings: bool,
     /// Largest `page_size` a caller may ask for.
     pub max_page_size: u64,
     /// Seconds the snapshot behind a paged answer (and so its cursors) lives.
@@ -197,6 +204,7 @@ impl Default for ApiSettings {
             max_answer_bytes: 64 * 1024 * 1024,
             stream_answers: true,
             compress_answers: true,
+            session_settings: true,
             max_page_size: 10_000,
             page_ttl_seconds: 3600,
         }
