@@ -10,7 +10,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # The AWS adapters are tested against a local AWS emulator (moto server), and
 # the original walkthrough is replayed with the real AWS CLI against it. One pip
 # call for both, so its resolver picks a boto3/botocore pair they both accept.
-MOTO_VERSION="5.2.1"
+# 5.2.2 at least: 5.2.1 answered CompleteMultipartUpload with the wrong root
+# element, which the Rust SDK refuses (getmoto/moto#10055).
+MOTO_VERSION="5.2.2"
 AWSCLI_VERSION="1.45.11"
 if ! python3 -c "import moto.server, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \
     || ! aws --version 2>&1 | grep -q "aws-cli/$AWSCLI_VERSION "; then

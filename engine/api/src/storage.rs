@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use quarry_core::ports::{ObjectStore, PortError, PortResult};
+use quarry_core::ports::{ObjectStore, ObjectWriter, PortError, PortResult};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -119,6 +119,29 @@ impl ObjectStore for FolderStore {
             .map_err(|e| PortError::Unavailable(format!("storing {key}: {e}")))
     }
 
+    async fn writer<'a>(
+        &'a self,
+        key: &str,
+        _content_type: &str,
+    ) -> PortResult<Box<dyn ObjectWriter + 'a>> {
+        let path = self.path(key)?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| PortError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let partial = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+        let file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| PortError::Unavailable(format!("writing {}: {e}", partial.display())))?;
+        Ok(Box::new(FolderWriter {
+            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            partial,
+            path,
+            written: 0,
+        }))
+    }
+
     async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         let p = self.path(key)?;
         match tokio::fs::read(&p).await {
@@ -151,6 +174,66 @@ impl ObjectStore for FolderStore {
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
         mac.verify_slice(&sig).is_ok()
+    }
+}
+
+/// An object of the folder being written: a file beside its final name,
+/// renamed into place by `finish` (so a reader never sees half an object) and
+/// removed if the writer is aborted or dropped.
+struct FolderWriter {
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    partial: PathBuf,
+    path: PathBuf,
+    written: u64,
+}
+
+#[async_trait]
+impl ObjectWriter for FolderWriter {
+    async fn write(&mut self, chunk: &[u8]) -> PortResult<()> {
+        use tokio::io::AsyncWriteExt;
+        let Some(file) = self.file.as_mut() else {
+            return Err(PortError::Invalid("the object was already finished".into()));
+        };
+        file.write_all(chunk).await.map_err(|e| {
+            PortError::Unavailable(format!("writing {}: {e}", self.partial.display()))
+        })?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> PortResult<u64> {
+        use tokio::io::AsyncWriteExt;
+        let Some(mut file) = self.file.take() else {
+            return Err(PortError::Invalid("the object was already finished".into()));
+        };
+        let stored = async {
+            file.flush().await?;
+            drop(file);
+            tokio::fs::rename(&self.partial, &self.path).await
+        }
+        .await;
+        match stored {
+            Ok(()) => Ok(self.written),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.partial);
+                Err(PortError::Unavailable(format!(
+                    "storing {}: {e}",
+                    self.path.display()
+                )))
+            }
+        }
+    }
+
+    async fn abort(self: Box<Self>) {
+        // Drop removes the partial file.
+    }
+}
+
+impl Drop for FolderWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 

@@ -28,7 +28,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use chrono::{DateTime, Utc};
 use quarry_core::jobs::{Event, Job};
 use quarry_core::ports::{
-    Cache, CachedValue, JobStore, Notifier, ObjectStore, PortError, PortResult, WorkflowStarter,
+    Cache, CachedValue, JobStore, Notifier, ObjectStore, ObjectWriter, PortError, PortResult,
+    WorkflowStarter,
 };
 
 /// The shared SDK configuration: region, credentials and endpoint from the
@@ -137,6 +138,22 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn writer<'a>(
+        &'a self,
+        key: &str,
+        content_type: &str,
+    ) -> PortResult<Box<dyn ObjectWriter + 'a>> {
+        Ok(Box::new(S3Writer {
+            store: self,
+            key: key.to_string(),
+            content_type: content_type.to_string(),
+            buffer: Vec::new(),
+            upload_id: None,
+            parts: Vec::new(),
+            written: 0,
+        }))
+    }
+
     async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         match self
             .client
@@ -180,6 +197,143 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| unavailable("S3 presign", e))?;
         Ok(req.uri().to_string())
+    }
+}
+
+/// Size of each part of a multipart upload (S3's minimum is 5 MiB, except the
+/// last): memory holds one part.
+const PART_BYTES: usize = 8 << 20;
+
+/// An S3 object written in parts: one PutObject if it stays under a part,
+/// else a multipart upload completed by `finish` (nothing is visible before)
+/// and aborted on failure; the results bucket's lifecycle rule removes any
+/// upload a crash left behind.
+struct S3Writer<'a> {
+    store: &'a S3Store,
+    key: String,
+    content_type: String,
+    buffer: Vec<u8>,
+    upload_id: Option<String>,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+    written: u64,
+}
+
+impl S3Writer<'_> {
+    async fn upload_part(&mut self) -> PortResult<()> {
+        let s = self.store;
+        let id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let out = s
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&s.bucket)
+                    .key(&self.key)
+                    .content_type(&self.content_type)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("S3 CreateMultipartUpload", e))?;
+                let id = out.upload_id().unwrap_or_default().to_string();
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let number = i32::try_from(self.parts.len() + 1)
+            .map_err(|_| PortError::Invalid("too many parts".into()))?;
+        let body = std::mem::take(&mut self.buffer);
+        let out = s
+            .client
+            .upload_part()
+            .bucket(&s.bucket)
+            .key(&self.key)
+            .upload_id(&id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| unavailable("S3 UploadPart", e))?;
+        self.parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn abort_upload(&mut self) {
+        if let Some(id) = self.upload_id.take() {
+            let s = self.store;
+            if let Err(e) = s
+                .client
+                .abort_multipart_upload()
+                .bucket(&s.bucket)
+                .key(&self.key)
+                .upload_id(id)
+                .send()
+                .await
+            {
+                tracing::warn!(key = %self.key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "could not abort a multipart upload; the bucket's lifecycle rule removes it");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for S3Writer<'_> {
+    async fn write(&mut self, chunk: &[u8]) -> PortResult<()> {
+        self.buffer.extend_from_slice(chunk);
+        self.written += chunk.len() as u64;
+        if self.buffer.len() >= PART_BYTES {
+            if let Err(e) = self.upload_part().await {
+                self.abort_upload().await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> PortResult<u64> {
+        if self.upload_id.is_none() {
+            let body = std::mem::take(&mut self.buffer);
+            self.store.put(&self.key, body, &self.content_type).await?;
+            return Ok(self.written);
+        }
+        let done = async {
+            if !self.buffer.is_empty() {
+                self.upload_part().await?;
+            }
+            let s = self.store;
+            s.client
+                .complete_multipart_upload()
+                .bucket(&s.bucket)
+                .key(&self.key)
+                .upload_id(self.upload_id.clone().unwrap_or_default())
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(self.parts.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| unavailable("S3 CompleteMultipartUpload", e))?;
+            Ok::<_, PortError>(())
+        }
+        .await;
+        match done {
+            Ok(()) => {
+                self.upload_id = None;
+                Ok(self.written)
+            }
+            Err(e) => {
+                self.abort_upload().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
     }
 }
 

@@ -69,6 +69,83 @@ async fn s3_objects_round_trip_and_presigned_links_download() {
     assert!(got.contains("{\"rows\":[1,2,3]}"), "{got}");
 }
 
+/// A large result is written to S3 in parts as it is made: one PutObject
+/// under a part, a multipart upload past it, complete only at `finish`; an
+/// aborted upload leaves neither an object nor an open upload.
+#[tokio::test]
+async fn s3_objects_are_written_in_parts_and_an_aborted_one_leaves_nothing() {
+    let m = moto();
+    let cfg = config(&m).await;
+    let store = make_bucket(&cfg, "results").await;
+    // 20 MiB in 1 MiB chunks: two 8 MiB parts and a last one of 4 MiB.
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut w = store
+        .writer("jobs/big.ndjson", "application/x-ndjson")
+        .await
+        .expect("writer");
+    for _ in 0..20 {
+        w.write(&chunk).await.expect("write");
+    }
+    assert_eq!(
+        store.get("jobs/big.ndjson").await.expect("get"),
+        None,
+        "nothing is visible before finish"
+    );
+    assert_eq!(w.finish().await.expect("finish"), 20 << 20);
+    let got = store
+        .get("jobs/big.ndjson")
+        .await
+        .expect("get")
+        .expect("the object");
+    assert_eq!(got.len(), 20 << 20);
+    assert!(got.chunks(1 << 20).all(|c| c == chunk.as_slice()));
+    let head = store
+        .client()
+        .head_object()
+        .bucket("results")
+        .key("jobs/big.ndjson")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_type(), Some("application/x-ndjson"));
+    assert!(
+        head.e_tag().is_some_and(|t| t.contains("-3")),
+        "a multipart object of 3 parts: {:?}",
+        head.e_tag()
+    );
+
+    // Under a part: one PutObject.
+    let mut w = store
+        .writer("jobs/small.csv", "text/csv")
+        .await
+        .expect("writer");
+    w.write(b"a,b\n1,2\n").await.expect("write");
+    assert_eq!(w.finish().await.expect("finish"), 8);
+    assert_eq!(
+        store.get("jobs/small.csv").await.expect("get"),
+        Some(b"a,b\n1,2\n".to_vec())
+    );
+
+    // Aborted after a part went up: no object, no upload left open.
+    let mut w = store
+        .writer("jobs/failed.ndjson", "application/x-ndjson")
+        .await
+        .expect("writer");
+    for _ in 0..9 {
+        w.write(&chunk).await.expect("write");
+    }
+    w.abort().await;
+    assert_eq!(store.get("jobs/failed.ndjson").await.expect("get"), None);
+    let open = store
+        .client()
+        .list_multipart_uploads()
+        .bucket("results")
+        .send()
+        .await
+        .expect("list uploads");
+    assert!(open.uploads().is_empty(), "{:?}", open.uploads());
+}
+
 #[tokio::test]
 async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
     let m = moto();

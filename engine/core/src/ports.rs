@@ -71,6 +71,14 @@ pub trait JobStore: Send + Sync {
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> PortResult<()>;
+    /// An object written part by part as its bytes are made (a large job
+    /// result), so memory holds one part whatever the object's size. Nothing
+    /// is visible under `key` until [`ObjectWriter::finish`].
+    async fn writer<'a>(
+        &'a self,
+        key: &str,
+        content_type: &str,
+    ) -> PortResult<Box<dyn ObjectWriter + 'a>>;
     /// The object's bytes, or `None` if there is no such object.
     async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>>;
     /// A link that lets whoever holds it GET the object until `ttl` passes.
@@ -80,6 +88,18 @@ pub trait ObjectStore: Send + Sync {
     fn verify_signed(&self, _key: &str, _expires: i64, _signature: &str) -> bool {
         false
     }
+}
+
+/// An object being written (see [`ObjectStore::writer`]). Dropped without
+/// `finish`, nothing of it becomes visible.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    /// Appends `chunk`.
+    async fn write(&mut self, chunk: &[u8]) -> PortResult<()>;
+    /// Makes the object visible, whole; returns its size in bytes.
+    async fn finish(self: Box<Self>) -> PortResult<u64>;
+    /// Discards what was written.
+    async fn abort(self: Box<Self>);
 }
 
 /// Publishes [`Event`]s (log and webhooks locally, SNS on AWS).
