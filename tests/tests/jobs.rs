@@ -494,3 +494,95 @@ async fn concurrent_cache_puts_are_batched_and_all_stored() {
         .get(0);
     assert_eq!(rows, 151);
 }
+
+/// A job's large result is written as its rows are read: past the cap on an
+/// answer held in memory (api.max_answer_bytes), in each format, with the same
+/// rows a synchronous call gives; a failure after several batches were
+/// written leaves no object, not even a partial one.
+#[tokio::test]
+async fn large_job_results_are_written_as_read_and_a_failure_midway_leaves_nothing() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[
+            ("QUARRY_API__MAX_ANSWER_BYTES", "20000"),
+            ("QUARRY_API__SYNC_ANSWER_BYTES", "20000"),
+            ("QUARRY_JOBS__POLL_INTERVAL_MS", "100"),
+        ],
+        &data.0,
+    );
+    let submit = |op: &str, params: &str, format: &str| {
+        let r = post(
+            &s,
+            "/analytics/jobs",
+            &format!(r#"{{"operation": "{op}", "parameters": {params}, "format": "{format}"}}"#),
+        );
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        job_id(&r)
+    };
+    let fetch = |id: &str| {
+        let res = get(&s, &format!("/analytics/jobs/{id}/result"));
+        assert_eq!(res.status, 303, "{}", res.raw);
+        get(&s, res.header("location").expect("signed link"))
+    };
+    // 10,000 rows: about 250 KB as JSON, far past the 20,000-byte cap.
+    for format in ["ndjson", "csv", "json"] {
+        let id = submit("many_rows", r#"{"rows": 10000}"#, format);
+        let done = wait_job(&s, &id, &[]);
+        assert_eq!(done["state"], json!("succeeded"), "{format}: {done}");
+        assert_eq!(done["result"]["row_count"], json!(10000), "{format}");
+        let file = fetch(&id);
+        assert_eq!(file.status, 200);
+        let lines: Vec<&str> = file.raw.lines().collect();
+        match format {
+            "ndjson" => {
+                assert_eq!(lines.len(), 10000);
+                assert_eq!(lines[0], r#"{"n":1,"label":"row 1"}"#);
+                assert_eq!(lines[9999], r#"{"n":10000,"label":"row 10000"}"#);
+            }
+            "csv" => {
+                assert_eq!(lines.len(), 10001, "header + rows");
+                assert_eq!(lines[0], "n,label");
+                assert_eq!(lines[10000], "10000,row 10000");
+            }
+            _ => {
+                let rows = file.body["rows"].as_array().expect("rows");
+                assert_eq!(rows.len(), 10000);
+                assert_eq!(rows[4999], json!({"n": 5000, "label": "row 5000"}));
+                assert_eq!(file.body["row_count"], json!(10000));
+                assert_eq!(file.body["truncated"], json!(false));
+                assert_eq!(file.body["operation"], json!("many_rows"));
+                assert_eq!(file.body["parameters"], json!({"rows": 10000}));
+                assert_eq!(
+                    file.body["columns"],
+                    json!([{"name": "n", "pg_type": "int4"}, {"name": "label", "pg_type": "text"}])
+                );
+                assert!(file.body["data_version"].is_i64());
+            }
+        }
+    }
+
+    // Fails at row 7,000: three batches of 2,000 rows were already written.
+    let id = submit(
+        "fails_midway",
+        r#"{"rows": 10000, "fail_at": 7000}"#,
+        "ndjson",
+    );
+    let done = wait_job(&s, &id, &[]);
+    assert_eq!(done["state"], json!("failed"), "{done}");
+    let left: Vec<String> = std::fs::read_dir(data.0.join("results/jobs"))
+        .expect("the results folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&id))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing of the failed job's result is left: {left:?}"
+    );
+    let res = get(&s, &format!("/analytics/jobs/{id}/result"));
+    assert_ne!(res.status, 200);
+}

@@ -335,7 +335,14 @@ pub async fn claim(st: &AppState, job: &Job) -> PortResult<Option<Job>> {
 pub struct Executed {
     pub body: Value,
     pub data_version: i64,
+    /// The result, when it had more rows than a job keeps inline: written to
+    /// object storage in the job's format as its rows were read, so memory
+    /// held one batch of them (`body` is then `null`).
+    pub stored: Option<JobResult>,
 }
+
+/// Rows read from the database per batch while a job's result is written.
+const BATCH: usize = 2000;
 
 /// Step 2: run the operation. Errors are classified transient or permanent.
 pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
@@ -351,10 +358,166 @@ pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
         ),
         transient: false,
     })?;
-    match call::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
-        Ok((body, data_version)) => Ok(Executed { body, data_version }),
-        Err(e) => Err(classify(&pack, e)),
+    if pack.spec.raw_sql {
+        // Caller-supplied SQL: in its own transaction, the connection reset
+        // after (its row cap is small enough to hold).
+        return match call::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
+            Ok((body, data_version)) => Ok(Executed {
+                body,
+                data_version,
+                stored: None,
+            }),
+            Err(e) => Err(classify(&pack, e)),
+        };
     }
+    execute_streaming(st, job, &pack)
+        .await
+        .map_err(|e| classify(&pack, e))
+}
+
+/// Runs `pack` through a cursor: a result of at most `jobs.inline_max_rows`
+/// rows becomes the answer document as a synchronous call makes it; a larger
+/// one is written batch by batch to `jobs/<id>.<format>` (no byte cap: the
+/// row cap applies, as for a streamed answer). A failure midway leaves no
+/// object behind.
+async fn execute_streaming(st: &AppState, job: &Job, pack: &Pack) -> Result<Executed, ExecError> {
+    let started = std::time::Instant::now();
+    let (resolved, query, limits) = quarry_db::ops::prepare(
+        pack,
+        &job.parameters,
+        InputStyle::Json,
+        quarry_db::CallOptions {
+            max_bytes: Some(st.config.api.max_answer_bytes),
+            ..Default::default()
+        },
+    )
+    .map_err(ExecError::Run)?;
+    let query_error = |e: quarry_db::QueryError| ExecError::Run(quarry_db::RunError::Query(e));
+    let mut reader = st.reader.get().await.map_err(|_| ExecError::Pool)?;
+    let data_version = call::data_version_before(st, &reader).await?;
+    let stmt = reader
+        .prepare_typed_cached(&query.sql, &quarry_db::bind_types(&query))
+        .await
+        .map_err(|e| query_error(e.into()))?;
+    let client: &mut tokio_postgres::Client = &mut reader;
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| query_error(e.into()))?;
+    let mut cursor = quarry_db::open_cursor(&tx, Some(stmt), &query, limits)
+        .await
+        .map_err(query_error)?;
+    let inline = st.config.jobs.inline_max_rows;
+    let mut head: Vec<Vec<Value>> = Vec::new();
+    while head.len() as u64 <= inline {
+        match cursor.next_batch(BATCH).await.map_err(query_error)? {
+            Some(rows) => head.extend(rows),
+            None => {
+                let out = quarry_db::QueryOutput {
+                    columns: cursor.columns.clone(),
+                    rows: head,
+                    truncated: cursor.truncated,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                };
+                let body = call::answer_body(pack, &resolved, data_version, out)?;
+                return Ok(Executed {
+                    body,
+                    data_version,
+                    stored: None,
+                });
+            }
+        }
+    }
+    let key = format!("jobs/{}.{}", job.id, job.format.extension());
+    let mut w = st
+        .ports
+        .objects
+        .writer(&key, job.format.content_type())
+        .await
+        .map_err(|e| ExecError::Store(e.to_string()))?;
+    let columns = cursor.columns.clone();
+    let written = async {
+        let store = |e: PortError| ExecError::Store(e.to_string());
+        match job.format {
+            ResultFormat::Json => {
+                let head_doc = JsonHead {
+                    operation: &pack.spec.name,
+                    version: &pack.spec.version,
+                    parameters: resolved
+                        .0
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.to_json()))
+                        .collect(),
+                    data_version,
+                    columns: call::answer_columns(&columns),
+                };
+                let mut bytes = serde_json::to_vec(&head_doc).map_err(ExecError::Encode)?;
+                bytes.pop(); // the closing brace: the rows and the counts follow
+                bytes.extend_from_slice(b",\"rows\":[");
+                w.write(&bytes).await.map_err(store)?;
+            }
+            other => w
+                .write(&results::header_bytes(other, &columns))
+                .await
+                .map_err(store)?,
+        }
+        let mut first = true;
+        let mut batch = Some(head);
+        while let Some(rows) = batch {
+            let bytes = match job.format {
+                ResultFormat::Json => results::json_rows_bytes(&columns, &rows, first),
+                other => results::rows_bytes(other, &columns, &rows),
+            };
+            first = false;
+            w.write(&bytes).await.map_err(store)?;
+            batch = cursor.next_batch(BATCH).await.map_err(query_error)?;
+        }
+        if job.format == ResultFormat::Json {
+            let tail = format!(
+                "],\"row_count\":{},\"truncated\":{},\"elapsed_ms\":{}}}",
+                cursor.rows_read(),
+                cursor.truncated,
+                started.elapsed().as_millis()
+            );
+            w.write(tail.as_bytes()).await.map_err(store)?;
+        }
+        Ok::<_, ExecError>(())
+    }
+    .await;
+    if let Err(e) = written {
+        w.abort().await;
+        return Err(e);
+    }
+    let bytes = w
+        .finish()
+        .await
+        .map_err(|e| ExecError::Store(e.to_string()))?;
+    metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
+        .record(started.elapsed().as_secs_f64());
+    tracing::info!(job_id = %job.id, rows = cursor.rows_read(), bytes, "a large job result was written as it was read");
+    Ok(Executed {
+        body: Value::Null,
+        data_version,
+        stored: Some(JobResult::Stored {
+            key,
+            format: job.format,
+            rows: cursor.rows_read(),
+            bytes,
+            truncated: cursor.truncated,
+        }),
+    })
+}
+
+/// The fields of a JSON answer before its rows, for a result written as it is read.
+#[derive(serde::Serialize)]
+struct JsonHead<'a> {
+    operation: &'a str,
+    version: &'a str,
+    parameters: Map<String, Value>,
+    data_version: i64,
+    columns: Vec<crate::contract::AnswerColumn>,
 }
 
 fn classify(pack: &Pack, e: ExecError) -> JobError {
@@ -468,6 +631,9 @@ fn classify(pack: &Pack, e: ExecError) -> JobError {
 
 /// Step 3: keep the result — inline when small, else as an object in `format`.
 pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobResult, JobError> {
+    if let Some(stored) = ex.stored {
+        return Ok(stored);
+    }
     let rows = ex
         .body
         .get("row_count")

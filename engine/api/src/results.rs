@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quarry_core::jobs::ResultFormat;
+use quarry_db::OutColumn;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A serialized answer kept in memory until `expires`.
@@ -74,6 +76,74 @@ fn rows(body: &Value) -> &[Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
+}
+
+/// The CSV header line, or nothing for NDJSON.
+pub(crate) fn header_bytes(format: ResultFormat, columns: &[OutColumn]) -> Vec<u8> {
+    match format {
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let _ = w.write_record(columns.iter().map(|c| c.name.as_str()));
+            w.into_inner().unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// One batch of rows as NDJSON lines or CSV records.
+pub(crate) fn rows_bytes(
+    format: ResultFormat,
+    columns: &[OutColumn],
+    rows: &[Vec<Value>],
+) -> Vec<u8> {
+    match format {
+        ResultFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            for r in rows {
+                let _ = w.write_record(r.iter().map(|v| match v {
+                    Value::Null => std::borrow::Cow::Borrowed(&b""[..]),
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+                    other => std::borrow::Cow::Owned(other.to_string().into_bytes()),
+                }));
+            }
+            w.into_inner().unwrap_or_default()
+        }
+        _ => {
+            let mut out = Vec::new();
+            for r in rows {
+                let _ = serde_json::to_writer(&mut out, &RowRef(columns, r));
+                out.push(b'\n');
+            }
+            out
+        }
+    }
+}
+
+/// A row serialized as an object keyed by column name, without copying it.
+pub(crate) struct RowRef<'a>(pub &'a [OutColumn], pub &'a [Value]);
+
+impl Serialize for RowRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (c, v) in self.0.iter().zip(self.1) {
+            m.serialize_entry(&c.name, v)?;
+        }
+        m.end()
+    }
+}
+
+/// One batch of rows as elements of a JSON array: each after a comma unless
+/// it is the answer's very first row (`first`).
+pub(crate) fn json_rows_bytes(columns: &[OutColumn], rows: &[Vec<Value>], first: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 || !first {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &RowRef(columns, r));
+    }
+    out
 }
 
 /// Serializes an answer body (`{columns, rows, ...}`) as `format`.

@@ -22,61 +22,11 @@ use serde_json::{Map, Value};
 use crate::auth::Principal;
 use crate::call::ExecError;
 use crate::contract::{Answer, AnswerColumn, PageInfo};
+use crate::results::{header_bytes, rows_bytes, RowRef};
 use crate::{ApiError, AppState};
 
 /// Rows fetched from the database per batch while streaming.
 const BATCH: usize = 1000;
-
-/// The CSV header line, or nothing for NDJSON.
-fn header_bytes(format: ResultFormat, columns: &[OutColumn]) -> Vec<u8> {
-    match format {
-        ResultFormat::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let _ = w.write_record(columns.iter().map(|c| c.name.as_str()));
-            w.into_inner().unwrap_or_default()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// One batch of rows as NDJSON lines or CSV records.
-fn rows_bytes(format: ResultFormat, columns: &[OutColumn], rows: &[Vec<Value>]) -> Vec<u8> {
-    match format {
-        ResultFormat::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            for r in rows {
-                let _ = w.write_record(r.iter().map(|v| match v {
-                    Value::Null => std::borrow::Cow::Borrowed(&b""[..]),
-                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
-                    other => std::borrow::Cow::Owned(other.to_string().into_bytes()),
-                }));
-            }
-            w.into_inner().unwrap_or_default()
-        }
-        _ => {
-            let mut out = Vec::new();
-            for r in rows {
-                let _ = serde_json::to_writer(&mut out, &RowRef(columns, r));
-                out.push(b'\n');
-            }
-            out
-        }
-    }
-}
-
-/// A row serialized as an object keyed by column name, without copying it.
-struct RowRef<'a>(&'a [OutColumn], &'a [Value]);
-
-impl Serialize for RowRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (c, v) in self.0.iter().zip(self.1) {
-            m.serialize_entry(&c.name, v)?;
-        }
-        m.end()
-    }
-}
 
 fn row_object(columns: &[OutColumn], values: Vec<Value>) -> Map<String, Value> {
     columns

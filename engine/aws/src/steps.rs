@@ -59,6 +59,10 @@ pub struct Staged {
     pub staged_key: String,
     pub rows: u64,
     pub data_version: i64,
+    /// A result too large to stage, already written in the job's format
+    /// (`staged_key` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
 }
 
 /// StoreResult's output: a stored result, or the staged rows to keep inline.
@@ -290,6 +294,16 @@ async fn run(st: &Arc<AppState>, step: Step) -> Result<Value, JobError> {
                 }
             }
             let ex = steps::execute(st, &job).await?;
+            if let Some(result @ JobResult::Stored { rows, .. }) = ex.stored {
+                // Too large to stage: already written as the job's result.
+                return Ok(serde_json::to_value(Staged {
+                    staged_key: String::new(),
+                    rows,
+                    data_version: ex.data_version,
+                    result: Some(result),
+                })
+                .unwrap_or(Value::Null));
+            }
             let rows = ex
                 .body
                 .get("row_count")
@@ -312,11 +326,15 @@ async fn run(st: &Arc<AppState>, step: Step) -> Result<Value, JobError> {
                 staged_key: key,
                 rows,
                 data_version: ex.data_version,
+                result: None,
             })
             .unwrap_or(Value::Null))
         }
         Step::StoreResult { job_id, executed } => {
             let job = running(load(st, &job_id).await?)?;
+            if let Some(result) = executed.result {
+                return Ok(serde_json::to_value(Stored::Object { result }).unwrap_or(Value::Null));
+            }
             let ex = read_staged(st, &executed.staged_key).await?;
             let result = steps::store_result(st, &job, ex).await?;
             let out = match result {
@@ -388,6 +406,7 @@ async fn read_staged(st: &AppState, key: &str) -> Result<Executed, JobError> {
     Ok(Executed {
         body: doc.get_mut("body").map(Value::take).unwrap_or(Value::Null),
         data_version: doc.get("data_version").and_then(Value::as_i64).unwrap_or(0),
+        stored: None,
     })
 }
 
