@@ -282,19 +282,43 @@ pub async fn signed_object(
     if !st.ports.objects.verify_signed(&key, expires, sig) {
         return Err(ApiError::LinkExpired);
     }
-    let bytes = st
-        .ports
-        .objects
-        .get(&key)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading {key}: {e}")))?
-        .ok_or_else(|| ApiError::NotFound("the result has been deleted (results are kept for a limited time); submit the job again".into()))?;
+    let gone = || {
+        ApiError::NotFound(
+            "the result has been deleted (results are kept for a limited time); submit the job again"
+                .into(),
+        )
+    };
+    let body = match st.ports.objects.local_file(&key) {
+        // A file: streamed 64 KiB at a time, whatever its size.
+        Some(path) => match tokio::fs::File::open(&path).await {
+            Ok(file) => axum::body::Body::from_stream(futures_util::stream::try_unfold(
+                file,
+                |mut f| async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let n = f.read(&mut buf).await?;
+                    buf.truncate(n);
+                    Ok::<_, std::io::Error>((n > 0).then(|| (Bytes::from(buf), f)))
+                },
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+            Err(e) => return Err(ApiError::Internal(anyhow::anyhow!("reading {key}: {e}"))),
+        },
+        None => axum::body::Body::from(
+            st.ports
+                .objects
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading {key}: {e}")))?
+                .ok_or_else(gone)?,
+        ),
+    };
     let format = key
         .rsplit('.')
         .next()
         .and_then(ResultFormat::parse)
         .unwrap_or_default();
-    let mut resp = bytes.into_response();
+    let mut resp = body.into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(format.content_type()) {
         h.insert(header::CONTENT_TYPE, v);

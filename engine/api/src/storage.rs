@@ -160,6 +160,10 @@ impl ObjectStore for FolderStore {
         ))
     }
 
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
     fn verify_signed(&self, key: &str, expires: i64, signature: &str) -> bool {
         if expires < chrono::Utc::now().timestamp() {
             return false;

@@ -83,6 +83,12 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>>;
     /// A link that lets whoever holds it GET the object until `ttl` passes.
     async fn signed_url(&self, key: &str, ttl: Duration) -> PortResult<String>;
+    /// For stores whose objects are local files (the folder): the file of
+    /// `key`, so the API streams a downloaded object instead of reading it
+    /// whole into memory.
+    fn local_file(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// For stores whose signed links the API itself serves (the local folder):
     /// whether `signature` is valid for `key` until `expires` (epoch seconds).
     fn verify_signed(&self, _key: &str, _expires: i64, _signature: &str) -> bool {
