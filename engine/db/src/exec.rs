@@ -211,8 +211,22 @@ pub async fn run_light(
     set.map_err(|e| classify(e, limits.timeout))?;
     state.timeout_ms = Some(ms);
     let stream = stream.map_err(|e| classify(e, limits.timeout))?;
+    // Past the cap, dropping the stream leaves the rest to the connection,
+    // which reads and discards it before its next request.
+    collect(stream, stream_columns(prepared), limits, started).await
+}
+
+/// Reads `stream` into rows: at most `max_rows` (one more says the cap cut
+/// the answer), failing once the answer passes `max_bytes` of JSON.
+async fn collect(
+    stream: tokio_postgres::RowStream,
+    columns: Vec<OutColumn>,
+    limits: QueryLimits,
+    started: Instant,
+) -> Result<QueryOutput, QueryError> {
     pin_mut!(stream);
-    let columns: Vec<OutColumn> = stream_columns(prepared);
+    // Bytes of the answer as JSON objects: 2 for the brackets, then per row the
+    // braces, the keys and the values (see `json_len`).
     let keys: u64 = columns.iter().map(|c| c.name.len() as u64 + 4).sum();
     let mut bytes: u64 = 2;
     let mut rows = Vec::new();
@@ -223,8 +237,6 @@ pub async fn run_light(
         .map_err(|e| classify(e, limits.timeout))?
     {
         if rows.len() as u64 >= limits.max_rows {
-            // Dropping the stream leaves the rest to the connection, which
-            // reads and discards it before its next request.
             truncated = true;
             break;
         }
@@ -403,39 +415,8 @@ async fn fetch_in(
         .query_portal_raw(&portal, fetch)
         .await
         .map_err(|e| classify(e, limits.timeout))?;
-    pin_mut!(stream);
-    let mut rows = Vec::new();
-    let mut truncated = false;
-    // Bytes of the answer as JSON objects: 2 for the brackets, then per row the
-    // braces, the keys and the values (see `json_len`).
-    let keys: u64 = columns.iter().map(|c| c.name.len() as u64 + 4).sum();
-    let mut bytes: u64 = 2;
-    while let Some(row) = stream
-        .try_next()
-        .await
-        .map_err(|e| classify(e, limits.timeout))?
-    {
-        if rows.len() as u64 >= limits.max_rows {
-            truncated = true;
-            continue;
-        }
-        let values = row_to_json(&row)?;
-        bytes += 3 + keys + values.iter().map(json_len).sum::<u64>();
-        if bytes > limits.max_bytes {
-            // Dropping the stream ends the fetch; the transaction closes the portal.
-            return Err(QueryError::TooLarge {
-                cap: limits.max_bytes,
-                rows: rows.len() as u64,
-            });
-        }
-        rows.push(values);
-    }
-    Ok(QueryOutput {
-        columns,
-        rows,
-        truncated,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
+    // Dropping the stream early leaves the portal to the transaction's end.
+    collect(stream, columns, limits, started).await
 }
 
 /// The length of a value as compact JSON, without writing it (escapes counted
