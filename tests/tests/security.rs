@@ -462,6 +462,29 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
     timed_out_at(r, 1);
 
+    // None of these packs declares work_mem: the session has the server's own.
+    let show = |what: &'static str| {
+        let reader = &reader;
+        async move {
+            reader
+                .query_one(&format!("SHOW {what}"), &[])
+                .await
+                .expect("show")
+                .get::<_, String>(0)
+        }
+    };
+    let server_default: String = {
+        let fresh = quarry_db::connect(&quarry_db::reader_url(&db.url).expect("reader url"))
+            .await
+            .expect("connect");
+        fresh
+            .query_one("SHOW work_mem", &[])
+            .await
+            .expect("show")
+            .get(0)
+    };
+    assert_eq!(show("work_mem").await, server_default);
+
     // Read-only without a transaction of our own.
     let ro: String = reader
         .query_one("SHOW default_transaction_read_only", &[])
@@ -492,4 +515,30 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     assert_eq!(out.rows.len(), 3);
     assert!(!out.truncated);
     assert_eq!(out.rows[0][0], json!(1));
+
+    // A call with its own work_mem (a pack's `work_mem_mb`) sets it, with the
+    // timeout unchanged; the next call without one sets the server's back.
+    let input = json!({"rows": 3}).as_object().cloned().unwrap_or_default();
+    let (_, q, limits) = quarry_db::ops::prepare(
+        &rows,
+        &input,
+        InputStyle::Json,
+        quarry_db::CallOptions {
+            work_mem_mb: Some(32),
+            ..Default::default()
+        },
+    )
+    .expect("valid call");
+    let stmt = reader
+        .prepare_typed(&q.sql, &quarry_db::bind_types(&q))
+        .await
+        .expect("prepare");
+    quarry_db::run_light(&reader, &mut state, &stmt, &q, limits)
+        .await
+        .expect("answer");
+    assert_eq!(show("work_mem").await, "32MB");
+    run_light(&reader, &mut state, &rows, json!({"rows": 3}), None)
+        .await
+        .expect("answer");
+    assert_eq!(show("work_mem").await, server_default);
 }

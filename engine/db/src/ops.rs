@@ -35,6 +35,8 @@ pub struct CallOptions {
     /// The hard cap on the answer's size in bytes (default
     /// [`crate::exec::DEFAULT_MAX_ANSWER_BYTES`]).
     pub max_bytes: Option<u64>,
+    /// `work_mem` in MiB instead of the pack's own (0: the server's own).
+    pub work_mem_mb: Option<u32>,
 }
 
 /// Validates `input` and renders the pack: the resolved parameters, the SQL with
@@ -59,6 +61,11 @@ pub fn prepare(
         max_bytes: opts
             .max_bytes
             .unwrap_or(crate::exec::DEFAULT_MAX_ANSWER_BYTES),
+        work_mem_kb: opts
+            .work_mem_mb
+            .or(pack.spec.work_mem_mb)
+            .unwrap_or(0)
+            .saturating_mul(1024),
     };
     Ok((params, q, limits))
 }

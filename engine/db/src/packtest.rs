@@ -149,6 +149,7 @@ pub async fn run_case(
         allow_raw_sql: true,
         max_rows: None,
         max_bytes: None,
+        work_mem_mb: None,
     };
     let answer = match prepare(pack, &case.params, InputStyle::Json, opts) {
         Ok((_, q, limits)) => crate::exec::run_in(&tx, &q, limits)

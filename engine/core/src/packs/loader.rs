@@ -425,6 +425,13 @@ pub fn check_pack(src: &PackSource) -> (Option<Pack>, Vec<Diagnostic>) {
             format!("max_rows must be from 1 to {MAX_ROWS_LIMIT}"),
         ));
     }
+    if spec.work_mem_mb.is_some_and(|m| !(1..=256).contains(&m)) {
+        d.push(Diagnostic::new(
+            yf,
+            at(&["work_mem_mb"]),
+            "work_mem_mb must be from 1 to 256 (MiB per sort or hash of the query)",
+        ));
+    }
     if spec.columns.is_empty() && !spec.raw_sql {
         d.push(
             Diagnostic::new(yf, at(&["columns"]), "no result columns declared").help(

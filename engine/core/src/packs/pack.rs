@@ -34,6 +34,13 @@ pub struct PackSpec {
     pub cache_ttl_seconds: u64,
     /// Row cap: at most this many rows are returned; more are reported as truncated.
     pub max_rows: u64,
+    /// PostgreSQL's `work_mem` for this operation's query, in MiB (1 to 256):
+    /// the memory each sort or hash may use before it spills to disk. Unset,
+    /// the server's own (4 MiB unless tuned). Declare it where `EXPLAIN
+    /// (ANALYZE)` shows sorts going to disk on large data, and measure: a
+    /// larger value changes plans, and not always for the better.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_mem_mb: Option<u32>,
     /// The columns the query returns, in order. Checked against the database by
     /// `quarry check` when a database is available. Leave empty only for `raw_sql` packs.
     #[serde(default)]
