@@ -380,6 +380,13 @@ async fn a_light_operation_after_a_heavy_one_on_the_same_connection_gets_its_own
     );
 }
 
+fn max_rows(n: u64) -> quarry_db::CallOptions {
+    quarry_db::CallOptions {
+        max_rows: Some(n),
+        ..Default::default()
+    }
+}
+
 /// Runs `pack` the way the API runs a light operation: its prepared statement
 /// on the session as `state` says it is, without a transaction of its own.
 async fn run_light(
@@ -387,17 +394,14 @@ async fn run_light(
     state: &mut quarry_db::SessionState,
     pack: &quarry_core::Pack,
     input: serde_json::Value,
-    max_rows: Option<u64>,
+    opts: quarry_db::CallOptions,
 ) -> Result<quarry_db::QueryOutput, quarry_db::QueryError> {
     let input = input.as_object().cloned().unwrap_or_default();
     let (_, q, limits) = quarry_db::ops::prepare(
         pack,
         &input,
         quarry_core::packs::params::InputStyle::Json,
-        quarry_db::CallOptions {
-            max_rows,
-            ..Default::default()
-        },
+        opts,
     )
     .expect("valid call");
     let stmt = reader
@@ -427,24 +431,25 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
         );
     };
 
+    let plain = quarry_db::CallOptions::default();
     // Heavy through the light path (as a job runs), then light: 1 s, not 60.
-    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), None)
+    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), plain)
         .await
         .expect("the heavy operation finishes within its 60 s");
     let started = std::time::Instant::now();
-    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
+    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), plain).await;
     timed_out_at(r, 1);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "its own 1 s limit"
     );
     // Heavy again, on the light path: its 60 s is set back.
-    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), None)
+    run_light(&reader, &mut state, &heavy, json!({"seconds": 1.5}), plain)
         .await
         .expect("the heavy operation has its 60 s again");
     // A heavy one in a transaction (SET LOCAL) between two light ones: the
     // second light one sends no SET and still stops at 1 s.
-    run_light(&reader, &mut state, &light, json!({"seconds": 0}), None)
+    run_light(&reader, &mut state, &light, json!({"seconds": 0}), plain)
         .await
         .expect("a quick light call");
     quarry_db::execute_pack(
@@ -459,7 +464,7 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     )
     .await
     .expect("the heavy operation in its transaction has its 60 s");
-    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), None).await;
+    let r = run_light(&reader, &mut state, &light, json!({"seconds": 5}), plain).await;
     timed_out_at(r, 1);
 
     // None of these packs declares work_mem: the session has the server's own.
@@ -503,13 +508,19 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     // The row cap: 10 of 5,000 rows, cut; the connection answers the next call
     // with its own rows, not the rest of the first.
     let rows = fixture_pack("many_rows");
-    let out = run_light(&reader, &mut state, &rows, json!({"rows": 5000}), Some(10))
-        .await
-        .expect("capped answer");
+    let out = run_light(
+        &reader,
+        &mut state,
+        &rows,
+        json!({"rows": 5000}),
+        max_rows(10),
+    )
+    .await
+    .expect("capped answer");
     assert_eq!(out.rows.len(), 10);
     assert!(out.truncated);
     assert_eq!(out.rows[9][0], json!(10));
-    let out = run_light(&reader, &mut state, &rows, json!({"rows": 3}), Some(10))
+    let out = run_light(&reader, &mut state, &rows, json!({"rows": 3}), max_rows(10))
         .await
         .expect("next answer");
     assert_eq!(out.rows.len(), 3);
@@ -518,26 +529,20 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
 
     // A call with its own work_mem (a pack's `work_mem_mb`) sets it, with the
     // timeout unchanged; the next call without one sets the server's back.
-    let input = json!({"rows": 3}).as_object().cloned().unwrap_or_default();
-    let (_, q, limits) = quarry_db::ops::prepare(
+    run_light(
+        &reader,
+        &mut state,
         &rows,
-        &input,
-        InputStyle::Json,
+        json!({"rows": 3}),
         quarry_db::CallOptions {
             work_mem_mb: Some(32),
             ..Default::default()
         },
     )
-    .expect("valid call");
-    let stmt = reader
-        .prepare_typed(&q.sql, &quarry_db::bind_types(&q))
-        .await
-        .expect("prepare");
-    quarry_db::run_light(&reader, &mut state, &stmt, &q, limits)
-        .await
-        .expect("answer");
+    .await
+    .expect("answer");
     assert_eq!(show("work_mem").await, "32MB");
-    run_light(&reader, &mut state, &rows, json!({"rows": 3}), None)
+    run_light(&reader, &mut state, &rows, json!({"rows": 3}), plain)
         .await
         .expect("answer");
     assert_eq!(show("work_mem").await, server_default);
