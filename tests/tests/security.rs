@@ -527,6 +527,32 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     assert!(!out.truncated);
     assert_eq!(out.rows[0][0], json!(1));
 
+    // The cap is in the statement: past it the database makes no more rows.
+    // 1,000 rows of 20 ms each, capped at 5: the answer comes with the
+    // backend already idle, not still making the other 995 (20 s).
+    let pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let out = run_light(
+        &reader,
+        &mut state,
+        &fixture_pack("slow_rows"),
+        json!({"rows": 1000, "ms_per_row": 20}),
+        max_rows(5),
+    )
+    .await
+    .expect("capped answer");
+    assert_eq!((out.rows.len(), out.truncated), (5, true));
+    let admin = quarry_db::connect(&db.url).await.expect("connect as admin");
+    let backend: String = admin
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .expect("the reader's backend")
+        .get(0);
+    assert_eq!(backend, "idle", "the database stopped at the cap");
+
     // A call with its own work_mem (a pack's `work_mem_mb`) sets it, with the
     // timeout unchanged; the next call without one sets the server's back.
     run_light(

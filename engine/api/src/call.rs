@@ -3,7 +3,7 @@
 //! parse the body, find the pack and check the caller may run it, run it as the
 //! reader, and mark a deprecated version's answers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,12 +62,10 @@ impl From<ExecError> for ApiError {
 }
 
 /// What [`execute`] knows of the reader pool's sessions: each connection's
-/// settings as [`quarry_db::run_light`] left them (by pool object id), and the
-/// operations whose last answer was cut by the row cap.
+/// settings as [`quarry_db::run_light`] left them (by pool object id).
 #[derive(Debug, Default)]
 pub struct Sessions {
     settings: std::sync::Mutex<HashMap<deadpool_postgres::ObjectId, quarry_db::SessionState>>,
-    cut: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Sessions {
@@ -94,20 +92,6 @@ impl Sessions {
     fn forget(&self, conn: &deadpool_postgres::Object) {
         if let Ok(mut m) = self.settings.lock() {
             m.remove(&object_id(conn));
-        }
-    }
-
-    fn was_cut(&self, op: &str) -> bool {
-        self.cut.lock().is_ok_and(|s| s.contains(op))
-    }
-
-    fn note_cut(&self, op: &str, cut: bool) {
-        if let Ok(mut s) = self.cut.lock() {
-            if cut {
-                s.insert(op.to_string());
-            } else {
-                s.remove(op);
-            }
         }
     }
 }
@@ -177,10 +161,9 @@ pub async fn execute(
             .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
             .await
             .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
-        if !st.config.api.session_settings || st.sessions.was_cut(&pack.spec.name) {
-            // A transaction with SET LOCAL: asked for by the configuration, or
-            // because this operation's answers pass the row cap (a portal stops
-            // the database at the cap instead of letting it send every row).
+        if !st.config.api.session_settings {
+            // A transaction with SET LOCAL, as the configuration asks (behind
+            // a pooler that must not see session settings).
             let client: &mut tokio_postgres::Client = &mut reader;
             quarry_db::run_prepared(client, Some(stmt), &q, limits).await
         } else {
@@ -190,9 +173,6 @@ pub async fn execute(
             r
         }
     };
-    if let Ok(out) = &result {
-        st.sessions.note_cut(&pack.spec.name, out.truncated);
-    }
     let result = result
         .map(|out| (resolved, out))
         .map_err(quarry_db::RunError::from);

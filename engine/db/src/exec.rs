@@ -179,8 +179,9 @@ pub struct SessionState {
 ///   call's, pipelined ahead of the query (a light call after a heavy one on
 ///   the same connection sets its short limit back);
 /// - **the row cap:** rows past `max_rows` are not read (one more says the cap
-///   cut the answer); the database still sends them, bounded by the timeout,
-///   which is why a caller whose answers get cut should use [`run_prepared`].
+///   cut the answer); with the cap in the SQL ([`RenderedQuery::with_row_limit`],
+///   as every pack's is) the database stops there too, otherwise it still sends
+///   them, bounded by the timeout.
 ///
 /// Not for caller-supplied SQL, which could change the session: that runs in
 /// [`run`]'s transaction and the connection is discarded after.
@@ -423,10 +424,15 @@ async fn fetch_in(
     limits: QueryLimits,
     started: Instant,
 ) -> Result<QueryOutput, QueryError> {
-    // A portal fetches at most max_rows + 1 rows: the database stops there, and
-    // the extra row tells us the result was cut.
+    // At most max_rows + 1 rows: the database stops there, and the extra row
+    // tells us the result was cut. A statement with the cap in its SQL runs in
+    // one execution (fetch 0: all), which PostgreSQL may run in parallel; it
+    // never does for a portal fetching a row count, as caller SQL's must.
     let (portal, columns) = bind_portal(tx, prepared, q, limits, false).await?;
-    let fetch = i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX);
+    let fetch = match q.row_limit {
+        Some(_) => 0,
+        None => i32::try_from(limits.max_rows.saturating_add(1)).unwrap_or(i32::MAX),
+    };
     let stream = tx
         .query_portal_raw(&portal, fetch)
         .await

@@ -67,6 +67,12 @@ pub fn prepare(
             .unwrap_or(0)
             .saturating_mul(1024),
     };
+    // A pack's checked SELECT carries its cap; caller SQL is run as written.
+    let q = if pack.spec.raw_sql {
+        q
+    } else {
+        q.with_row_limit(limits.max_rows)
+    };
     Ok((params, q, limits))
 }
 

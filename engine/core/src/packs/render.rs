@@ -79,6 +79,28 @@ pub struct Bind {
 pub struct RenderedQuery {
     pub sql: String,
     pub binds: Vec<Bind>,
+    /// `Some(n)`: the SQL itself returns at most `n` rows (see
+    /// [`RenderedQuery::with_row_limit`]).
+    pub row_limit: Option<u64>,
+}
+
+impl RenderedQuery {
+    /// The statement with the row cap in the SQL: at most `max_rows + 1` rows
+    /// (one more says the cap cut the answer), so the database stops at the
+    /// cap however the rows are read. That lets the caller run it in one
+    /// execution rather than a portal fetching a row count, which PostgreSQL
+    /// never runs in parallel. The statement's own ORDER BY holds: a
+    /// subquery that sorts is scanned as it is, not flattened. The limit is a
+    /// number the engine computed, not a caller's text.
+    pub fn with_row_limit(mut self, max_rows: u64) -> Self {
+        let limit = max_rows.saturating_add(1).min(i64::MAX as u64);
+        let body = self
+            .sql
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        self.sql = format!("SELECT * FROM (\n{body}\n) AS answer LIMIT {limit}");
+        self.row_limit = Some(limit);
+        self
+    }
 }
 
 /// SQL text written verbatim. Private constructor: only `ident()` and `sql()` make one.
@@ -312,6 +334,7 @@ impl PackTemplate {
         Ok(RenderedQuery {
             sql: if trim { out.trim() } else { out }.to_string(),
             binds,
+            row_limit: None,
         })
     }
 }
@@ -377,6 +400,7 @@ impl MappedTemplate {
             RenderedQuery {
                 sql: trimmed,
                 binds: marked.binds,
+                row_limit: None,
             },
             SourceMap {
                 pieces,
@@ -612,6 +636,34 @@ mod tests {
             sql_text: Some(sql.into()),
         }])
         .unwrap()
+    }
+
+    /// The row limit wraps the statement whole: closing semicolons go, a
+    /// line comment at the end does not swallow the limit, and the binds
+    /// keep their numbers. (A comment after a closing `;` is refused by
+    /// `check`: see `sqlcheck`.)
+    #[test]
+    fn the_row_limit_wraps_the_whole_statement() {
+        let q = super::RenderedQuery {
+            sql: "SELECT $1::int AS n ORDER BY 1 -- the end\n ; ;\n".into(),
+            binds: Vec::new(),
+            row_limit: None,
+        }
+        .with_row_limit(10);
+        assert_eq!(
+            q.sql,
+            "SELECT * FROM (\nSELECT $1::int AS n ORDER BY 1 -- the end\n) AS answer LIMIT 11"
+        );
+        assert_eq!(q.row_limit, Some(11));
+        let q = super::RenderedQuery {
+            sql: "SELECT 1;\n".into(),
+            binds: Vec::new(),
+            row_limit: None,
+        }
+        .with_row_limit(u64::MAX);
+        assert!(q
+            .sql
+            .ends_with("SELECT 1\n) AS answer LIMIT 9223372036854775807"));
     }
 
     /// The mapped rendering is the real rendering (whitespace control included),

@@ -147,6 +147,7 @@ mod imp {
             }
         };
         binds_outside_tokens(sql, &tokens, bind_count, &mut out);
+        comment_after_semicolon(&tokens, &mut out);
         // A syntax error is the database check's to report: it has the exact
         // position (libpg_query's message here has none). The lexical checks
         // above hold either way.
@@ -160,6 +161,29 @@ mod imp {
     fn text<'a>(sql: &'a str, t: &ScanToken) -> &'a str {
         sql.get(t.start as usize..t.end as usize)
             .unwrap_or_default()
+    }
+
+    /// The engine puts the row cap around a pack's statement
+    /// (`RenderedQuery::with_row_limit`): it takes off a closing `;`, but not
+    /// one with only a comment after it.
+    fn comment_after_semicolon(tokens: &[ScanToken], out: &mut Vec<SqlIssue>) {
+        let Some(i) = tokens
+            .iter()
+            .rposition(|t| t.token == Token::Ascii59 as i32)
+        else {
+            return;
+        };
+        let rest = &tokens[i + 1..];
+        let comment = |t: &ScanToken| {
+            t.token == Token::SqlComment as i32 || t.token == Token::CComment as i32
+        };
+        if !rest.is_empty() && rest.iter().all(comment) {
+            out.push(issue(
+                tokens[i].start,
+                "a comment follows the statement's closing `;`",
+                "drop the `;` or put the comment above it: the engine wraps the statement to cap its rows",
+            ));
+        }
     }
 
     /// Each `$n` the renderer wrote must be a parameter token of its own.
@@ -432,6 +456,16 @@ mod imp {
                 1
             )
             .is_empty());
+        }
+
+        #[test]
+        fn a_comment_after_the_closing_semicolon_is_found() {
+            let m = messages("SELECT 1 FROM t; -- the end", 0);
+            assert_eq!(m.len(), 1, "{m:?}");
+            assert_eq!(m[0].0, 15);
+            assert!(m[0].1.contains("closing `;`"), "{m:?}");
+            assert!(messages("SELECT 1 FROM t -- the end;\n;\n", 0).is_empty());
+            assert!(messages("SELECT 1 FROM t;", 0).is_empty());
         }
 
         #[test]
