@@ -134,3 +134,36 @@ async fn logs_in_a_file_have_no_colour() {
     assert!(log.lines().count() > 3, "debug logs were written:\n{log}");
     assert!(!log.contains('\u{1b}'), "no escape codes:\n{log}");
 }
+
+/// An answer over the byte limit names the limit and the ways out; the
+/// limit can be raised for the call.
+#[tokio::test]
+async fn an_answer_over_the_byte_limit_says_how_to_get_it() {
+    let db = fixture_db().await;
+    let run = |extra: &[&str]| {
+        let mut args = vec!["query", "simple_demo", "-f", "json"];
+        args.extend_from_slice(extra);
+        Command::new(quarry_bin())
+            .args(&args)
+            .current_dir(repo_root())
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run quarry")
+    };
+    let out = run(&["--max-answer-bytes", "10"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limit of 10 bytes"), "{err}");
+    assert!(err.contains("--max-answer-bytes"), "{err}");
+    let out = run(&["--max-answer-bytes", "100000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json answer");
+    assert!(
+        answer["row_count"].as_u64().is_some_and(|n| n > 0),
+        "{answer}"
+    );
+}

@@ -321,6 +321,10 @@ enum Command {
         /// Return at most this many rows (never more than the operation's own cap).
         #[arg(long)]
         max_rows: Option<u64>,
+        /// Refuse an answer larger than this many bytes of JSON (the server's
+        /// `api.max_answer_bytes` default).
+        #[arg(long, default_value_t = quarry_db::exec::DEFAULT_MAX_ANSWER_BYTES)]
+        max_answer_bytes: u64,
         /// Print the rendered SQL and its bind values instead of running it.
         #[arg(long)]
         show_sql: bool,
@@ -578,6 +582,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             params,
             format,
             max_rows,
+            max_answer_bytes,
             show_sql,
             allow_custom_sql,
         } => {
@@ -618,6 +623,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut reader = quarry_db::connect_reader(&cli.database_url).await?;
             let opts = quarry_db::CallOptions {
                 max_rows,
+                max_bytes: Some(max_answer_bytes),
                 timeout: None,
                 allow_raw_sql: allow_custom_sql,
                 ..Default::default()
@@ -635,6 +641,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }) = &e
                     {
                         eprintln!("  hint: {h}");
+                    }
+                    if let quarry_db::RunError::Query(quarry_db::QueryError::TooLarge { .. }) = &e {
+                        eprintln!(
+                            "  hint: ask for fewer rows with --max-rows or narrower parameters, \
+                             or allow a larger answer with --max-answer-bytes"
+                        );
                     }
                     Ok(ExitCode::FAILURE)
                 }
