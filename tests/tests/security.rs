@@ -527,7 +527,8 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
     assert!(!out.truncated);
     assert_eq!(out.rows[0][0], json!(1));
 
-    // The cap is in the statement: past it the database makes no more rows.
+    // With the cap in the statement (as `ops::prepare` writes it unless the
+    // caller reads the cap itself) the database makes no rows past it.
     // 1,000 rows of 20 ms each, capped at 5: the answer comes with the
     // backend already idle, not still making the other 995 (20 s).
     let pid: i32 = reader

@@ -3,7 +3,7 @@
 //! parse the body, find the pack and check the caller may run it, run it as the
 //! reader, and mark a deprecated version's answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,10 +62,12 @@ impl From<ExecError> for ApiError {
 }
 
 /// What [`execute`] knows of the reader pool's sessions: each connection's
-/// settings as [`quarry_db::run_light`] left them (by pool object id).
+/// settings as [`quarry_db::run_light`] left them (by pool object id), and the
+/// operations whose last answer was cut by the row cap.
 #[derive(Debug, Default)]
 pub struct Sessions {
     settings: std::sync::Mutex<HashMap<deadpool_postgres::ObjectId, quarry_db::SessionState>>,
+    cut: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Sessions {
@@ -92,6 +94,20 @@ impl Sessions {
     fn forget(&self, conn: &deadpool_postgres::Object) {
         if let Ok(mut m) = self.settings.lock() {
             m.remove(&object_id(conn));
+        }
+    }
+
+    fn was_cut(&self, op: &str) -> bool {
+        self.cut.lock().is_ok_and(|s| s.contains(op))
+    }
+
+    fn note_cut(&self, op: &str, cut: bool) {
+        if let Ok(mut s) = self.cut.lock() {
+            if cut {
+                s.insert(op.to_string());
+            } else {
+                s.remove(op);
+            }
         }
     }
 }
@@ -127,6 +143,13 @@ pub async fn execute(
     style: InputStyle,
     timeout: Option<Duration>,
 ) -> Result<(Value, i64), ExecError> {
+    // The light path (no transaction of its own) unless the configuration
+    // asks for a transaction per call (behind a pooler that must not see
+    // session settings) or this operation's answers pass the row cap: then
+    // the cap goes into the SQL and the database stops there.
+    let light = !pack.spec.raw_sql
+        && st.config.api.session_settings
+        && !st.sessions.was_cut(&pack.spec.name);
     let (resolved, q, limits) = quarry_db::ops::prepare(
         pack,
         input,
@@ -135,6 +158,7 @@ pub async fn execute(
             allow_raw_sql: st.config.allow_custom_sql,
             timeout,
             max_bytes: Some(st.config.api.max_answer_bytes),
+            cap_on_client: light,
             ..Default::default()
         },
     )
@@ -161,9 +185,7 @@ pub async fn execute(
             .prepare_typed_cached(&q.sql, &quarry_db::bind_types(&q))
             .await
             .map_err(|e| ExecError::Run(quarry_db::RunError::Query(e.into())))?;
-        if !st.config.api.session_settings {
-            // A transaction with SET LOCAL, as the configuration asks (behind
-            // a pooler that must not see session settings).
+        if !light {
             let client: &mut tokio_postgres::Client = &mut reader;
             quarry_db::run_prepared(client, Some(stmt), &q, limits).await
         } else {
@@ -173,6 +195,9 @@ pub async fn execute(
             r
         }
     };
+    if let Ok(out) = &result {
+        st.sessions.note_cut(&pack.spec.name, out.truncated);
+    }
     let result = result
         .map(|out| (resolved, out))
         .map_err(quarry_db::RunError::from);

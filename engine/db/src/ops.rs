@@ -37,6 +37,12 @@ pub struct CallOptions {
     pub max_bytes: Option<u64>,
     /// `work_mem` in MiB instead of the pack's own (0: the server's own).
     pub work_mem_mb: Option<u32>,
+    /// Leave the row cap out of the SQL: for [`crate::run_light`] on an
+    /// operation whose answers stay under it, where the wrapper
+    /// ([`RenderedQuery::with_row_limit`]) cost PostgreSQL 15% more CPU per
+    /// call (0.44 against 0.38 ms for five rows) and stops nothing. The
+    /// caller reads at most `max_rows + 1` rows itself.
+    pub cap_on_client: bool,
 }
 
 /// Validates `input` and renders the pack: the resolved parameters, the SQL with
@@ -68,7 +74,7 @@ pub fn prepare(
             .saturating_mul(1024),
     };
     // A pack's checked SELECT carries its cap; caller SQL is run as written.
-    let q = if pack.spec.raw_sql {
+    let q = if pack.spec.raw_sql || opts.cap_on_client {
         q
     } else {
         q.with_row_limit(limits.max_rows)

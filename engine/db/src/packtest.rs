@@ -150,6 +150,7 @@ pub async fn run_case(
         max_rows: None,
         max_bytes: None,
         work_mem_mb: None,
+        cap_on_client: false,
     };
     let answer = match prepare(pack, &case.params, InputStyle::Json, opts) {
         Ok((_, q, limits)) => crate::exec::run_in(&tx, &q, limits)
