@@ -180,8 +180,9 @@ pub struct SessionState {
 ///   the same connection sets its short limit back);
 /// - **the row cap:** rows past `max_rows` are not read (one more says the cap
 ///   cut the answer); with the cap in the SQL ([`RenderedQuery::with_row_limit`],
-///   as every pack's is) the database stops there too, otherwise it still sends
-///   them, bounded by the timeout.
+///   as `ops::prepare` writes it unless the caller asks for `cap_on_client`)
+///   the database stops there too, otherwise it still sends them, bounded by
+///   the timeout.
 ///
 /// Not for caller-supplied SQL, which could change the session: that runs in
 /// [`run`]'s transaction and the connection is discarded after.
