@@ -85,6 +85,21 @@ fn true_pairs(truth: &HashMap<i64, String>, systems: &HashMap<i64, String>) -> u
         .sum()
 }
 
+/// Every automatic link: (rule, left, right) -> (score, reason).
+async fn all_links(db: &TestDb) -> BTreeMap<(String, i64, i64), (String, String)> {
+    db.client()
+        .await
+        .query(
+            "SELECT method, left_id, right_id, score::text, reason FROM canonical.entity_links",
+            &[],
+        )
+        .await
+        .expect("links")
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), (r.get(3), r.get(4))))
+        .collect()
+}
+
 async fn memberships(db: &TestDb) -> BTreeMap<i64, i64> {
     db.client()
         .await
@@ -180,11 +195,18 @@ async fn links_and_companies_match_the_known_truth() {
     assert!(r >= 0.98, "company recall {r}");
 
     // Stable ids: a forced rebuild of everything gives every organization the
-    // company it had.
+    // company it had. And the links the run resolved once at its end, its
+    // sources loaded in parallel, are the ones computed from scratch.
     let before = memberships(&l.db).await;
+    let links_before = all_links(&l.db).await;
     let out = ok(&l.db.quarry(&["companies", "rebuild", "--force"]));
     assert!(out.contains("registered"), "{out}");
     assert_eq!(memberships(&l.db).await, before, "ids survive a rebuild");
+    assert_eq!(
+        all_links(&l.db).await,
+        links_before,
+        "the run's links are the rebuild's"
+    );
     let _ = std::fs::remove_dir_all(&l.dir);
 }
 
@@ -195,12 +217,15 @@ async fn people_decide_and_later_loads_respect_it() {
     // An accepted CRM-ERP pair linked by e-mail domain.
     let row = c
         .query_one(
-            "SELECT l.left_id, l.right_id, m.company_id
+            // Sources load in parallel, so either side may have the smaller id.
+            "SELECT CASE WHEN a.source_system = 'crm' THEN l.left_id ELSE l.right_id END,
+                    CASE WHEN a.source_system = 'crm' THEN l.right_id ELSE l.left_id END, m.company_id
              FROM canonical.entity_links l
              JOIN canonical.organizations a ON a.id = l.left_id
              JOIN canonical.organizations o ON o.id = l.right_id
              JOIN canonical.company_members m ON m.organization_id = l.left_id
-             WHERE l.method = 'email_domain' AND a.source_system = 'crm' AND o.source_system = 'erp'
+             WHERE l.method = 'email_domain'
+               AND ARRAY[a.source_system, o.source_system] @> ARRAY['crm', 'erp']
                AND (SELECT count(*) FROM canonical.company_members x WHERE x.company_id = m.company_id) = 2
              ORDER BY l.left_id LIMIT 1",
             &[],
@@ -415,4 +440,111 @@ async fn survivorship_and_unified_customer_analysis_follow_the_declared_sources(
         json!("crm")
     );
     let _ = std::fs::remove_dir_all(&l.dir);
+}
+
+/// Organizations and block values waiting for company resolution.
+async fn queued(db: &TestDb) -> Value {
+    db.value(
+        "SELECT (SELECT count(*) FROM quarry.company_queue) + (SELECT count(*) FROM quarry.company_queue_values)",
+    )
+    .await
+}
+
+/// A run stopped after its files committed and before it resolved their
+/// companies loses nothing: the organizations stay queued (in the files'
+/// transactions) and the next run, or `quarry companies resolve`, resolves
+/// them, to the very links and companies a rebuild from scratch computes.
+#[tokio::test]
+async fn a_run_stopped_before_resolving_companies_loses_nothing() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-co-stop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dirs = dir.display().to_string();
+    ok(&db.quarry(&["demo-data", &dirs, "--scale", "2000", "--seed", "5"]));
+    // CRM and ERP by a whole run, one source at a time.
+    let crm = dir.join("crm-data").display().to_string();
+    let erp = dir.join("erp-data").display().to_string();
+    let out = ok(&db.quarry(&["ingest", "--jobs", "1", &crm, &erp]));
+    assert!(out.contains("companies: links and companies of"), "{out}");
+    assert_eq!(
+        queued(&db).await,
+        json!(0),
+        "a finished run leaves nothing queued"
+    );
+
+    // The shop's file as a run that stopped right after the file committed.
+    let shop = std::fs::read_dir(dir.join("shop-data"))
+        .expect("shop-data")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("a shop file");
+    let key = format!(
+        "shop-data/{}",
+        shop.file_name().expect("name").to_string_lossy()
+    );
+    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
+        .expect("mappings");
+    let mapping = std::sync::Arc::new(
+        mappings
+            .into_iter()
+            .find(|m| m.spec.source == "shop")
+            .expect("the shop mapping"),
+    );
+    let mut writer = quarry_db::connect(&quarry_db::writer_url(&db.url).expect("writer url"))
+        .await
+        .expect("writer");
+    let path = shop.clone();
+    let open: quarry_db::ingest::Opener = std::sync::Arc::new(move || {
+        Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+    });
+    let report = quarry_db::ingest::ingest_with(
+        &mut writer,
+        mapping,
+        &key,
+        open,
+        quarry_db::ingest::IngestOptions {
+            defer_companies: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("ingest");
+    assert!(report.inserted > 0, "{report:?}");
+    let homeless = db
+        .value(
+            "SELECT count(*) FROM canonical.organizations o
+             WHERE NOT EXISTS (SELECT 1 FROM canonical.company_members m WHERE m.organization_id = o.id)",
+        )
+        .await;
+    assert!(
+        homeless.as_i64().unwrap_or(0) > 0,
+        "the shop's customers wait for their companies"
+    );
+    assert!(
+        queued(&db).await.as_i64().unwrap_or(0) > 0,
+        "and are queued"
+    );
+
+    // The next run: every file a duplicate, the queue resolved.
+    let all = dir.display().to_string();
+    let out = ok(&db.quarry(&["ingest", &all]));
+    assert!(out.contains("0 loaded"), "{out}");
+    assert!(out.contains("companies: links and companies of"), "{out}");
+    assert_eq!(queued(&db).await, json!(0));
+    let homeless = db
+        .value(
+            "SELECT count(*) FROM canonical.organizations o
+             WHERE NOT EXISTS (SELECT 1 FROM canonical.company_members m WHERE m.organization_id = o.id)",
+        )
+        .await;
+    assert_eq!(homeless, json!(0), "every organization has its company");
+    let (members, resolved_links) = (memberships(&db).await, all_links(&db).await);
+    ok(&db.quarry(&["companies", "rebuild", "--force"]));
+    assert_eq!(memberships(&db).await, members, "the rebuild's companies");
+    assert_eq!(all_links(&db).await, resolved_links, "the rebuild's links");
+
+    // Nothing queued: `quarry companies resolve` says so.
+    let out = ok(&db.quarry(&["companies", "resolve"]));
+    assert!(out.contains("nothing queued"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,6 +38,7 @@ pub async fn run(
         None,
         false,
         quarry_db::ingest::DEFAULT_CLAIM_WAIT,
+        crate::ingest::default_jobs(),
     )
     .await?;
     let counts = client

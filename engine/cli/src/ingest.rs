@@ -1,5 +1,7 @@
 //! `quarry ingest`: files or folders laid out like the bucket, each file matched
-//! to a source by its key, loaded one by one with a per-file report.
+//! to a source by its key and loaded with a per-file report: each source's
+//! files one by one in key order, several sources at once (`--jobs`), and the
+//! companies of all of them resolved once at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -156,6 +158,21 @@ pub fn raw_dir() -> Result<Option<PathBuf>> {
     Ok(cfg.keep_raw_files.then(|| cfg.data_dir.join("raw")))
 }
 
+/// How many sources `quarry ingest` loads at a time by default: one per core.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A file of the run, with what the run knows of it beforehand.
+struct Planned {
+    /// Its place in the run (key order), so reports come out in that order.
+    idx: usize,
+    job: Job,
+    size: u64,
+    mapping: Arc<Mapping>,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     database_url: &str,
     mappings_dir: &Path,
@@ -163,6 +180,7 @@ pub async fn run(
     source: Option<&str>,
     json: bool,
     claim_wait: std::time::Duration,
+    jobs_at_once: usize,
 ) -> Result<ExitCode> {
     let raw_dir = raw_dir()?;
     let mappings = load_mappings(mappings_dir)?;
@@ -178,7 +196,8 @@ pub async fn run(
         // In --json too: every file asked about has a report.
         reports.push(FileReport::skipped(k, "no mapping claims this key"));
     }
-    let mut client = quarry_db::connect(&quarry_db::writer_url(database_url)?)
+    let writer_url = quarry_db::writer_url(database_url)?;
+    let mut client = quarry_db::connect(&writer_url)
         .await
         .context("connecting as the writer role (run `quarry migrate` first)")?;
     register_company_rules(&mut client, mappings_dir, json).await?;
@@ -187,7 +206,12 @@ pub async fn run(
         .map(|j| std::fs::metadata(&j.path).map(|m| m.len()).unwrap_or(0))
         .collect();
     let overall = crate::progress::Overall::start(jobs.len(), sizes.iter().sum(), json);
-    for (job, size) in jobs.into_iter().zip(sizes) {
+    // One worker per source keeps each source's files in delivery (key) order
+    // (without timestamps the later delivery wins); sources load in parallel,
+    // each file leaving its companies queued for one resolution at the end.
+    let mut by_source: Vec<(String, Vec<Planned>)> = Vec::new();
+    let mut numbered: Vec<(usize, FileReport)> = Vec::new();
+    for (idx, (job, size)) in jobs.into_iter().zip(sizes).enumerate() {
         let mapping = match source {
             Some(s) => mappings.iter().find(|m| m.spec.source == s).cloned(),
             None => mappings.iter().find(|m| m.matches_key(&job.key)).cloned(),
@@ -195,54 +219,90 @@ pub async fn run(
         let Some(mapping) = mapping else {
             let mut r = skipped(&job.key);
             r.error = Some(format!("no mapping claims the key `{}`; lay files out like the bucket (crm-data/, erp-data/, shop-data/) or pass --source", job.key));
-            reports.push(r);
             if let Some(o) = &overall {
-                o.file_done(size, 0);
+                o.file_done(idx, size, 0);
             }
+            numbered.push((idx, r));
             continue;
         };
-        let path = job.path.clone();
-        let counted = overall.clone();
-        let open: Opener = Arc::new(move || {
-            let file = std::fs::File::open(&path)?;
-            Ok(match &counted {
-                Some(o) => Box::new(crate::progress::Counting::new(file, o.clone()))
-                    as Box<dyn std::io::Read + Send>,
-                None => Box::new(file) as Box<dyn std::io::Read + Send>,
-            })
+        let name = mapping.spec.source.clone();
+        let planned = Planned {
+            idx,
+            job,
+            size,
+            mapping,
+        };
+        match by_source.iter_mut().find(|(s, _)| *s == name) {
+            Some((_, files)) => files.push(planned),
+            None => by_source.push((name, vec![planned])),
+        }
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(jobs_at_once.max(1)));
+    let mut workers = tokio::task::JoinSet::new();
+    for (_, files) in by_source {
+        let permits = permits.clone();
+        let overall = overall.clone();
+        let raw_dir = raw_dir.clone();
+        let writer_url = writer_url.clone();
+        workers.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let mut client = quarry_db::connect(&writer_url)
+                .await
+                .context("connecting as the writer role")?;
+            let mut done = Vec::new();
+            for p in files {
+                let report =
+                    load_one(&mut client, &p, &overall, &raw_dir, claim_wait, json).await?;
+                done.push((p.idx, report));
+            }
+            anyhow::Ok(done)
         });
-        let bar = overall.as_ref().map(|o| o.file_bar(&job.key));
-        let progress = match (&bar, &overall) {
-            (Some(b), Some(o)) => {
-                let (b, o) = (b.clone(), o.clone());
-                Some(Arc::new(move |n: u64| {
-                    b.set_position(n);
-                    o.records(n);
-                }) as quarry_db::ingest::Progress)
+    }
+    let mut failure = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined.context("an ingest worker failed") {
+            Ok(Ok(done)) => numbered.extend(done),
+            Ok(Err(e)) | Err(e) => {
+                // The database is unusable: stop the other sources too (their
+                // open transactions roll back with their connections).
+                workers.abort_all();
+                failure.get_or_insert(e);
             }
-            _ => None,
-        };
-        let opts = IngestOptions {
-            progress,
-            raw_dir: raw_dir.clone(),
-            claim_wait: Some(claim_wait),
-            ..IngestOptions::default()
-        };
-        let report = ingest_with(&mut client, mapping, &job.key, open, opts).await?;
-        if let Some(b) = bar {
-            b.finish_and_clear();
         }
-        match &overall {
-            Some(o) => {
-                o.file_done(size, report.records_read);
-                if !json {
-                    o.suspend(|| print_report(&report));
-                }
+    }
+    if let Some(e) = failure {
+        if let Some(o) = &overall {
+            o.finish();
+        }
+        return Err(e);
+    }
+    numbered.sort_by_key(|(idx, _)| *idx);
+    reports.extend(numbered.into_iter().map(|(_, r)| r));
+    // The companies of everything loaded (and of whatever an earlier run that
+    // stopped left queued), in one pass once every file is in: resolving
+    // beside the loads was slower (a load touching an organization being
+    // resolved waits for the whole pass, and the two share the cores).
+    let started = std::time::Instant::now();
+    let resolved = quarry_db::companies::resolve_queue(&mut client)
+        .await
+        .context("the files are loaded, but their companies are not resolved yet; run `quarry companies resolve` (the next `quarry ingest` does it too)")?;
+    let resolve_ms = started.elapsed().as_millis() as u64;
+    if resolved.organizations > 0 {
+        tracing::info!(
+            organizations = resolved.organizations,
+            elapsed_ms = resolve_ms,
+            "companies resolved"
+        );
+        if !json {
+            let line = format!(
+                "companies: links and companies of {} organization(s) recomputed ({resolve_ms} ms)",
+                resolved.organizations
+            );
+            match &overall {
+                Some(o) => o.suspend(|| println!("{line}")),
+                None => println!("{line}"),
             }
-            None if !json => print_report(&report),
-            None => {}
         }
-        reports.push(report);
     }
     if let Some(o) = &overall {
         o.finish();
@@ -289,6 +349,62 @@ pub async fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Loads one file of the run (its companies queued), reporting progress and
+/// printing its report as it finishes.
+async fn load_one(
+    client: &mut quarry_db::Client,
+    p: &Planned,
+    overall: &Option<Arc<crate::progress::Overall>>,
+    raw_dir: &Option<PathBuf>,
+    claim_wait: std::time::Duration,
+    json: bool,
+) -> Result<FileReport> {
+    let (idx, size) = (p.idx, p.size);
+    let path = p.job.path.clone();
+    let counted = overall.clone();
+    let open: Opener = Arc::new(move || {
+        let file = std::fs::File::open(&path)?;
+        Ok(match &counted {
+            Some(o) => Box::new(crate::progress::Counting::new(file, o.clone(), idx))
+                as Box<dyn std::io::Read + Send>,
+            None => Box::new(file) as Box<dyn std::io::Read + Send>,
+        })
+    });
+    let bar = overall.as_ref().map(|o| o.file_bar(&p.job.key));
+    let progress = match (&bar, overall) {
+        (Some(b), Some(o)) => {
+            let (b, o) = (b.clone(), o.clone());
+            Some(Arc::new(move |n: u64| {
+                b.set_position(n);
+                o.records(idx, n);
+            }) as quarry_db::ingest::Progress)
+        }
+        _ => None,
+    };
+    let opts = IngestOptions {
+        progress,
+        raw_dir: raw_dir.clone(),
+        claim_wait: Some(claim_wait),
+        defer_companies: true,
+        ..IngestOptions::default()
+    };
+    let report = ingest_with(client, p.mapping.clone(), &p.job.key, open, opts).await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match overall {
+        Some(o) => {
+            o.file_done(idx, size, report.records_read);
+            if !json {
+                o.suspend(|| print_report(&report));
+            }
+        }
+        None if !json => print_report(&report),
+        None => {}
+    }
+    Ok(report)
 }
 
 fn skipped(key: &str) -> FileReport {

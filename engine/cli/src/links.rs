@@ -72,6 +72,10 @@ pub enum CompaniesAction {
         #[arg(long)]
         force: bool,
     },
+    /// Recompute the links and companies of the organizations still queued
+    /// (`quarry ingest` does it at the end of every run; this is for a run
+    /// that stopped before).
+    Resolve,
 }
 
 /// Who decides: `QUARRY_USER`, else the operating-system user.
@@ -203,6 +207,17 @@ pub async fn companies(
             match co::show(&client, company).await? {
                 Some(c) => println!("{}", serde_json::to_string_pretty(&c)?),
                 None => bail!("no company {company}; `quarry companies show org:ID` finds the company of an organization"),
+            }
+        }
+        CompaniesAction::Resolve => {
+            let r = co::resolve_queue(&mut client).await?;
+            if r.organizations > 0 {
+                println!(
+                    "links and companies of {} queued organization(s) recomputed",
+                    r.organizations
+                );
+            } else {
+                println!("nothing queued: every organization's company is up to date");
             }
         }
         CompaniesAction::Rebuild { force } => {

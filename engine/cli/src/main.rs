@@ -185,6 +185,10 @@ enum Command {
         /// giving up on that file (exit code 3).
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         claim_wait: u64,
+        /// How many sources load at a time (each source's files one by one, in
+        /// key order); default: one per core. Companies are resolved once at the end.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: Option<u16>,
     },
     /// Serve the REST API (the same router the Lambda runs).
     ///
@@ -657,6 +661,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             source,
             json,
             claim_wait,
+            jobs,
         } => {
             ingest::run(
                 &cli.database_url,
@@ -665,6 +670,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 source.as_deref(),
                 json,
                 std::time::Duration::from_secs(claim_wait),
+                jobs.map_or_else(ingest::default_jobs, usize::from),
             )
             .await
         }

@@ -1,7 +1,9 @@
 //! Progress on a terminal (indicatif; nothing when stderr is not a terminal or
 //! JSON output was asked for): one line for the whole run (files done, bytes
-//! read of the total, rate, ETA, records) and a spinner for the file being loaded.
+//! read of the total, rate, ETA, records) and a spinner for each file being
+//! loaded (several when sources load in parallel).
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +18,9 @@ pub struct Overall {
     done_files: AtomicUsize,
     done_bytes: AtomicU64,
     done_records: AtomicU64,
-    current_records: AtomicU64,
+    /// Per file being loaded (by its place in the run): bytes read by the
+    /// current pass over it, and records read.
+    current: std::sync::Mutex<HashMap<usize, (u64, u64)>>,
 }
 
 impl Overall {
@@ -40,7 +44,7 @@ impl Overall {
             done_files: AtomicUsize::new(0),
             done_bytes: AtomicU64::new(0),
             done_records: AtomicU64::new(0),
-            current_records: AtomicU64::new(0),
+            current: std::sync::Mutex::new(HashMap::new()),
         });
         o.refresh();
         o.bar
@@ -62,26 +66,51 @@ impl Overall {
         bar
     }
 
-    /// Records read so far in the current file.
-    pub fn records(&self, n: u64) {
-        self.current_records.store(n, Ordering::Relaxed);
+    /// Updates file `file`'s entry: `f` gets its (bytes, records).
+    fn with_current(&self, file: usize, f: impl FnOnce(&mut (u64, u64))) -> (u64, u64) {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(current.entry(file).or_default());
+        drop(current);
+        self.in_flight()
+    }
+
+    /// Bytes and records read of the files being loaded.
+    fn in_flight(&self) -> (u64, u64) {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .fold((0, 0), |(b, r), (fb, fr)| (b + fb, r + fr))
+    }
+
+    /// Records read so far in file `file`.
+    pub fn records(&self, file: usize, n: u64) {
+        self.with_current(file, |c| c.1 = n);
         self.refresh();
     }
 
-    /// Bytes read so far by the current pass over the current file.
-    fn bytes(&self, n: u64) {
+    /// Bytes read so far by the current pass over file `file`.
+    fn bytes(&self, file: usize, n: u64) {
+        let (bytes, _) = self.with_current(file, |c| c.0 = n);
         self.bar
-            .set_position(self.done_bytes.load(Ordering::Relaxed) + n);
+            .set_position(self.done_bytes.load(Ordering::Relaxed) + bytes);
     }
 
-    /// The current file is done (loaded, duplicate or failed).
-    pub fn file_done(&self, size: u64, records: u64) {
+    /// File `file` is done (loaded, duplicate or failed).
+    pub fn file_done(&self, file: usize, size: u64, records: u64) {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&file);
         self.done_files.fetch_add(1, Ordering::Relaxed);
         self.done_bytes.fetch_add(size, Ordering::Relaxed);
         self.done_records.fetch_add(records, Ordering::Relaxed);
-        self.current_records.store(0, Ordering::Relaxed);
+        let (bytes, _) = self.in_flight();
         self.bar
-            .set_position(self.done_bytes.load(Ordering::Relaxed));
+            .set_position(self.done_bytes.load(Ordering::Relaxed) + bytes);
         self.refresh();
     }
 
@@ -100,8 +129,8 @@ impl Overall {
             self.done_files.load(Ordering::Relaxed),
             self.files_total
         ));
-        let records = self.done_records.load(Ordering::Relaxed)
-            + self.current_records.load(Ordering::Relaxed);
+        let (_, current) = self.in_flight();
+        let records = self.done_records.load(Ordering::Relaxed) + current;
         self.bar.set_message(format!("{records} records"));
     }
 }
@@ -111,14 +140,17 @@ pub struct Counting<R> {
     inner: R,
     read: u64,
     overall: Arc<Overall>,
+    /// The file's place in the run.
+    file: usize,
 }
 
 impl<R> Counting<R> {
-    pub fn new(inner: R, overall: Arc<Overall>) -> Self {
+    pub fn new(inner: R, overall: Arc<Overall>, file: usize) -> Self {
         Counting {
             inner,
             read: 0,
             overall,
+            file,
         }
     }
 }
@@ -127,7 +159,7 @@ impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
-        self.overall.bytes(self.read);
+        self.overall.bytes(self.file, self.read);
         Ok(n)
     }
 }

@@ -3,10 +3,15 @@
 //!
 //! Everything here runs inside a transaction that holds the link lock, so
 //! links, decisions and companies always agree at commit:
-//! - after a file that writes organizations ([`after_file`]): the links of the
-//!   block values the file touched (before and after it) are recomputed by every
-//!   rule, then the companies of every organization whose links or values
-//!   changed (and of the other members of their companies) are re-clustered;
+//! - when the company queue is resolved ([`resolve_queue`], [`resolve_queue_in`]):
+//!   a file that writes organizations queues them in its own transaction
+//!   ([`queue_stored_organizations`], [`queue_new_organizations`]) with the
+//!   block values they had before it; resolving recomputes the links of those
+//!   values and of the values the organizations have now by every rule, then
+//!   re-clusters the companies of every organization whose links or values
+//!   changed (and of the other members of their companies). A file loaded on
+//!   its own resolves the queue in its transaction; `quarry ingest` resolves it
+//!   once after all of its files, which then load in parallel;
 //! - when different rules are registered ([`register`]): every link and
 //!   company is recomputed;
 //! - when a person decides ([`decide`], [`split`]).
@@ -120,6 +125,14 @@ pub async fn register(client: &mut Client, rules: &CompanyRules, force: bool) ->
 
 /// Stores `rules` and recomputes every link and company (caller holds the link lock).
 async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
+    // Everything is recomputed, so nothing stays queued. First: a file still
+    // writing a queued organization holds its row, and this waits for its commit.
+    tx.batch_execute(
+        "DELETE FROM quarry.company_queue;
+         DELETE FROM quarry.company_queue_values;",
+    )
+    .await
+    .context("emptying the company queue")?;
     let json = serde_json::to_value(rules)?;
     tx.execute(
         "INSERT INTO quarry.company_rules (id, version, fingerprint, rules) VALUES (true, $1, $2, $3)
@@ -142,7 +155,7 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     )
     .await?;
     for rule in &rules.rules {
-        refresh_rule(tx, rules, rule, None).await?;
+        refresh_rule(tx, rules, rule, false).await?;
     }
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS aff (id bigint PRIMARY KEY) ON COMMIT DROP;
@@ -153,38 +166,185 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     recluster(tx, rules).await
 }
 
-/// After a file wrote organizations of `source` (staged in `stg_organizations`,
-/// their rows before the file in `touched_orgs`): recompute the links of the
-/// values it touched and re-cluster what changed. Uses the registered rules, or
-/// registers the built-in ones (recomputing everything) when there are none.
-pub(crate) async fn after_file(tx: &Transaction<'_>, source: &str) -> Result<()> {
+/// Queues the organizations a file of `source` writes (staged in
+/// `stg_organizations`, their rows before the file in `touched_orgs`) for
+/// company resolution, in the file's transaction: first the ones stored
+/// before, with the block values they had (call before the file locks any
+/// organization row), then, after the upserts, the new ones
+/// ([`queue_new_organizations`]).
+///
+/// A queued row is taken with a row lock (`ON CONFLICT DO UPDATE`), so a
+/// resolution that started meanwhile waits for this file to commit before it
+/// consumes it, and sees what the file wrote. The file itself never waits for
+/// the link lock, so a resolution waiting for one of its rows cannot be
+/// waited for in turn.
+pub(crate) async fn queue_stored_organizations(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO quarry.company_queue (organization_id)
+         SELECT id FROM touched_orgs ORDER BY id
+         ON CONFLICT (organization_id) DO UPDATE SET queued_at = company_queue.queued_at",
+        &[],
+    )
+    .await
+    .context("queueing the file's stored organizations for company resolution")?;
+    // Without registered rules the next resolution recomputes everything.
+    let Some(rules) = stored_rules(tx).await? else {
+        return Ok(());
+    };
+    for rule in &rules.rules {
+        let attr: Option<&str> = match &rule.field {
+            MatchField::Attribute(k) => Some(k.as_str()),
+            _ => None,
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO quarry.company_queue_values (rule, value)
+                 SELECT DISTINCT $1::text, v FROM (SELECT {lookup} AS v, $2::text AS attr FROM touched_orgs o) x
+                 WHERE v IS NOT NULL ORDER BY 2
+                 ON CONFLICT (rule, value) DO UPDATE SET value = company_queue_values.value",
+                lookup = lookup_expr(rule)
+            ),
+            &[&rule.name, &attr],
+        )
+        .await
+        .with_context(|| format!("queueing the block values of rule `{}`", rule.name))?;
+    }
+    Ok(())
+}
+
+/// Queues the organizations a file of `source` inserted (after its upserts;
+/// see [`queue_stored_organizations`]). Their ids are new, so this never waits.
+pub(crate) async fn queue_new_organizations(tx: &Transaction<'_>, source: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO quarry.company_queue (organization_id)
+         SELECT o.id FROM canonical.organizations o
+         WHERE o.source_system = $1 AND o.source_id IN (SELECT source_id FROM stg_organizations)
+           AND NOT EXISTS (SELECT 1 FROM touched_orgs t WHERE t.id = o.id)
+         ON CONFLICT (organization_id) DO NOTHING",
+        &[&source],
+    )
+    .await
+    .context("queueing the file's new organizations for company resolution")?;
+    Ok(())
+}
+
+/// What a company resolution did.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Resolved {
+    /// Queued organizations whose links and company were recomputed.
+    pub organizations: u64,
+}
+
+/// Resolves the company queue in its own transaction (see
+/// [`resolve_queue_in`]); the data version moves when anything was queued.
+/// `quarry ingest` calls it once at the end of a run, and again at the start
+/// of the next one for what a stopped run left.
+pub async fn resolve_queue(client: &mut Client) -> Result<Resolved> {
+    // Nothing queued: no transaction, no lock.
+    let queued: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM quarry.company_queue)
+                 OR EXISTS (SELECT 1 FROM quarry.company_queue_values)",
+            &[],
+        )
+        .await
+        .context("reading the company queue")?
+        .get(0);
+    if !queued {
+        return Ok(Resolved::default());
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
+        .await
+        .context("waiting for other loads' link refresh")?;
+    let done = resolve_queue_in(&tx).await?;
+    if done.organizations > 0 {
+        tx.execute(
+            "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
+            &[],
+        )
+        .await?;
+    }
+    tx.commit()
+        .await
+        .context("committing the resolved companies")?;
+    Ok(done)
+}
+
+/// Recomputes, in `tx` (which holds the link lock), the links of every block
+/// value the queued organizations touched (the values they had before the
+/// files that queued them and the ones they have now) by every rule, then the
+/// companies of every organization whose links or values changed (and of the
+/// other members of their companies), and empties the queue. Uses the
+/// registered rules, or registers the built-in ones (recomputing everything)
+/// when there are none.
+pub(crate) async fn resolve_queue_in(tx: &Transaction<'_>) -> Result<Resolved> {
     let rules = match stored_rules(tx).await? {
         Some(r) => r,
-        None => return rebuild_in(tx, &builtin_rules()?).await,
+        None => {
+            let queued: i64 = tx
+                .query_one("SELECT count(*) FROM quarry.company_queue", &[])
+                .await?
+                .get(0);
+            rebuild_in(tx, &builtin_rules()?).await?;
+            return Ok(Resolved {
+                organizations: u64::try_from(queued).unwrap_or(0),
+            });
+        }
     };
+    // The organizations first: a file still writing one holds its queued row,
+    // and this waits for it to commit (its block values are queued before).
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS pend_orgs (id bigint PRIMARY KEY) ON COMMIT DROP;
+         CREATE TEMP TABLE IF NOT EXISTS pend_values (rule text, v text) ON COMMIT DROP;
+         TRUNCATE pend_orgs, pend_values;
+         WITH d AS (DELETE FROM quarry.company_queue RETURNING organization_id)
+         INSERT INTO pend_orgs SELECT organization_id FROM d;
+         WITH d AS (DELETE FROM quarry.company_queue_values RETURNING rule, value)
+         INSERT INTO pend_values SELECT rule, value FROM d;
+         ANALYZE pend_orgs;
+         ANALYZE pend_values;",
+    )
+    .await
+    .context("taking the company queue")?;
+    let queued: i64 = tx
+        .query_one("SELECT count(*) FROM pend_orgs", &[])
+        .await?
+        .get(0);
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS link_changes (id bigint) ON COMMIT DROP;
          TRUNCATE link_changes",
     )
     .await?;
     for rule in &rules.rules {
-        refresh_rule(tx, &rules, rule, Some(source)).await?;
+        refresh_rule(tx, &rules, rule, true).await?;
     }
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS aff (id bigint PRIMARY KEY) ON COMMIT DROP;
-         TRUNCATE aff;",
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO aff
-         SELECT id FROM canonical.organizations
-          WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)
-         UNION SELECT id FROM link_changes",
-        &[&source],
+         TRUNCATE aff;
+         INSERT INTO aff SELECT id FROM pend_orgs UNION SELECT id FROM link_changes;",
     )
     .await
     .context("noting the organizations whose company may change")?;
-    recluster(tx, &rules).await
+    recluster(tx, &rules).await?;
+    Ok(Resolved {
+        organizations: u64::try_from(queued).unwrap_or(0),
+    })
+}
+
+/// The first block element of a rule (the compared value for an equal rule,
+/// the first blocking key for a similar one) for organization alias `o`: what
+/// selects a file's candidates, by expression index lookups.
+fn lookup_expr(rule: &MatchRule) -> &'static str {
+    match rule.kind {
+        RuleKind::Equal => field_expr(&rule.field),
+        RuleKind::Similar => rule
+            .block_by
+            .iter()
+            .chain(&rule.same)
+            .next()
+            .map_or_else(|| field_expr(&rule.field), |b| block_expr(*b)),
+    }
 }
 
 /// The SQL expression of a rule's compared value for organization alias `o`
@@ -214,14 +374,15 @@ fn block_expr(b: BlockKey) -> &'static str {
     }
 }
 
-/// Recomputes the links of one rule: all of them (`source` None), or those of
-/// the block values the file of `source` touched. Endpoints of links added,
-/// changed or removed go to `link_changes`.
+/// Recomputes the links of one rule: all of them (not `scoped`), or those of
+/// the block values the queued organizations touched (`pend_orgs` and
+/// `pend_values`, see [`resolve_queue_in`]). Endpoints of links added, changed
+/// or removed go to `link_changes`.
 async fn refresh_rule(
     tx: &Transaction<'_>,
     rules: &CompanyRules,
     rule: &MatchRule,
-    source: Option<&str>,
+    scoped: bool,
 ) -> Result<()> {
     let bare = field_expr(&rule.field);
     let key = format!("nullif({bare}, '')");
@@ -237,23 +398,21 @@ async fn refresh_rule(
         .map(|e| format!("nullif({e}, '')"))
         .collect::<Vec<_>>()
         .join(", ");
-    // The first block element selects the candidates of a file's values (the
+    // The first block element selects the candidates of the queued values (the
     // compared value, or the first blocking key): expression indexes make it a lookup.
-    let lookup = block[0];
+    let lookup = lookup_expr(rule);
     let kinds: Vec<String> = rule
         .kinds
         .iter()
         .map(|k| format!("'{}'", k.as_str()))
         .collect();
     let kinds = kinds.join(", ");
-    let scoped = source.is_some();
     let touched = if scoped {
         format!(
             "touched AS MATERIALIZED (
-               SELECT {t} AS v FROM touched_orgs o
+               SELECT v FROM pend_values WHERE rule = $9::text
                UNION SELECT {lookup} FROM canonical.organizations o
-                WHERE o.source_system = $1 AND o.source_id IN (SELECT source_id FROM stg_organizations)),",
-            t = lookup
+                WHERE o.id IN (SELECT id FROM pend_orgs)),"
         )
     } else {
         String::new()
@@ -295,9 +454,7 @@ async fn refresh_rule(
         ""
     };
     let scope_cte = if scoped {
-        "scope AS (SELECT id FROM rule_keyed
-                   UNION SELECT id FROM canonical.organizations
-                   WHERE source_system = $1 AND source_id IN (SELECT source_id FROM stg_organizations)),"
+        "scope AS (SELECT id FROM rule_keyed UNION SELECT id FROM pend_orgs),"
     } else {
         ""
     };
@@ -368,7 +525,7 @@ async fn refresh_rule(
     let label = rule.field.label();
     let link_key = rule.field.link_key();
     let params: [&(dyn ToSql + Sync); 10] = [
-        &source.unwrap_or_default(),
+        &"",
         &attr,
         &rule.sources,
         &min_similarity,

@@ -161,6 +161,12 @@ pub struct IngestOptions {
     /// invocation's end): the file fails with a message instead of the process
     /// being stopped mid-transaction. The apply statements are bounded by it too.
     pub deadline: Option<Instant>,
+    /// Leave the file's organizations queued for company resolution instead of
+    /// recomputing their links and companies in the file's transaction; the
+    /// caller runs [`crate::companies::resolve_queue`] once its files are in
+    /// (`quarry ingest` does, at the end of the run). Such a file never waits
+    /// for the link lock, so files of different sources load in parallel.
+    pub defer_companies: bool,
 }
 
 /// Ingests one file with `mapping`. Never panics on bad input: a bad file comes
@@ -195,6 +201,7 @@ pub async fn ingest_with(
         supersedes,
         claim_wait,
         deadline,
+        defer_companies,
     } = opts;
     let started = Instant::now();
     let mut report = FileReport::new(key, &mapping.spec.source);
@@ -242,6 +249,7 @@ pub async fn ingest_with(
             supersedes,
             raw_dir: raw_dir.map(|d| d.join(&mapping.spec.source)),
             deadline,
+            defer_companies,
         },
         &sha,
         &mut report,
@@ -553,6 +561,7 @@ struct LoadOptions {
     /// Keep a raw copy of the file in this folder (the source's).
     raw_dir: Option<PathBuf>,
     deadline: Option<Instant>,
+    defer_companies: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -572,6 +581,7 @@ async fn load(
         supersedes,
         raw_dir,
         deadline,
+        defer_companies,
     } = opts;
     let started = Instant::now();
     // Backfill: rows may be rewritten only where this file wrote them before.
@@ -855,8 +865,9 @@ async fn load(
     // any organization row: a late version is placed under `FOR UPDATE`
     // (`canonical.place_late_version`), and another source's link refresh,
     // holding the link lock, needs `KEY SHARE` on that row for its links'
-    // foreign keys. Taken later, the two waited for each other (deadlock).
-    if entities.contains(&Entity::Organizations) {
+    // foreign keys. Taken later, the two waited for each other (deadlock). A
+    // file that leaves its companies to a later resolution never takes it.
+    if entities.contains(&Entity::Organizations) && !defer_companies {
         tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
             .await
             .context("waiting for other loads' link refresh")?;
@@ -928,6 +939,7 @@ async fn load(
         )
         .await
         .context("noting the link keys of the organizations before the file")?;
+        crate::companies::queue_stored_organizations(&tx).await?;
     }
 
     // Set-based upserts, parents before children.
@@ -1129,7 +1141,7 @@ async fn load(
 
     refresh_references(&tx, &source).await?;
     if writes_orgs {
-        refresh_links(&tx, &source, &mapping.link_keys()).await?;
+        refresh_links(&tx, &source, &mapping.link_keys(), defer_companies).await?;
     }
 
     tx.execute(
@@ -1301,22 +1313,20 @@ async fn refresh_references(tx: &tokio_postgres::Transaction<'_>, source: &str) 
     Ok(())
 }
 
-/// Records which link keys the source's mapping declares, then lets
-/// [`crate::companies::after_file`] recompute the links of every block value this
-/// file touched (its organizations' values before and after it) by the declared
-/// matching rules, and the companies of what changed. Links are a function of the
-/// organizations and the rules, not of the order files came in. Manual links and
-/// people's decisions are never touched.
+/// Records which link keys the source's mapping declares and queues the
+/// file's new organizations for company resolution; unless `defer`, resolves
+/// the queue in the file's transaction ([`crate::companies::resolve_queue_in`]):
+/// the links of every block value the file touched (its organizations' values
+/// before and after it) by the declared matching rules, and the companies of
+/// what changed. Links are a function of the organizations and the rules, not
+/// of the order files came in. Manual links and people's decisions are never
+/// touched.
 async fn refresh_links(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
     keys: &[LinkKey],
+    defer: bool,
 ) -> Result<()> {
-    // Serialised across files: a concurrent load of another source must see
-    // this file's organizations (and this one its), or a link is lost.
-    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
-        .await
-        .context("waiting for other loads' link refresh")?;
     let declared: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
     tx.execute(
         "INSERT INTO quarry.source_link_keys (source_system, link_keys) VALUES ($1, $2)
@@ -1326,5 +1336,16 @@ async fn refresh_links(
     )
     .await
     .context("recording the source's link keys")?;
-    crate::companies::after_file(tx, source).await
+    crate::companies::queue_new_organizations(tx, source).await?;
+    if defer {
+        return Ok(());
+    }
+    // Serialised across files (held since before the upserts): a concurrent
+    // load of another source must see this file's organizations (and this one
+    // its), or a link is lost.
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
+        .await
+        .context("waiting for other loads' link refresh")?;
+    crate::companies::resolve_queue_in(tx).await?;
+    Ok(())
 }

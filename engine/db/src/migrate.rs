@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "companies",
         include_str!("../migrations/0009_companies.sql"),
     ),
+    (
+        10,
+        "company_queue",
+        include_str!("../migrations/0010_company_queue.sql"),
+    ),
 ];
 
 const ROLES_SQL: &str = include_str!("../sql/roles.sql");
