@@ -21,6 +21,7 @@ use quarry_core::ingest::mapping::{LinkKey, Mapped, Mapping};
 use quarry_core::ingest::stream::{stream_records, RecordFormat, StreamItem};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 /// Opens the file's content; called twice (hash, then parse).
@@ -1041,6 +1042,33 @@ async fn load(
             )
             .await?;
         }
+        // When none of the rows is stored yet (a source's first load, a
+        // delivery of new records only), a plain INSERT: the conflict arbiter's
+        // speculative insertion cost a quarter of the insert (98,000 order lines:
+        // 1.29 s against 1.00 s). One file of a source applies at a time (the
+        // apply lock above), so none can appear meanwhile.
+        let any_stored: bool = tx
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM cur_{t} s JOIN canonical.{t} c
+                                    ON c.source_system = $1 AND c.source_id = s.source_id)"
+                ),
+                &[&source],
+            )
+            .await
+            .with_context(|| format!("looking up the stored rows of {t}"))?
+            .get(0);
+        let (on_conflict, params): (String, Vec<&(dyn ToSql + Sync)>) = if any_stored {
+            (
+                format!(
+                    "ON CONFLICT (source_system, source_id) DO UPDATE SET {set_list}{order_set}attributes = EXCLUDED.attributes, ingest_file_id = EXCLUDED.ingest_file_id
+                       {newer}"
+                ),
+                vec![&source, &file_id, &mine],
+            )
+        } else {
+            (String::new(), vec![&source, &file_id])
+        };
         let row = tx
             .query_one(
                 &format!(
@@ -1049,14 +1077,13 @@ async fn load(
                        SELECT $1, s.source_id, s.attributes, $2{order_sel}{sel_list}
                        FROM cur_{t} s {order_join}
                        WHERE NOT EXISTS (SELECT 1 FROM late_{t} x WHERE x.source_id = s.source_id)
-                       ON CONFLICT (source_system, source_id) DO UPDATE SET {set_list}{order_set}attributes = EXCLUDED.attributes, ingest_file_id = EXCLUDED.ingest_file_id
-                       {newer}
+                       {on_conflict}
                        RETURNING t.source_id, (xmax = 0) AS ins
                      )
                      SELECT count(*) FILTER (WHERE up.ins AND c._main), count(*) FILTER (WHERE NOT up.ins AND c._main)
                      FROM up JOIN cur_{t} c USING (source_id)"
                 ),
-                &[&source, &file_id, &mine],
+                &params,
             )
             .await
             .with_context(|| format!("upserting {t}"))?;
