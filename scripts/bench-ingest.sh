@@ -5,6 +5,9 @@
 # indexes and triggers). Prints records/s, peak RSS, the ratio, and the time of
 # a re-ingest of the already loaded files.
 #   scripts/bench-ingest.sh [RECORDS]
+# BENCH_NO_BUILD=1 measures the existing release binary; BENCH_BEFORE=PATH
+# (another build of quarry, e.g. of the commit before a change) also ingests the
+# same files into a fresh database in the same run and prints the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,7 +20,7 @@ trap 'rm -rf "$work"' EXIT
 db="quarry_bench"
 url="${QUARRY_ADMIN_URL%/*}/$db"
 psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-cargo build --release -q -p quarry-cli
+if [ "${BENCH_NO_BUILD:-}" != "1" ]; then cargo build --release -q -p quarry-cli; fi
 bin=./target/release/quarry
 export DATABASE_URL="$url"
 $bin migrate >/dev/null
@@ -32,6 +35,17 @@ read -r t_ingest rss_kb < "$work/time1"
 log "quarry ingest again (all duplicates)"
 /usr/bin/time -f '%e %M' -o "$work/time2" $bin ingest "$work/data" >/dev/null
 read -r t_again _ < "$work/time2"
+
+t_before=0
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  log "the other build: $BENCH_BEFORE ingest (fresh database)"
+  before_db="quarry_bench_before"
+  psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $before_db WITH (FORCE)" -c "CREATE DATABASE $before_db"
+  DATABASE_URL="${QUARRY_ADMIN_URL%/*}/$before_db" "$BENCH_BEFORE" migrate >/dev/null
+  /usr/bin/time -f '%e %M' -o "$work/time0" env DATABASE_URL="${QUARRY_ADMIN_URL%/*}/$before_db" "$BENCH_BEFORE" ingest "$work/data" >/dev/null
+  read -r t_before _ < "$work/time0"
+  psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $before_db WITH (FORCE)"
+fi
 
 log "baseline: psql COPY of the same canonical rows from CSV"
 tables="organizations products opportunities orders order_lines"
@@ -57,13 +71,16 @@ rows=$(psql "$url" -Atc "SELECT (SELECT count(*) FROM canonical.organizations)+(
 for t in $tables; do psql "$url" -qc "ALTER TABLE canonical.$t ALTER COLUMN id SET GENERATED ALWAYS"; done
 psql "$QUARRY_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 
-python3 - "$records" "$bytes" "$rows" "$t_ingest" "$rss_kb" "$t_again" "$t_copy" <<'PY'
+python3 - "$records" "$bytes" "$rows" "$t_ingest" "$rss_kb" "$t_again" "$t_copy" "$t_before" <<'PY'
 import sys
 records, size, rows = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 t_ingest, rss_kb, t_again, t_copy = float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+t_before = float(sys.argv[8])
 print(f"records in files         {records:>12,}  ({size/1e6:,.0f} MB, {rows:,} canonical rows)")
 print(f"quarry ingest            {t_ingest:>10.2f} s  {records/t_ingest:>10,.0f} records/s  {rows/t_ingest:>10,.0f} rows/s  peak RSS {rss_kb/1024:.0f} MB")
 print(f"psql COPY baseline       {t_copy:>10.2f} s  {rows/t_copy:>10,.0f} rows/s (same rows, same tables)")
 print(f"ratio ingest/COPY        {t_copy/t_ingest:>10.2f}  (rows/s of quarry ingest divided by rows/s of COPY)")
 print(f"re-ingest (duplicates)   {t_again:>10.2f} s  = {100*t_again/t_ingest:.2f}% of the first ingest")
+if t_before > 0:
+    print(f"other build (BENCH_BEFORE) {t_before:>8.2f} s  {records/t_before:>10,.0f} records/s  ratio to COPY {t_copy/t_before:.2f}; this build {t_before/t_ingest:.2f}x its speed")
 PY
