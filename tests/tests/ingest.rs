@@ -89,7 +89,9 @@ async fn snapshot(db: &TestDb, reports: &[Value]) -> Value {
         Value::Array(h.iter().map(|r| r.get::<_, Value>(0)).collect()),
     );
     let l = c
-        .query("SELECT jsonb_build_object('left', a.source_system || ':' || a.source_id, 'right', b.source_system || ':' || b.source_id, 'method', l.method) FROM canonical.entity_links l JOIN canonical.organizations a ON a.id = l.left_id JOIN canonical.organizations b ON b.id = l.right_id ORDER BY 1", &[])
+        // A pair in the order of its labels: ids depend on which source
+        // loaded first, and sources load in parallel.
+        .query("SELECT jsonb_build_object('left', least(a.source_system || ':' || a.source_id, b.source_system || ':' || b.source_id), 'right', greatest(a.source_system || ':' || a.source_id, b.source_system || ':' || b.source_id), 'method', l.method) FROM canonical.entity_links l JOIN canonical.organizations a ON a.id = l.left_id JOIN canonical.organizations b ON b.id = l.right_id ORDER BY 1", &[])
         .await
         .expect("links");
     out.insert(

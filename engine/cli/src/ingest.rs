@@ -274,7 +274,10 @@ pub async fn run(
         if let Some(o) = &overall {
             o.finish();
         }
-        return Err(e);
+        return Err(e.context(
+            "the run stopped; files it loaded before keep their companies queued: \
+             run `quarry companies resolve` (or the next `quarry ingest`) once the database is back",
+        ));
     }
     numbered.sort_by_key(|(idx, _)| *idx);
     reports.extend(numbered.into_iter().map(|(_, r)| r));

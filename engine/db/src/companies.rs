@@ -6,7 +6,8 @@
 //! - when the company queue is resolved ([`resolve_queue`], [`resolve_queue_in`]):
 //!   a file that writes organizations queues them in its own transaction
 //!   ([`queue_stored_organizations`], [`queue_new_organizations`]) with the
-//!   block values they had before it; resolving recomputes the links of those
+//!   block values they had before it (only inserting rows, so it never waits
+//!   for a resolution); resolving recomputes the links of those
 //!   values and of the values the organizations have now by every rule, then
 //!   re-clusters the companies of every organization whose links or values
 //!   changed (and of the other members of their companies). A file loaded on
@@ -125,8 +126,8 @@ pub async fn register(client: &mut Client, rules: &CompanyRules, force: bool) ->
 
 /// Stores `rules` and recomputes every link and company (caller holds the link lock).
 async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
-    // Everything is recomputed, so nothing stays queued. First: a file still
-    // writing a queued organization holds its row, and this waits for its commit.
+    // Everything is recomputed, so nothing seen queued stays (the entries of
+    // files committing later are not seen, and stay for the next resolution).
     tx.batch_execute(
         "DELETE FROM quarry.company_queue;
          DELETE FROM quarry.company_queue_values;",
@@ -166,30 +167,31 @@ async fn rebuild_in(tx: &Transaction<'_>, rules: &CompanyRules) -> Result<()> {
     recluster(tx, rules).await
 }
 
-/// Queues the organizations a file of `source` writes (staged in
-/// `stg_organizations`, their rows before the file in `touched_orgs`) for
-/// company resolution, in the file's transaction: first the ones stored
-/// before, with the block values they had (call before the file locks any
-/// organization row), then, after the upserts, the new ones
-/// ([`queue_new_organizations`]).
+/// Queues the organizations a file writes that were stored before it (their
+/// rows before the file in `touched_orgs`) for company resolution, with the
+/// block values they had, in the file's transaction (`file_id` is its ledger
+/// entry). Returns the fingerprint of the rules it saw, for
+/// [`queue_new_organizations`].
 ///
-/// A queued row is taken with a row lock (`ON CONFLICT DO UPDATE`), so a
-/// resolution that started meanwhile waits for this file to commit before it
-/// consumes it, and sees what the file wrote. The file itself never waits for
-/// the link lock, so a resolution waiting for one of its rows cannot be
-/// waited for in turn.
-pub(crate) async fn queue_stored_organizations(tx: &Transaction<'_>) -> Result<()> {
+/// The file only inserts queue rows: it never locks nor waits for a row a
+/// resolution running meanwhile holds, and that resolution deletes only the
+/// rows it saw, so this file's stay for the next one (see migration 0010).
+pub(crate) async fn queue_stored_organizations(
+    tx: &Transaction<'_>,
+    file_id: i64,
+) -> Result<Option<String>> {
+    let rules = stored_rules(tx).await?;
+    let fingerprint = rules.as_ref().map(CompanyRules::fingerprint);
     tx.execute(
-        "INSERT INTO quarry.company_queue (organization_id)
-         SELECT id FROM touched_orgs ORDER BY id
-         ON CONFLICT (organization_id) DO UPDATE SET queued_at = company_queue.queued_at",
-        &[],
+        "INSERT INTO quarry.company_queue (organization_id, ingest_file_id, rules_fingerprint)
+         SELECT id, $1, $2 FROM touched_orgs",
+        &[&file_id, &fingerprint],
     )
     .await
     .context("queueing the file's stored organizations for company resolution")?;
     // Without registered rules the next resolution recomputes everything.
-    let Some(rules) = stored_rules(tx).await? else {
-        return Ok(());
+    let Some(rules) = rules else {
+        return Ok(None);
     };
     for rule in &rules.rules {
         let attr: Option<&str> = match &rule.field {
@@ -198,30 +200,34 @@ pub(crate) async fn queue_stored_organizations(tx: &Transaction<'_>) -> Result<(
         };
         tx.execute(
             &format!(
-                "INSERT INTO quarry.company_queue_values (rule, value)
-                 SELECT DISTINCT $1::text, v FROM (SELECT {lookup} AS v, $2::text AS attr FROM touched_orgs o) x
-                 WHERE v IS NOT NULL ORDER BY 2
-                 ON CONFLICT (rule, value) DO UPDATE SET value = company_queue_values.value",
+                "INSERT INTO quarry.company_queue_values (rule, value, ingest_file_id)
+                 SELECT DISTINCT $1::text, v, $3::bigint
+                 FROM (SELECT {lookup} AS v, $2::text AS attr FROM touched_orgs o) x
+                 WHERE v IS NOT NULL",
                 lookup = lookup_expr(rule)
             ),
-            &[&rule.name, &attr],
+            &[&rule.name, &attr, &file_id],
         )
         .await
         .with_context(|| format!("queueing the block values of rule `{}`", rule.name))?;
     }
-    Ok(())
+    Ok(fingerprint)
 }
 
 /// Queues the organizations a file of `source` inserted (after its upserts;
-/// see [`queue_stored_organizations`]). Their ids are new, so this never waits.
-pub(crate) async fn queue_new_organizations(tx: &Transaction<'_>, source: &str) -> Result<()> {
+/// see [`queue_stored_organizations`]).
+pub(crate) async fn queue_new_organizations(
+    tx: &Transaction<'_>,
+    source: &str,
+    file_id: i64,
+    fingerprint: Option<&str>,
+) -> Result<()> {
     tx.execute(
-        "INSERT INTO quarry.company_queue (organization_id)
-         SELECT o.id FROM canonical.organizations o
+        "INSERT INTO quarry.company_queue (organization_id, ingest_file_id, rules_fingerprint)
+         SELECT o.id, $2, $3 FROM canonical.organizations o
          WHERE o.source_system = $1 AND o.source_id IN (SELECT source_id FROM stg_organizations)
-           AND NOT EXISTS (SELECT 1 FROM touched_orgs t WHERE t.id = o.id)
-         ON CONFLICT (organization_id) DO NOTHING",
-        &[&source],
+           AND NOT EXISTS (SELECT 1 FROM touched_orgs t WHERE t.id = o.id)",
+        &[&source, &file_id, &fingerprint],
     )
     .await
     .context("queueing the file's new organizations for company resolution")?;
@@ -235,10 +241,10 @@ pub struct Resolved {
     pub organizations: u64,
 }
 
-/// Resolves the company queue in its own transaction (see
+/// Resolves the whole company queue in its own transaction (see
 /// [`resolve_queue_in`]); the data version moves when anything was queued.
-/// `quarry ingest` calls it once at the end of a run, and again at the start
-/// of the next one for what a stopped run left.
+/// `quarry ingest` calls it once at the end of a run (which also resolves what
+/// an earlier run that stopped left), `quarry companies resolve` on demand.
 pub async fn resolve_queue(client: &mut Client) -> Result<Resolved> {
     // Nothing queued: no transaction, no lock.
     let queued: bool = client
@@ -257,14 +263,12 @@ pub async fn resolve_queue(client: &mut Client) -> Result<Resolved> {
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
         .await
         .context("waiting for other loads' link refresh")?;
-    let done = resolve_queue_in(&tx).await?;
-    if done.organizations > 0 {
-        tx.execute(
-            "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
-            &[],
-        )
-        .await?;
-    }
+    let done = resolve_queue_in(&tx, None).await?;
+    tx.execute(
+        "UPDATE quarry.data_version SET version = version + 1, changed_at = now()",
+        &[],
+    )
+    .await?;
     tx.commit()
         .await
         .context("committing the resolved companies")?;
@@ -275,47 +279,75 @@ pub async fn resolve_queue(client: &mut Client) -> Result<Resolved> {
 /// value the queued organizations touched (the values they had before the
 /// files that queued them and the ones they have now) by every rule, then the
 /// companies of every organization whose links or values changed (and of the
-/// other members of their companies), and empties the queue. Uses the
-/// registered rules, or registers the built-in ones (recomputing everything)
-/// when there are none.
-pub(crate) async fn resolve_queue_in(tx: &Transaction<'_>) -> Result<Resolved> {
-    let rules = match stored_rules(tx).await? {
-        Some(r) => r,
-        None => {
-            let queued: i64 = tx
-                .query_one("SELECT count(*) FROM quarry.company_queue", &[])
-                .await?
-                .get(0);
-            rebuild_in(tx, &builtin_rules()?).await?;
-            return Ok(Resolved {
-                organizations: u64::try_from(queued).unwrap_or(0),
-            });
-        }
-    };
-    // The organizations first: a file still writing one holds its queued row,
-    // and this waits for it to commit (its block values are queued before).
+/// other members of their companies), and removes the entries it took: those
+/// of file `only_file`, or all it sees. Entries queued under other rules than
+/// the registered ones (or none) recompute everything, with the registered
+/// rules or, when there are none, the built-in ones.
+pub(crate) async fn resolve_queue_in(
+    tx: &Transaction<'_>,
+    only_file: Option<i64>,
+) -> Result<Resolved> {
+    let rules = stored_rules(tx).await?;
+    let fingerprint = rules.as_ref().map(CompanyRules::fingerprint);
     tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS pend_orgs (id bigint PRIMARY KEY) ON COMMIT DROP;
+        "CREATE TEMP TABLE IF NOT EXISTS pend_taken (id bigint, fingerprint text) ON COMMIT DROP;
+         CREATE TEMP TABLE IF NOT EXISTS pend_orgs (id bigint PRIMARY KEY) ON COMMIT DROP;
          CREATE TEMP TABLE IF NOT EXISTS pend_values (rule text, v text) ON COMMIT DROP;
-         TRUNCATE pend_orgs, pend_values;
-         WITH d AS (DELETE FROM quarry.company_queue RETURNING organization_id)
-         INSERT INTO pend_orgs SELECT organization_id FROM d;
-         WITH d AS (DELETE FROM quarry.company_queue_values RETURNING rule, value)
-         INSERT INTO pend_values SELECT rule, value FROM d;
-         ANALYZE pend_orgs;
-         ANALYZE pend_values;",
+         TRUNCATE pend_taken, pend_orgs, pend_values;",
+    )
+    .await?;
+    tx.execute(
+        "WITH d AS (DELETE FROM quarry.company_queue
+                    WHERE $1::bigint IS NULL OR ingest_file_id = $1
+                    RETURNING organization_id, rules_fingerprint)
+         INSERT INTO pend_taken SELECT organization_id, rules_fingerprint FROM d",
+        &[&only_file],
     )
     .await
     .context("taking the company queue")?;
+    tx.execute(
+        "WITH d AS (DELETE FROM quarry.company_queue_values
+                    WHERE $1::bigint IS NULL OR ingest_file_id = $1
+                    RETURNING rule, value)
+         INSERT INTO pend_values SELECT DISTINCT rule, value FROM d",
+        &[&only_file],
+    )
+    .await
+    .context("taking the company queue's values")?;
     let queued: i64 = tx
-        .query_one("SELECT count(*) FROM pend_orgs", &[])
+        .query_one("SELECT count(DISTINCT id) FROM pend_taken", &[])
         .await?
         .get(0);
+    let other_rules: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pend_taken WHERE fingerprint IS DISTINCT FROM $1)",
+            &[&fingerprint],
+        )
+        .await?
+        .get(0);
+    let organizations = u64::try_from(queued).unwrap_or(0);
+    let rules = match rules {
+        Some(r) if !other_rules => r,
+        Some(r) => {
+            rebuild_in(tx, &r).await?;
+            return Ok(Resolved { organizations });
+        }
+        None => {
+            rebuild_in(tx, &builtin_rules()?).await?;
+            return Ok(Resolved { organizations });
+        }
+    };
+    // Ids of organizations removed since they were queued are skipped.
     tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS link_changes (id bigint) ON COMMIT DROP;
-         TRUNCATE link_changes",
+        "INSERT INTO pend_orgs SELECT DISTINCT p.id FROM pend_taken p
+         WHERE EXISTS (SELECT 1 FROM canonical.organizations o WHERE o.id = p.id);
+         ANALYZE pend_orgs;
+         ANALYZE pend_values;
+         CREATE TEMP TABLE IF NOT EXISTS link_changes (id bigint) ON COMMIT DROP;
+         TRUNCATE link_changes;",
     )
-    .await?;
+    .await
+    .context("collecting the queued organizations")?;
     for rule in &rules.rules {
         refresh_rule(tx, &rules, rule, true).await?;
     }
@@ -327,9 +359,7 @@ pub(crate) async fn resolve_queue_in(tx: &Transaction<'_>) -> Result<Resolved> {
     .await
     .context("noting the organizations whose company may change")?;
     recluster(tx, &rules).await?;
-    Ok(Resolved {
-        organizations: u64::try_from(queued).unwrap_or(0),
-    })
+    Ok(Resolved { organizations })
 }
 
 /// The first block element of a rule (the compared value for an equal rule,

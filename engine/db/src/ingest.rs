@@ -940,8 +940,12 @@ async fn load(
         )
         .await
         .context("noting the link keys of the organizations before the file")?;
-        crate::companies::queue_stored_organizations(&tx).await?;
     }
+    let rules_seen = if writes_orgs {
+        crate::companies::queue_stored_organizations(&tx, file_id).await?
+    } else {
+        None
+    };
 
     // Set-based upserts, parents before children.
     for e in &entities {
@@ -1168,7 +1172,14 @@ async fn load(
 
     refresh_references(&tx, &source).await?;
     if writes_orgs {
-        refresh_links(&tx, &source, &mapping.link_keys(), defer_companies).await?;
+        refresh_links(
+            &tx,
+            &source,
+            &mapping.link_keys(),
+            (file_id, rules_seen.as_deref()),
+            defer_companies,
+        )
+        .await?;
     }
 
     tx.execute(
@@ -1352,6 +1363,7 @@ async fn refresh_links(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
     keys: &[LinkKey],
+    (file_id, rules_seen): (i64, Option<&str>),
     defer: bool,
 ) -> Result<()> {
     let declared: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
@@ -1363,7 +1375,7 @@ async fn refresh_links(
     )
     .await
     .context("recording the source's link keys")?;
-    crate::companies::queue_new_organizations(tx, source).await?;
+    crate::companies::queue_new_organizations(tx, source, file_id, rules_seen).await?;
     if defer {
         return Ok(());
     }
@@ -1373,6 +1385,6 @@ async fn refresh_links(
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LINK_LOCK_CLASS])
         .await
         .context("waiting for other loads' link refresh")?;
-    crate::companies::resolve_queue_in(tx).await?;
+    crate::companies::resolve_queue_in(tx, Some(file_id)).await?;
     Ok(())
 }
