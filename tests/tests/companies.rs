@@ -548,3 +548,90 @@ async fn a_run_stopped_before_resolving_companies_loses_nothing() {
     assert!(out.contains("nothing queued"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file that leaves its companies to the end of the run never waits for a
+/// resolution: here one holds every queued row it took (deleted, uncommitted),
+/// as a resolution does while it computes, and the file, writing organizations
+/// whose rows and values are in the queue, still loads. Its own entries stay
+/// for the next resolution, which gives what a rebuild from scratch gives.
+#[tokio::test]
+async fn a_deferring_file_never_waits_for_a_resolution() {
+    let db = empty_db().await;
+    let dir = std::env::temp_dir().join(format!("quarry-co-wait-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dirs = dir.display().to_string();
+    ok(&db.quarry(&["demo-data", &dirs, "--scale", "500", "--seed", "9"]));
+    ok(&db.quarry(&["ingest", &dirs]));
+    // Committed queue entries for every organization and name value (as files
+    // of a run leave them before its resolution).
+    db.exec(
+        "INSERT INTO quarry.company_queue (organization_id, rules_fingerprint)
+           SELECT id, (SELECT fingerprint FROM quarry.company_rules) FROM canonical.organizations;
+         INSERT INTO quarry.company_queue_values (rule, value)
+           SELECT DISTINCT 'name_country', name_key FROM canonical.organizations WHERE name_key IS NOT NULL",
+    )
+    .await;
+    // A resolution in progress: it took (deleted) every row it saw.
+    let holder = db.client().await;
+    holder
+        .batch_execute(
+            "BEGIN;
+             DELETE FROM quarry.company_queue;
+             DELETE FROM quarry.company_queue_values;",
+        )
+        .await
+        .expect("a resolution's take");
+
+    // The ERP's customers again, changed (SAP has no timestamps: the later
+    // delivery wins), so every customer is written again.
+    let customers = dir.join("erp-data/customers-2024-06-01-00.json");
+    let text = std::fs::read_to_string(&customers).expect("customers");
+    let changed = text
+        .replace("\"CreditLimit\": \"", "\"CreditLimit\": \"1")
+        .replace("\"CreditLimit\":\"", "\"CreditLimit\":\"1");
+    assert_ne!(changed, text, "the customers have credit limits to change");
+    let again = dir.join("erp-data/customers-2024-08-01-00.json");
+    std::fs::write(&again, changed).expect("write");
+    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
+        .expect("mappings");
+    let erp = std::sync::Arc::new(
+        mappings
+            .into_iter()
+            .find(|m| m.spec.source == "erp")
+            .expect("the erp mapping"),
+    );
+    let mut writer = quarry_db::connect(&quarry_db::writer_url(&db.url).expect("writer url"))
+        .await
+        .expect("writer");
+    let path = again.clone();
+    let open: quarry_db::ingest::Opener = std::sync::Arc::new(move || {
+        Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+    });
+    let load = quarry_db::ingest::ingest_with(
+        &mut writer,
+        erp,
+        "erp-data/customers-2024-08-01-00.json",
+        open,
+        quarry_db::ingest::IngestOptions {
+            defer_companies: true,
+            ..Default::default()
+        },
+    );
+    let report = tokio::time::timeout(std::time::Duration::from_secs(60), load)
+        .await
+        .expect("the file waited for the resolution holding the queue")
+        .expect("ingest");
+    assert!(report.updated > 0, "{report:?}");
+
+    // The resolution rolls back (its rows come back); the next one takes
+    // them and the file's, and agrees with a rebuild.
+    holder.batch_execute("ROLLBACK").await.expect("rollback");
+    let out = ok(&db.quarry(&["companies", "resolve"]));
+    assert!(out.contains("recomputed"), "{out}");
+    assert_eq!(queued(&db).await, json!(0));
+    let (members, resolved_links) = (memberships(&db).await, all_links(&db).await);
+    ok(&db.quarry(&["companies", "rebuild", "--force"]));
+    assert_eq!(memberships(&db).await, members, "the rebuild's companies");
+    assert_eq!(all_links(&db).await, resolved_links, "the rebuild's links");
+    let _ = std::fs::remove_dir_all(&dir);
+}
