@@ -450,6 +450,46 @@ async fn queued(db: &TestDb) -> Value {
     .await
 }
 
+/// Loads the file at `path` (object key `key`) with the `source` mapping as
+/// `quarry ingest` does, leaving its companies queued, and gives up after 60 s
+/// (a file that waits for a resolution would hang here).
+async fn load_deferred(
+    db: &TestDb,
+    source: &str,
+    path: &std::path::Path,
+    key: &str,
+) -> quarry_db::ingest::FileReport {
+    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
+        .expect("mappings");
+    let mapping = std::sync::Arc::new(
+        mappings
+            .into_iter()
+            .find(|m| m.spec.source == source)
+            .expect("the source's mapping"),
+    );
+    let mut writer = quarry_db::connect(&quarry_db::writer_url(&db.url).expect("writer url"))
+        .await
+        .expect("writer");
+    let path = path.to_path_buf();
+    let open: quarry_db::ingest::Opener = std::sync::Arc::new(move || {
+        Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
+    });
+    let load = quarry_db::ingest::ingest_with(
+        &mut writer,
+        mapping,
+        key,
+        open,
+        quarry_db::ingest::IngestOptions {
+            defer_companies: true,
+            ..Default::default()
+        },
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(60), load)
+        .await
+        .expect("the file waited for a resolution")
+        .expect("ingest")
+}
+
 /// A run stopped after its files committed and before it resolved their
 /// companies loses nothing: the organizations stay queued (in the files'
 /// transactions) and the next run, or `quarry companies resolve`, resolves
@@ -482,33 +522,7 @@ async fn a_run_stopped_before_resolving_companies_loses_nothing() {
         "shop-data/{}",
         shop.file_name().expect("name").to_string_lossy()
     );
-    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
-        .expect("mappings");
-    let mapping = std::sync::Arc::new(
-        mappings
-            .into_iter()
-            .find(|m| m.spec.source == "shop")
-            .expect("the shop mapping"),
-    );
-    let mut writer = quarry_db::connect(&quarry_db::writer_url(&db.url).expect("writer url"))
-        .await
-        .expect("writer");
-    let path = shop.clone();
-    let open: quarry_db::ingest::Opener = std::sync::Arc::new(move || {
-        Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
-    });
-    let report = quarry_db::ingest::ingest_with(
-        &mut writer,
-        mapping,
-        &key,
-        open,
-        quarry_db::ingest::IngestOptions {
-            defer_companies: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("ingest");
+    let report = load_deferred(&db, "shop", &shop, &key).await;
     assert!(report.inserted > 0, "{report:?}");
     let homeless = db
         .value(
@@ -592,35 +606,7 @@ async fn a_deferring_file_never_waits_for_a_resolution() {
     assert_ne!(changed, text, "the customers have credit limits to change");
     let again = dir.join("erp-data/customers-2024-08-01-00.json");
     std::fs::write(&again, changed).expect("write");
-    let mappings = quarry_core::files::load_mappings(&quarry_tests::repo_root().join("mappings"))
-        .expect("mappings");
-    let erp = std::sync::Arc::new(
-        mappings
-            .into_iter()
-            .find(|m| m.spec.source == "erp")
-            .expect("the erp mapping"),
-    );
-    let mut writer = quarry_db::connect(&quarry_db::writer_url(&db.url).expect("writer url"))
-        .await
-        .expect("writer");
-    let path = again.clone();
-    let open: quarry_db::ingest::Opener = std::sync::Arc::new(move || {
-        Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn std::io::Read + Send>)
-    });
-    let load = quarry_db::ingest::ingest_with(
-        &mut writer,
-        erp,
-        "erp-data/customers-2024-08-01-00.json",
-        open,
-        quarry_db::ingest::IngestOptions {
-            defer_companies: true,
-            ..Default::default()
-        },
-    );
-    let report = tokio::time::timeout(std::time::Duration::from_secs(60), load)
-        .await
-        .expect("the file waited for the resolution holding the queue")
-        .expect("ingest");
+    let report = load_deferred(&db, "erp", &again, "erp-data/customers-2024-08-01-00.json").await;
     assert!(report.updated > 0, "{report:?}");
 
     // The resolution rolls back (its rows come back); the next one takes
