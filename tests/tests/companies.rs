@@ -442,6 +442,15 @@ async fn survivorship_and_unified_customer_analysis_follow_the_declared_sources(
     let _ = std::fs::remove_dir_all(&l.dir);
 }
 
+/// Organizations without a company.
+async fn without_company(db: &TestDb) -> Value {
+    db.value(
+        "SELECT count(*) FROM canonical.organizations o
+         WHERE NOT EXISTS (SELECT 1 FROM canonical.company_members m WHERE m.organization_id = o.id)",
+    )
+    .await
+}
+
 /// Organizations and block values waiting for company resolution.
 async fn queued(db: &TestDb) -> Value {
     db.value(
@@ -524,12 +533,7 @@ async fn a_run_stopped_before_resolving_companies_loses_nothing() {
     );
     let report = load_deferred(&db, "shop", &shop, &key).await;
     assert!(report.inserted > 0, "{report:?}");
-    let homeless = db
-        .value(
-            "SELECT count(*) FROM canonical.organizations o
-             WHERE NOT EXISTS (SELECT 1 FROM canonical.company_members m WHERE m.organization_id = o.id)",
-        )
-        .await;
+    let homeless = without_company(&db).await;
     assert!(
         homeless.as_i64().unwrap_or(0) > 0,
         "the shop's customers wait for their companies"
@@ -545,12 +549,7 @@ async fn a_run_stopped_before_resolving_companies_loses_nothing() {
     assert!(out.contains("0 loaded"), "{out}");
     assert!(out.contains("companies: links and companies of"), "{out}");
     assert_eq!(queued(&db).await, json!(0));
-    let homeless = db
-        .value(
-            "SELECT count(*) FROM canonical.organizations o
-             WHERE NOT EXISTS (SELECT 1 FROM canonical.company_members m WHERE m.organization_id = o.id)",
-        )
-        .await;
+    let homeless = without_company(&db).await;
     assert_eq!(homeless, json!(0), "every organization has its company");
     let (members, resolved_links) = (memberships(&db).await, all_links(&db).await);
     ok(&db.quarry(&["companies", "rebuild", "--force"]));

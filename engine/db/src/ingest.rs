@@ -1176,7 +1176,8 @@ async fn load(
             &tx,
             &source,
             &mapping.link_keys(),
-            (file_id, rules_seen.as_deref()),
+            file_id,
+            rules_seen.as_deref(),
             defer_companies,
         )
         .await?;
@@ -1363,7 +1364,8 @@ async fn refresh_links(
     tx: &tokio_postgres::Transaction<'_>,
     source: &str,
     keys: &[LinkKey],
-    (file_id, rules_seen): (i64, Option<&str>),
+    file_id: i64,
+    rules_seen: Option<&str>,
     defer: bool,
 ) -> Result<()> {
     let declared: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
