@@ -574,3 +574,88 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
         .expect("answer");
     assert_eq!(show("work_mem").await, server_default);
 }
+
+/// Through the API: an operation's first answer runs on the light path (the
+/// row cap read by the server, the rest left to the connection to discard);
+/// once an answer was cut, the operation's next calls carry the cap in their
+/// SQL, so the database stops at it; an answer within the cap sends the
+/// operation back to the light path. Which path ran shows in the reader's
+/// backend right after the answer: idle when the database stopped at the
+/// cap, still making rows when it did not. (One reader connection, so every
+/// call is on the backend the test watches.)
+#[tokio::test]
+async fn an_operation_cut_by_its_row_cap_gets_the_cap_in_its_sql() {
+    let db = fixture_db().await;
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        &db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        &[("QUARRY_API__POOL_SIZE", "1")],
+        &data.0,
+    );
+    let admin = db.client().await;
+    let reader_states = || {
+        let admin = &admin;
+        async move {
+            admin
+                .query(
+                    "SELECT state FROM pg_stat_activity
+                      WHERE usename = 'quarry_reader' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .iter()
+                .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    // The pool's one connection is the only reader backend that runs queries
+    // (the data-version listener, also the reader, only waits).
+    let busy = || async { reader_states().await.iter().any(|s| s == "active") };
+    // slow_rows caps at 1,000 rows; 4,000 rows of 1 ms each would keep a
+    // backend that is not stopped at the cap busy for 3 s or more after it.
+    let call = |rows: u32, ms: u32| {
+        let r = get(
+            &s,
+            &format!("/analytics/slow_rows?rows={rows}&ms_per_row={ms}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.raw);
+        (
+            r.body["row_count"].as_u64().unwrap_or_default(),
+            r.body["truncated"] == json!(true),
+        )
+    };
+    let settle = || async {
+        // The discarded rows finish in a few seconds; the backend goes idle.
+        for _ in 0..200 {
+            if !busy().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the reader never went idle: {:?}", reader_states().await);
+    };
+
+    // First call, light: cut by the server, the backend still busy after it.
+    assert_eq!(call(4000, 1), (1000, true));
+    assert!(
+        busy().await,
+        "the light path leaves the rest to the connection: {:?}",
+        reader_states().await
+    );
+    settle().await;
+    // It was cut: the next call has the cap in its SQL, and the database stops.
+    assert_eq!(call(4000, 1), (1000, true));
+    assert!(
+        !busy().await,
+        "with the cap in the SQL the database made no row past it: {:?}",
+        reader_states().await
+    );
+    // An answer within the cap sends it back to the light path.
+    assert_eq!(call(5, 0), (5, false));
+    assert_eq!(call(4000, 1), (1000, true));
+    assert!(busy().await, "light again: {:?}", reader_states().await);
+    settle().await;
+}
