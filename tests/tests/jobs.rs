@@ -462,7 +462,7 @@ async fn concurrent_cache_puts_are_batched_and_all_stored() {
             "same".to_string()
         };
         async move {
-            let v = CachedValue::Inline(json!({ "i": i }));
+            let v = CachedValue::Inline(bytes::Bytes::from(json!({ "i": i }).to_string()));
             cache
                 .put(&key, "simple_demo", &v, ttl)
                 .await
@@ -475,24 +475,52 @@ async fn concurrent_cache_puts_are_batched_and_all_stored() {
     }
     for i in [0, 77, 149] {
         match cache.get(&format!("k{i}")).await.expect("get") {
-            Some(CachedValue::Inline(v)) => assert_eq!(v, json!({ "i": i })),
+            Some(CachedValue::Inline(v)) => assert_eq!(v, json!({ "i": i }).to_string()),
             other => panic!("k{i}: {other:?}"),
         }
     }
     match cache.get("same").await.expect("get") {
         Some(CachedValue::Inline(v)) => {
+            let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
             let i = v["i"].as_i64().expect("i");
             assert!((150..200).contains(&i), "{v}");
         }
         other => panic!("same: {other:?}"),
     }
+    // An entry comes back in the very bytes it was stored in (key order and
+    // spacing too: they are the answer as first served), a pointer comes back
+    // as a pointer, and bytes that are not JSON are refused, not stored.
+    let served = bytes::Bytes::from_static(b"{\"operation\": \"x\",  \"b\":1, \"a\":[2]}");
+    let put = |key: &'static str, v: CachedValue| {
+        let cache = cache.clone();
+        async move { cache.put(key, "simple_demo", &v, ttl).await }
+    };
+    put("bytes", CachedValue::Inline(served.clone()))
+        .await
+        .expect("put");
+    assert_eq!(
+        cache.get("bytes").await.expect("get"),
+        Some(CachedValue::Inline(served))
+    );
+    let pointer = CachedValue::Pointer {
+        object_key: "cache/abc.json".into(),
+    };
+    put("pointer", pointer.clone()).await.expect("put");
+    assert_eq!(cache.get("pointer").await.expect("get"), Some(pointer));
+    let refused = put(
+        "broken",
+        CachedValue::Inline(bytes::Bytes::from_static(b"{\"rows\": [")),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(cache.get("broken").await.expect("get"), None);
     let owner = db.client().await;
     let rows: i64 = owner
         .query_one("SELECT count(*) FROM quarry.cache", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(rows, 151);
+    assert_eq!(rows, 153, "150 keys, `same`, `bytes` and `pointer`");
 }
 
 /// A job's large result is written as its rows are read: past the cap on an

@@ -299,7 +299,7 @@ async fn run(
         mark_deprecation(&mut resp, &pack);
         return Ok(resp);
     }
-    let (body, version) = match tokio::time::timeout(
+    let (bytes, version) = match tokio::time::timeout(
         timeout + Duration::from_secs(2),
         execute(st, &pack, input, style, Some(timeout)),
     )
@@ -308,11 +308,10 @@ async fn run(
         Ok(r) => r.map_err(|e| sql_error_for(&pack, e))?,
         Err(_) => return Err(ApiError::Timeout),
     };
-    let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?);
     // Key by the version the answer was read at (it may have moved since the lookup).
     let k = quarry_core::packs::cache::cache_key(&pack, &params, Some(version));
     let etag = if ttl > 0 {
-        store(st, &k, &pack, body, bytes.clone());
+        store(st, &k, &pack, bytes.clone());
         Some(etag_of(&k, format))
     } else {
         None
@@ -438,7 +437,7 @@ async fn cached(st: &AppState, key: &str) -> Option<Bytes> {
         }
     };
     let bytes = match entry {
-        CachedValue::Inline(v) => Bytes::from(serde_json::to_vec(&v).ok()?),
+        CachedValue::Inline(b) => b,
         CachedValue::Pointer { object_key } => match st.ports.objects.get(&object_key).await {
             Ok(Some(b)) => Bytes::from(b),
             Ok(None) => return None,
@@ -454,9 +453,9 @@ async fn cached(st: &AppState, key: &str) -> Option<Bytes> {
     Some(bytes)
 }
 
-/// Stores an answer: in memory at once, in the cache port in the background
-/// (large answers as an object with a pointer).
-pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Bytes) {
+/// Stores an answer's bytes: in memory at once, in the cache port in the
+/// background (large answers as an object with a pointer).
+pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, bytes: Bytes) {
     let ttl = Duration::from_secs(pack.spec.cache_ttl_seconds);
     st.hot.put(key.to_string(), bytes.clone(), ttl);
     let st = st.clone();
@@ -476,7 +475,7 @@ pub fn store(st: &Arc<AppState>, key: &str, pack: &Pack, body: Value, bytes: Byt
             }
             CachedValue::Pointer { object_key }
         } else {
-            CachedValue::Inline(body)
+            CachedValue::Inline(bytes)
         };
         if let Err(e) = st.ports.cache.put(&key, &op, &value, ttl).await {
             tracing::warn!(error = %e, "could not store the answer in the cache");

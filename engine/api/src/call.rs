@@ -134,15 +134,16 @@ pub async fn data_version_before(
 }
 
 /// Runs `pack` as the reader with `timeout` (never above the pack's own) and
-/// returns the answer body and the data version it was read at. The version is
-/// read before the query, so an answer is never labelled newer than its data.
+/// returns the answer document's JSON bytes (as served and cached) and the
+/// data version it was read at. The version is read before the query, so an
+/// answer is never labelled newer than its data.
 pub async fn execute(
     st: &AppState,
     pack: &Pack,
     input: &Map<String, Value>,
     style: InputStyle,
     timeout: Option<Duration>,
-) -> Result<(Value, i64), ExecError> {
+) -> Result<(Bytes, i64), ExecError> {
     // The light path (no transaction of its own) unless the configuration
     // asks for a transaction per call (behind a pooler that must not see
     // session settings) or this operation's answers pass the row cap: then
@@ -202,21 +203,33 @@ pub async fn execute(
         .map(|out| (resolved, out))
         .map_err(quarry_db::RunError::from);
     let (resolved, out) = result.map_err(ExecError::Run)?;
-    let body = answer_body(pack, &resolved, data_version, out)?;
-    Ok((body, data_version))
+    let answer = answer_doc(pack, &resolved, data_version, out);
+    let body = serde_json::to_vec(&answer).map_err(ExecError::Encode)?;
+    Ok((Bytes::from(body), data_version))
 }
 
-/// The answer document of `out`, read at `data_version` with `resolved`
-/// parameters (and the query's time recorded in the metrics).
+/// The answer document of `out` as a JSON value (a job's inline result).
 pub fn answer_body(
     pack: &Pack,
     resolved: &quarry_core::packs::params::ResolvedParams,
     data_version: i64,
     out: quarry_db::QueryOutput,
 ) -> Result<Value, ExecError> {
+    serde_json::to_value(answer_doc(pack, resolved, data_version, out)).map_err(ExecError::Encode)
+}
+
+/// The answer document of `out`, read at `data_version` with `resolved`
+/// parameters (and the query's time recorded in the metrics). It takes the
+/// rows as they are: serializing it writes them straight to the answer.
+fn answer_doc(
+    pack: &Pack,
+    resolved: &quarry_core::packs::params::ResolvedParams,
+    data_version: i64,
+    out: quarry_db::QueryOutput,
+) -> crate::contract::Answer {
     metrics::histogram!("quarry_query_seconds", "operation" => pack.spec.name.clone())
         .record(out.elapsed_ms as f64 / 1000.0);
-    let answer = crate::contract::Answer {
+    crate::contract::Answer {
         operation: pack.spec.name.clone(),
         version: pack.spec.version.clone(),
         parameters: resolved
@@ -229,11 +242,10 @@ pub fn answer_body(
         row_count: out.rows.len() as u64,
         truncated: out.truncated,
         elapsed_ms: out.elapsed_ms,
-        rows: out.row_objects(),
+        rows: crate::contract::AnswerRows::new(&out.columns, out.rows),
         page: None,
         next: None,
-    };
-    serde_json::to_value(answer).map_err(ExecError::Encode)
+    }
 }
 
 /// The columns as an answer names them.

@@ -32,13 +32,79 @@ pub struct Answer {
     pub elapsed_ms: u64,
     /// The rows, one object per row, keyed by column name. Exact `numeric`
     /// values are JSON numbers when a double holds them exactly, else strings.
-    pub rows: Vec<Map<String, Value>>,
+    #[schemars(with = "Vec<Map<String, Value>>")]
+    pub rows: AnswerRows,
     /// Where this page is in the answer (when `page_size` or `cursor` was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<PageInfo>,
     /// The next page (also in `Link: <...>; rel="next"`); absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// An answer's rows as the database gave them, serialized as one JSON object
+/// per row keyed by column name straight from the values: no map is built per
+/// row, so an answer is turned into its bytes once.
+#[derive(Debug, Default)]
+pub struct AnswerRows {
+    /// Each distinct column name in order of first appearance, with the index
+    /// of its last appearance: a JSON object keeps one value per key, and this
+    /// is the one (and the place) a map of the row would have kept.
+    keys: Vec<(String, usize)>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl AnswerRows {
+    /// `rows` (values in `columns`' order) as an answer's rows.
+    pub fn new(columns: &[quarry_db::OutColumn], rows: Vec<Vec<Value>>) -> Self {
+        let mut keys: Vec<(String, usize)> = Vec::with_capacity(columns.len());
+        for (i, c) in columns.iter().enumerate() {
+            match keys.iter_mut().find(|(name, _)| *name == c.name) {
+                Some(k) => k.1 = i,
+                None => keys.push((c.name.clone(), i)),
+            }
+        }
+        AnswerRows { keys, rows }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl Serialize for AnswerRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.rows.len()))?;
+        for row in &self.rows {
+            seq.serialize_element(&RowObject {
+                keys: &self.keys,
+                row,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// One row as a JSON object.
+struct RowObject<'a> {
+    keys: &'a [(String, usize)],
+    row: &'a [Value],
+}
+
+impl Serialize for RowObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.keys.len()))?;
+        for (name, i) in self.keys {
+            map.serialize_entry(name, self.row.get(*i).unwrap_or(&Value::Null))?;
+        }
+        map.end()
+    }
 }
 
 /// A page of a paged answer. Every page comes from one snapshot of the answer,
@@ -383,5 +449,51 @@ impl JsonSchema for CompanyView {
                 "links": links
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn col(name: &str) -> quarry_db::OutColumn {
+        quarry_db::OutColumn {
+            name: name.into(),
+            pg_type: "int4".into(),
+        }
+    }
+
+    /// The rows serialize to the very bytes a map per row gave, duplicate
+    /// column names included (one key, the last value, at the first place).
+    #[test]
+    fn answer_rows_write_what_a_map_per_row_wrote() {
+        let columns = [col("b"), col("a"), col("b"), col("c")];
+        let rows = vec![
+            vec![json!(1), json!("x"), json!(3), json!(null)],
+            vec![json!(4.5), json!({"k": [1]}), json!(true), json!("é\"")],
+        ];
+        let maps: Vec<Map<String, Value>> = rows
+            .iter()
+            .map(|r| {
+                columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| (c.name.clone(), v.clone()))
+                    .collect()
+            })
+            .collect();
+        let direct = AnswerRows::new(&columns, rows);
+        assert_eq!(direct.len(), 2);
+        let bytes = serde_json::to_vec(&direct).expect("serialize");
+        assert_eq!(bytes, serde_json::to_vec(&maps).expect("serialize"));
+        assert_eq!(
+            serde_json::to_value(&direct).expect("value"),
+            json!([{"b": 3, "a": "x", "c": null}, {"b": true, "a": {"k": [1]}, "c": "é\""}])
+        );
+        assert_eq!(
+            serde_json::to_vec(&AnswerRows::new(&columns, Vec::new())).expect("serialize"),
+            b"[]"
+        );
     }
 }

@@ -386,8 +386,12 @@ pub async fn execute(st: &AppState, job: &Job) -> Result<Executed, JobError> {
         // Caller-supplied SQL: in its own transaction, the connection reset
         // after (its row cap is small enough to hold).
         return match call::execute(st, &pack, &job.parameters, InputStyle::Json, None).await {
-            Ok((body, data_version)) => Ok(Executed {
-                body,
+            Ok((bytes, data_version)) => Ok(Executed {
+                body: serde_json::from_slice(&bytes).map_err(|e| JobError {
+                    code: "internal".into(),
+                    message: format!("reading the answer back: {e}"),
+                    transient: false,
+                })?,
                 data_version,
                 stored: None,
             }),
@@ -676,22 +680,20 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
                 let key =
                     quarry_core::packs::cache::cache_key(pack, &params, Some(ex.data_version));
                 if let Ok(b) = serde_json::to_vec(&ex.body) {
-                    st.hot.put(
-                        key.clone(),
-                        Bytes::from(b),
-                        Duration::from_secs(pack.spec.cache_ttl_seconds),
-                    );
+                    let b = Bytes::from(b);
+                    let ttl = Duration::from_secs(pack.spec.cache_ttl_seconds);
+                    st.hot.put(key.clone(), b.clone(), ttl);
+                    let _ = st
+                        .ports
+                        .cache
+                        .put(
+                            &key,
+                            &pack.spec.name,
+                            &quarry_core::ports::CachedValue::Inline(b),
+                            ttl,
+                        )
+                        .await;
                 }
-                let _ = st
-                    .ports
-                    .cache
-                    .put(
-                        &key,
-                        &pack.spec.name,
-                        &quarry_core::ports::CachedValue::Inline(ex.body.clone()),
-                        Duration::from_secs(pack.spec.cache_ttl_seconds),
-                    )
-                    .await;
             }
         }
     }

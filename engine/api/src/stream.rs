@@ -21,20 +21,12 @@ use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::call::ExecError;
-use crate::contract::{Answer, AnswerColumn, PageInfo};
+use crate::contract::{Answer, AnswerColumn, AnswerRows, PageInfo};
 use crate::results::{header_bytes, rows_bytes, RowRef};
 use crate::{ApiError, AppState};
 
 /// Rows fetched from the database per batch while streaming.
 const BATCH: usize = 1000;
-
-fn row_object(columns: &[OutColumn], values: Vec<Value>) -> Map<String, Value> {
-    columns
-        .iter()
-        .zip(values)
-        .map(|(c, v)| (c.name.clone(), v))
-        .collect()
-}
 
 /// A reader connection, the data version, the rendered query and its limits.
 struct Prepared {
@@ -453,10 +445,7 @@ fn respond(
                 row_count: rows.len() as u64,
                 truncated: meta.truncated,
                 elapsed_ms: 0,
-                rows: rows
-                    .into_iter()
-                    .map(|r| row_object(&meta.columns, r))
-                    .collect(),
+                rows: AnswerRows::new(&meta.columns, rows),
                 page: Some(PageInfo {
                     number: n,
                     size: meta.page_size,

@@ -398,9 +398,8 @@ impl Cache for DynamoCache {
             .get("body")
             .and_then(|v| v.as_s().ok())
             .ok_or_else(|| PortError::Unavailable("cache item without a body".into()))?;
-        serde_json::from_str(body)
-            .map(|v| Some(CachedValue::Inline(v)))
-            .map_err(|e| PortError::Unavailable(format!("cache item body is not JSON: {e}")))
+        // Stored as the answer's very text (see `put`): served as it is.
+        Ok(Some(CachedValue::Inline(bytes::Bytes::from(body.clone()))))
     }
 
     async fn put(
@@ -420,16 +419,18 @@ impl Cache for DynamoCache {
             .item("expires_at", n(expires));
         req = match value {
             CachedValue::Pointer { object_key } => req.item("pointer", s(object_key)),
-            CachedValue::Inline(v) => {
-                let text = v.to_string();
-                if text.len() > DYNAMO_INLINE_MAX {
+            CachedValue::Inline(body) => {
+                if body.len() > DYNAMO_INLINE_MAX {
                     let object_key = format!("cache/{key}.json");
                     self.objects
-                        .put(&object_key, text.into_bytes(), "application/json")
+                        .put(&object_key, body.to_vec(), "application/json")
                         .await?;
                     req.item("pointer", s(&object_key))
                 } else {
-                    req.item("body", s(&text))
+                    let text = std::str::from_utf8(body).map_err(|e| {
+                        PortError::Invalid(format!("a cached answer is not UTF-8 text: {e}"))
+                    })?;
+                    req.item("body", s(text))
                 }
             }
         };

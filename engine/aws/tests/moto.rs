@@ -153,7 +153,10 @@ async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
     make_table(&cfg, "cache", "key").await;
     let objects = make_bucket(&cfg, "results").await;
     let cache = DynamoCache::new(&cfg, "cache", objects.clone());
-    let v = CachedValue::Inline(json!({"rows": [{"n": 1}]}));
+    // Kept as the very bytes served, spacing and key order included.
+    let v = CachedValue::Inline(bytes::Bytes::from_static(
+        b"{\"rows\": [{\"n\": 1, \"a\": 2}]}",
+    ));
     cache
         .put("k1", "op", &v, Duration::from_secs(60))
         .await
@@ -165,7 +168,7 @@ async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
         .put(
             "short",
             "op",
-            &CachedValue::Inline(json!(1)),
+            &CachedValue::Inline(bytes::Bytes::from_static(b"1")),
             Duration::from_secs(1),
         )
         .await
@@ -183,7 +186,7 @@ async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
         .put(
             "big",
             "op",
-            &CachedValue::Inline(big.clone()),
+            &CachedValue::Inline(bytes::Bytes::from(big.to_string())),
             Duration::from_secs(60),
         )
         .await

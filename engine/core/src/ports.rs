@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use crate::jobs::{Event, Job};
 
@@ -31,8 +30,13 @@ pub type PortResult<T> = Result<T, PortError>;
 /// cache, the key of the object in object storage that holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CachedValue {
-    Inline(Value),
-    Pointer { object_key: String },
+    /// The answer's JSON document, byte for byte as it was served: the answer
+    /// is serialized once, and a cache stores and returns those bytes as they
+    /// are (no parse on the way in or out).
+    Inline(bytes::Bytes),
+    Pointer {
+        object_key: String,
+    },
 }
 
 /// The result cache, keyed by [`crate::packs::cache::cache_key`].

@@ -11,6 +11,7 @@ use quarry_core::jobs::{Job, JobError, JobResult, JobState, ResultFormat};
 use quarry_core::ports::{Cache, CachedValue, JobStore, PortError, PortResult};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::Row;
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> PortError {
@@ -37,10 +38,52 @@ pub struct PgCache {
 /// Entries a batch takes at most.
 const CACHE_BATCH: usize = 256;
 
+/// The one field of the document a cache row holds for an answer kept in
+/// object storage, and how that document's text starts.
+const POINTER_FIELD: &str = "$quarry_pointer";
+const POINTER_PREFIX: &str = "{\"$quarry_pointer\"";
+
+/// A JSON document's bytes as they are, to and from a `json` column. The
+/// `json` type's binary form is its text (PostgreSQL still checks it on the
+/// way in), so an answer goes into the cache and back out with no parse and
+/// no re-serialization, in the very bytes it was first served in.
+#[derive(Debug)]
+struct RawJson(bytes::Bytes);
+
+impl ToSql for RawJson {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for RawJson {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawJson(bytes::Bytes::copy_from_slice(raw)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+}
+
 struct PendingPut {
     key: String,
     operation: String,
-    body: Value,
+    body: RawJson,
     ttl_seconds: f64,
     done: tokio::sync::oneshot::Sender<PortResult<()>>,
 }
@@ -86,7 +129,7 @@ async fn write_batches(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingPu
         rows.sort_unstable();
         let keys: Vec<&str> = rows.iter().map(|&i| batch[i].key.as_str()).collect();
         let ops: Vec<&str> = rows.iter().map(|&i| batch[i].operation.as_str()).collect();
-        let bodies: Vec<&Value> = rows.iter().map(|&i| &batch[i].body).collect();
+        let bodies: Vec<&RawJson> = rows.iter().map(|&i| &batch[i].body).collect();
         let ttls: Vec<f64> = rows.iter().map(|&i| batch[i].ttl_seconds).collect();
         let outcome: PortResult<()> = async {
             let c = client(&pool, "cache").await?;
@@ -94,7 +137,7 @@ async fn write_batches(pool: Pool, mut rx: tokio::sync::mpsc::Receiver<PendingPu
                 .prepare_cached(
                     "INSERT INTO quarry.cache (key, operation, body, expires_at)
                      SELECT k, o, b, now() + make_interval(secs => t)
-                     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) AS u(k, o, b, t)
+                     FROM unnest($1::text[], $2::text[], $3::json[], $4::float8[]) AS u(k, o, b, t)
                      ON CONFLICT (key) DO UPDATE
                        SET body = EXCLUDED.body, expires_at = EXCLUDED.expires_at, created_at = now()",
                 )
@@ -133,15 +176,24 @@ impl Cache for PgCache {
             .query_opt(&stmt, &[&key])
             .await
             .map_err(|e| unavailable("reading the cache", e))?;
-        Ok(row.map(|r| {
-            let body: Value = r.get(0);
-            match body.get("$quarry_pointer").and_then(Value::as_str) {
-                Some(k) => CachedValue::Pointer {
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let RawJson(body) = row
+            .try_get(0)
+            .map_err(|e| unavailable("reading the cache", e))?;
+        // Only a pointer document starts so (an answer starts with its
+        // `operation`); anything else is the answer's own bytes.
+        if body.starts_with(POINTER_PREFIX.as_bytes()) {
+            let doc: Value =
+                serde_json::from_slice(&body).map_err(|e| unavailable("reading the cache", e))?;
+            if let Some(k) = doc.get(POINTER_FIELD).and_then(Value::as_str) {
+                return Ok(Some(CachedValue::Pointer {
                     object_key: k.to_string(),
-                },
-                None => CachedValue::Inline(body),
+                }));
             }
-        }))
+        }
+        Ok(Some(CachedValue::Inline(body)))
     }
 
     async fn put(
@@ -151,10 +203,12 @@ impl Cache for PgCache {
         value: &CachedValue,
         ttl: Duration,
     ) -> PortResult<()> {
-        let body = match value {
-            CachedValue::Inline(v) => v.clone(),
-            CachedValue::Pointer { object_key } => json!({ "$quarry_pointer": object_key }),
-        };
+        let body = RawJson(match value {
+            CachedValue::Inline(b) => b.clone(),
+            CachedValue::Pointer { object_key } => {
+                bytes::Bytes::from(json!({ POINTER_FIELD: object_key }).to_string())
+            }
+        });
         let (done, stored) = tokio::sync::oneshot::channel();
         let pending = PendingPut {
             key: key.to_string(),
