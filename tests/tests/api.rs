@@ -875,14 +875,7 @@ async fn every_response_is_checked_against_the_document_and_the_check_can_fail()
 #[tokio::test]
 async fn packs_reload_on_change_and_a_broken_change_keeps_the_old_set() {
     let db = fixture_db().await;
-    let q = queries_with_test_packs();
-    let data = TempDir::new("data");
-    let s = serve_with(
-        &db,
-        &["--queries", q.0.to_str().unwrap_or_default()],
-        &[("QUARRY_RELOAD__DEBOUNCE_MS", "100")],
-        &data.0,
-    );
+    let (s, q, _data) = serve_test_packs(&db, &[("QUARRY_RELOAD__DEBOUNCE_MS", "100")]);
     let title = |s: &Server| get(s, "/operations/slow_light").body["title"].clone();
     assert_eq!(title(&s), json!("Test pack that overruns its timeout"));
     let yaml = q.0.join("slow_light.yaml");

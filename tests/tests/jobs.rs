@@ -109,16 +109,12 @@ async fn the_walkthrough_job_commands_work() {
 #[tokio::test]
 async fn a_transient_failure_is_retried_and_a_permanent_one_is_not() {
     let db = fixture_db().await;
-    let q = queries_with_test_packs();
-    let data = TempDir::new("data");
-    let s = serve_with(
+    let (s, _q, _data) = serve_test_packs(
         &db,
-        &["--queries", q.0.to_str().unwrap_or_default()],
         &[
             ("QUARRY_JOBS__BACKOFF_BASE_MS", "100"),
             ("QUARRY_JOBS__POLL_INTERVAL_MS", "100"),
         ],
-        &data.0,
     );
     let r = post(
         &s,
@@ -411,16 +407,12 @@ async fn a_failed_inbox_file_is_published_as_a_system_error() {
 #[tokio::test]
 async fn a_finished_job_wakes_the_runner_for_the_next_one() {
     let db = fixture_db().await;
-    let q = queries_with_test_packs();
-    let data = TempDir::new("data");
-    let s = serve_with(
+    let (s, _q, _data) = serve_test_packs(
         &db,
-        &["--queries", q.0.to_str().unwrap_or_default()],
         &[
             ("QUARRY_JOBS__CONCURRENCY", "1"),
             ("QUARRY_JOBS__POLL_INTERVAL_MS", "60000"),
         ],
-        &data.0,
     );
     let ids: Vec<String> = (0..5)
         .map(|_| {
@@ -530,17 +522,13 @@ async fn concurrent_cache_puts_are_batched_and_all_stored() {
 #[tokio::test]
 async fn large_job_results_are_written_as_read_and_a_failure_midway_leaves_nothing() {
     let db = fixture_db().await;
-    let q = queries_with_test_packs();
-    let data = TempDir::new("data");
-    let s = serve_with(
+    let (s, _q, data) = serve_test_packs(
         &db,
-        &["--queries", q.0.to_str().unwrap_or_default()],
         &[
             ("QUARRY_API__MAX_ANSWER_BYTES", "20000"),
             ("QUARRY_API__SYNC_ANSWER_BYTES", "20000"),
             ("QUARRY_JOBS__POLL_INTERVAL_MS", "100"),
         ],
-        &data.0,
     );
     let submit = |op: &str, params: &str, format: &str| {
         let r = post(

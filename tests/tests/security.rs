@@ -586,14 +586,7 @@ async fn the_light_path_keeps_each_calls_timeout_read_only_and_row_cap() {
 #[tokio::test]
 async fn an_operation_cut_by_its_row_cap_gets_the_cap_in_its_sql() {
     let db = fixture_db().await;
-    let q = queries_with_test_packs();
-    let data = TempDir::new("data");
-    let s = serve_with(
-        &db,
-        &["--queries", q.0.to_str().unwrap_or_default()],
-        &[("QUARRY_API__POOL_SIZE", "1")],
-        &data.0,
-    );
+    let (s, _q, _data) = serve_test_packs(&db, &[("QUARRY_API__POOL_SIZE", "1")]);
     let admin = db.client().await;
     let reader_states = || {
         let admin = &admin;

@@ -120,6 +120,21 @@ pub fn serve_with(db: &TestDb, args: &[&str], env: &[(&str, &str)], data_dir: &P
     }
 }
 
+/// `quarry serve` with the shipped packs beside the test packs
+/// ([`queries_with_test_packs`]) and `env` set: the server, its queries folder
+/// and its data folder (keep both while the server runs).
+pub fn serve_test_packs(db: &TestDb, env: &[(&str, &str)]) -> (Server, TempDir, TempDir) {
+    let q = queries_with_test_packs();
+    let data = TempDir::new("data");
+    let s = serve_with(
+        db,
+        &["--queries", q.0.to_str().unwrap_or_default()],
+        env,
+        &data.0,
+    );
+    (s, q, data)
+}
+
 /// `quarry serve` with defaults and a private data folder (kept with the server).
 pub fn serve(db: &TestDb, args: &[&str]) -> (Server, TempDir) {
     let data = TempDir::new("data");
