@@ -398,7 +398,10 @@ impl Cache for DynamoCache {
             .get("body")
             .and_then(|v| v.as_s().ok())
             .ok_or_else(|| PortError::Unavailable("cache item without a body".into()))?;
-        // Stored as the answer's very text (see `put`): served as it is.
+        // Stored as the answer's very text (see `put`) and served as it is,
+        // once checked to be JSON (without building it: `IgnoredAny`).
+        serde_json::from_str::<serde::de::IgnoredAny>(body)
+            .map_err(|e| PortError::Unavailable(format!("cache item body is not JSON: {e}")))?;
         Ok(Some(CachedValue::Inline(bytes::Bytes::from(body.clone()))))
     }
 

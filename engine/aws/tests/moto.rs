@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use common::*;
 use quarry_aws::{DynamoCache, DynamoJobStore, SfnStarter, SnsNotifier};
@@ -205,6 +206,26 @@ async fn the_dynamodb_cache_expires_entries_and_offloads_large_ones() {
         }
         other => panic!("expected a pointer, got {other:?}"),
     }
+    // An item whose body is not JSON (not written by Quarry) is an error, which
+    // the API takes for a miss, never bytes served as an answer.
+    aws_sdk_dynamodb::Client::new(&cfg)
+        .put_item()
+        .table_name("cache")
+        .item("key", AttributeValue::S("broken".into()))
+        .item("operation", AttributeValue::S("op".into()))
+        .item(
+            "expires_at",
+            AttributeValue::N((Utc::now().timestamp() + 60).to_string()),
+        )
+        .item("body", AttributeValue::S("{\"rows\": [".into()))
+        .send()
+        .await
+        .expect("put a broken item");
+    let broken = cache.get("broken").await;
+    assert!(
+        matches!(&broken, Err(PortError::Unavailable(m)) if m.contains("not JSON")),
+        "{broken:?}"
+    );
 }
 
 #[tokio::test]
