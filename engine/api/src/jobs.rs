@@ -672,35 +672,36 @@ pub async fn store_result(st: &AppState, job: &Job, ex: Executed) -> Result<JobR
         .get("truncated")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // The answer's JSON, made once for both uses below: the cache's copy and
+    // the size that decides whether the result is kept inline.
+    let json = (rows <= st.config.jobs.inline_max_rows)
+        .then(|| serde_json::to_vec(&ex.body).ok().map(Bytes::from))
+        .flatten();
     // A cacheable operation's answer also fills the cache for synchronous calls.
     let packs = st.packs();
-    if let Some(pack) = packs.for_job(&job.operation, &job.operation_version) {
-        if pack.spec.cache_ttl_seconds > 0 && rows <= st.config.jobs.inline_max_rows {
+    if let (Some(pack), Some(b)) = (packs.for_job(&job.operation, &job.operation_version), &json) {
+        if pack.spec.cache_ttl_seconds > 0 {
             if let Ok(params) = pack.resolve(&job.parameters, InputStyle::Json) {
                 let key =
                     quarry_core::packs::cache::cache_key(pack, &params, Some(ex.data_version));
-                if let Ok(b) = serde_json::to_vec(&ex.body) {
-                    let b = Bytes::from(b);
-                    let ttl = Duration::from_secs(pack.spec.cache_ttl_seconds);
-                    st.hot.put(key.clone(), b.clone(), ttl);
-                    let _ = st
-                        .ports
-                        .cache
-                        .put(
-                            &key,
-                            &pack.spec.name,
-                            &quarry_core::ports::CachedValue::Inline(b),
-                            ttl,
-                        )
-                        .await;
-                }
+                let ttl = Duration::from_secs(pack.spec.cache_ttl_seconds);
+                st.hot.put(key.clone(), b.clone(), ttl);
+                let _ = st
+                    .ports
+                    .cache
+                    .put(
+                        &key,
+                        &pack.spec.name,
+                        &quarry_core::ports::CachedValue::Inline(b.clone()),
+                        ttl,
+                    )
+                    .await;
             }
         }
     }
-    let small = rows <= st.config.jobs.inline_max_rows
-        && serde_json::to_vec(&ex.body)
-            .map(|b| b.len() <= st.config.jobs.inline_max_bytes)
-            .unwrap_or(false);
+    let small = json
+        .as_ref()
+        .is_some_and(|b| b.len() <= st.config.jobs.inline_max_bytes);
     if small {
         return Ok(JobResult::Inline { body: ex.body });
     }
